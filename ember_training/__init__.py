@@ -1,0 +1,1 @@
+"""Offline training, data and export of EmberVLM."""

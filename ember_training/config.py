@@ -1,0 +1,359 @@
+"""The training configuration: dataclasses loaded from config/train/*.yaml (one source of truth).
+
+A YAML file has the sections `model:` and `tokenizer:` (the model's own dataclasses, see
+ember_training.model.config and ember_training.tokenizer), `data:`, `train:`, `stages:` and
+`tracking:`. Loading is strict: an unknown key, a missing section or a value of the wrong type
+raises ConfigError naming the key (`train.lr`, `stages.incidents.ce_weight`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ember_training.model.config import ModelConfig
+from ember_training.tokenizer import TokenizerConfig
+
+STAGE_NAMES: tuple[str, ...] = ("alignment", "instruct", "incidents", "reasoning")
+"""Stage k (1-based) is STAGE_NAMES[k-1]."""
+
+DATASET_NAMES: tuple[str, ...] = (
+    "coco",
+    "flickr30k",
+    "llava",
+    "vqa",
+    "incidents",
+    "robot_single",
+    "robot_multi",
+)
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the offending key."""
+
+
+@dataclass
+class DataPaths:
+    """Where each public dataset lives, relative to the data directory (the official layouts)."""
+
+    coco_captions: str = "coco/annotations/captions_train2017.json"
+    coco_images: str = "coco/train2017"
+    flickr30k_captions: str = "flickr30k/results.csv"  # results.csv (pipe separated) or Karpathy .json
+    flickr30k_images: str = "flickr30k/flickr30k_images"
+    llava_conversations: str = "llava/llava_instruct_150k.json"
+    llava_images: str = "coco/train2017"
+    vqa_questions: str = "vqa/v2_OpenEnded_mscoco_train2014_questions.json"
+    vqa_annotations: str = "vqa/v2_mscoco_train2014_annotations.json"
+    vqa_images: str = "coco/train2014"
+    incidents_annotations: str = "incidents/multi_label_train.json"
+    incidents_images: str = "incidents/images"
+    robot_single: str = "robot_selection/single_robot_selection.json"
+    robot_multi: str = "robot_selection/multi_robot_selection_dataset.json"
+
+
+@dataclass
+class SynthConfig:
+    """Sizes of the generated datasets (`ember-data synth`, and ember-train without --data-dir)."""
+
+    scenes: int = 240  # incident scenes (Incidents1M format)
+    caption_images: int = 120  # images of the COCO / Flickr30k / LLaVA / VQA files each
+    image_size: int = 128  # side of the written JPEGs
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """What the loaders read and how samples become tensors."""
+
+    data_dir: str | None = None  # None: generate synthetic data into <output-dir>/data
+    robot_selection_dir: str | None = None  # None: <data_dir>/robot_selection, else ../shared/data
+    paths: DataPaths = field(default_factory=DataPaths)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    max_prompt_tokens: int = 64
+    max_target_tokens: int = 96
+    max_samples_per_dataset: int | None = None  # cap per source (quick runs); None = all
+    augment: bool = True  # random crop + flip + colour jitter, seeded per (epoch, index)
+    num_workers: int = 0
+    tokenizer_corpus_limit: int = 200_000  # at most this many texts to train the BPE on
+
+    def __post_init__(self) -> None:
+        _positive("data.max_prompt_tokens", self.max_prompt_tokens)
+        _positive("data.max_target_tokens", self.max_target_tokens)
+        _positive("data.tokenizer_corpus_limit", self.tokenizer_corpus_limit)
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.max_samples_per_dataset is not None:
+            _positive("data.max_samples_per_dataset", self.max_samples_per_dataset)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by the stages (a stage may override lr and batch_size)."""
+
+    seed: int = 0
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 10
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0  # <= 0 disables clipping
+    precision: str = "bf16"  # bf16 | fp16 | fp32 autocast on CUDA; CPU always runs fp32
+    checkpoint_every: int = 50  # optimizer steps
+    keep_checkpoints: int = 2  # step checkpoints kept besides final.pt
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.grad_accum", self.grad_accum)
+        _positive("train.lr", self.lr)
+        _positive("train.checkpoint_every", self.checkpoint_every)
+        _positive("train.keep_checkpoints", self.keep_checkpoints)
+        _positive("train.log_every", self.log_every)
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas must be two values in [0, 1), got {self.betas}")
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise ConfigError(f"train.precision must be bf16, fp16 or fp32, got {self.precision!r}")
+
+
+@dataclass
+class StageCommon:
+    """Fields every stage has."""
+
+    steps: int = 100  # optimizer steps
+    lr: float | None = None  # None: train.lr
+    batch_size: int | None = None  # None: train.batch_size
+    datasets: list[str] = field(default_factory=list)
+
+    def check(self, name: str) -> None:
+        _positive(f"stages.{name}.steps", self.steps)
+        if self.lr is not None:
+            _positive(f"stages.{name}.lr", self.lr)
+        if self.batch_size is not None:
+            _positive(f"stages.{name}.batch_size", self.batch_size)
+        if not self.datasets:
+            raise ConfigError(f"stages.{name}.datasets is empty")
+        for ds in self.datasets:
+            if ds not in DATASET_NAMES:
+                raise ConfigError(f"stages.{name}.datasets: unknown dataset {ds!r}; known: {', '.join(DATASET_NAMES)}")
+
+
+@dataclass
+class AlignmentStage(StageCommon):
+    """Stage 1: image/caption pairs; 0.5 contrastive (InfoNCE) + 0.5 captioning."""
+
+    datasets: list[str] = field(default_factory=lambda: ["coco", "flickr30k"])
+    contrastive_weight: float = 0.5
+    caption_weight: float = 0.5
+    temperature: float = 0.07  # InfoNCE temperature
+
+    def __post_init__(self) -> None:
+        self.check("alignment")
+        _positive("stages.alignment.temperature", self.temperature)
+
+
+@dataclass
+class InstructStage(StageCommon):
+    """Stage 2: LLaVA-Instruct + VQA v2; 0.7 SFT + 0.3 KL distillation when teacher_logits is set."""
+
+    datasets: list[str] = field(default_factory=lambda: ["llava", "vqa"])
+    sft_weight: float = 0.7
+    distill_weight: float = 0.3
+    distill_temperature: float = 2.0
+    teacher_logits: str | None = None  # .npz in the format of ember_training.distill
+
+    def __post_init__(self) -> None:
+        self.check("instruct")
+        _positive("stages.instruct.distill_temperature", self.distill_temperature)
+
+
+@dataclass
+class IncidentsStage(StageCommon):
+    """Stage 3: Incidents1M + robot-selection sets; 0.6 head cross-entropy + 0.4 two-view consistency."""
+
+    datasets: list[str] = field(default_factory=lambda: ["incidents", "robot_single"])
+    ce_weight: float = 0.6
+    consistency_weight: float = 0.4
+    confidence_weight: float = 0.2  # share of the confidence head inside the CE term
+
+    def __post_init__(self) -> None:
+        self.check("incidents")
+
+
+@dataclass
+class ReasoningStage(StageCommon):
+    """Stage 4: chain of thought + robot selection + action plans; SFT + 0.1 reasoning smoothness."""
+
+    datasets: list[str] = field(default_factory=lambda: ["robot_single", "robot_multi", "incidents"])
+    sft_weight: float = 1.0
+    smoothness_weight: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.check("reasoning")
+
+
+@dataclass
+class StagesConfig:
+    alignment: AlignmentStage = field(default_factory=AlignmentStage)
+    instruct: InstructStage = field(default_factory=InstructStage)
+    incidents: IncidentsStage = field(default_factory=IncidentsStage)
+    reasoning: ReasoningStage = field(default_factory=ReasoningStage)
+
+    def get(self, name: str) -> StageCommon:
+        return getattr(self, name)
+
+
+@dataclass
+class TrackingConfig:
+    """Emissions, plots and optional Weights & Biases."""
+
+    country_iso_code: str = "USA"  # CodeCarbon offline tracker's grid region
+    codecarbon: bool = True
+    plots: bool = True
+    progress: bool = True  # tqdm bars (rank 0)
+    wandb_project: str | None = None  # used only if wandb is installed and this is set
+
+    def __post_init__(self) -> None:
+        code = self.country_iso_code
+        if len(code) != 3 or not code.isalpha() or not code.isupper():
+            raise ConfigError(f"tracking.country_iso_code must be an ISO 3166 alpha-3 code like 'USA', got {code!r}")
+
+
+@dataclass
+class Config:
+    """A whole training config file."""
+
+    model: ModelConfig
+    tokenizer: TokenizerConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    source: str = ""  # the file it was loaded from (not a YAML key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (what checkpoints and the output directory record)."""
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate a YAML training config; ConfigError names any bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        cfg = config_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    cfg.source = str(path)
+    return cfg
+
+
+def config_from_dict(raw: Any) -> Config:
+    """Build a Config from parsed YAML (a mapping with model/tokenizer/data/train/stages/tracking)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping of sections")
+    for required in ("model", "tokenizer"):
+        if required not in raw:
+            raise ConfigError(f"missing section {required!r}")
+    raw = {k: v for k, v in raw.items()}
+    if "source" in raw:
+        raise ConfigError("unknown section 'source'")
+    return _build(Config, raw, "")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Strictly build dataclass `cls` from a mapping: unknown keys and wrong types name the key."""
+    where = prefix.rstrip(".") or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        keys = ", ".join(prefix + k for k in unknown)
+        raise ConfigError(f"unknown key(s) {keys}; known in {where}: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against annotation `tp` (ints widen to float); recurse into dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")

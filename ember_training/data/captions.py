@@ -1,0 +1,120 @@
+"""Image-caption loaders: COCO captions and Flickr30k (results.csv or Karpathy's JSON)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+from ember.prompting import EOS_TOKEN
+
+from .common import (
+    CAPTION_TASK,
+    MALFORMED,
+    MISSING_IMAGE,
+    DataError,
+    LoadReport,
+    Sample,
+    clean_text,
+    read_json,
+)
+
+KARPATHY_TRAIN_SPLITS = ("train", "restval")
+
+
+def _caption_sample(uid: str, source: str, image: Path, caption: str) -> Sample:
+    return Sample(uid=uid, source=source, image=str(image), task=CAPTION_TASK, target=caption + EOS_TOKEN)
+
+
+def load_coco_captions(annotations: Path, images: Path, limit: int | None = None) -> tuple[list[Sample], LoadReport]:
+    """COCO `captions_*.json`: {"images": [{id, file_name}], "annotations": [{id, image_id, caption}]}."""
+    report = LoadReport("coco")
+    data = read_json(annotations, "coco")
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"coco: {annotations} has no 'annotations' list")
+    files: dict[int, str] = {}
+    for img in data.get("images", []):
+        if isinstance(img, dict) and isinstance(img.get("id"), int) and isinstance(img.get("file_name"), str):
+            files[img["id"]] = img["file_name"]
+    exists: dict[int, bool] = {}
+    samples: list[Sample] = []
+    for ann in data["annotations"]:
+        if limit is not None and len(samples) >= limit:
+            break
+        report.rows += 1
+        caption = clean_text(ann.get("caption")) if isinstance(ann, dict) else None
+        image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        if caption is None or image_id not in files:
+            report.skip(MALFORMED)
+            continue
+        path = images / files[image_id]
+        if image_id not in exists:
+            exists[image_id] = path.is_file()
+        if not exists[image_id]:
+            report.skip(MISSING_IMAGE)
+            continue
+        samples.append(_caption_sample(f"coco/{ann.get('id', report.rows)}", "coco", path, caption))
+    report.kept = len(samples)
+    return samples, report.emit()
+
+
+def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tuple[list[Sample], LoadReport]:
+    """Flickr30k captions from `results.csv` (image_name| comment_number| comment) or Karpathy JSON."""
+    report = LoadReport("flickr30k")
+    if captions.suffix == ".json":
+        rows = _karpathy_rows(captions)
+    else:
+        rows = _results_csv_rows(captions)
+    samples: list[Sample] = []
+    exists: dict[str, bool] = {}
+    for uid, name, caption in rows:
+        if limit is not None and len(samples) >= limit:
+            break
+        report.rows += 1
+        if name is None or caption is None:
+            report.skip(MALFORMED)
+            continue
+        if name not in exists:
+            exists[name] = (images / name).is_file()
+        if not exists[name]:
+            report.skip(MISSING_IMAGE)
+            continue
+        samples.append(_caption_sample(f"flickr30k/{uid}", "flickr30k", images / name, caption))
+    report.kept = len(samples)
+    return samples, report.emit()
+
+
+def _results_csv_rows(path: Path) -> Iterator[tuple[str, str | None, str | None]]:
+    """Yield (uid, image name, caption) from the pipe-separated results.csv; None marks bad fields."""
+    if not path.is_file():
+        raise DataError(f"flickr30k: file not found: {path}")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="|")
+        header = next(reader, None)
+        if not header or [h.strip() for h in header[:3]] != ["image_name", "comment_number", "comment"]:
+            raise DataError(f"flickr30k: {path} lacks the header 'image_name| comment_number| comment'")
+        for i, row in enumerate(reader):
+            if not row:
+                continue
+            if len(row) != 3:
+                yield f"row{i}", None, None
+                continue
+            name = row[0].strip() or None
+            yield f"{name}#{row[1].strip()}", name, clean_text(row[2])
+
+
+def _karpathy_rows(path: Path) -> Iterator[tuple[str, str | None, str | None]]:
+    """Yield (uid, image name, caption) from Karpathy's dataset_flickr30k.json (train splits)."""
+    data = read_json(path, "flickr30k")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"flickr30k: {path} has no 'images' list")
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not isinstance(img.get("sentences"), list):
+            yield f"img{i}", None, None
+            continue
+        if img.get("split", "train") not in KARPATHY_TRAIN_SPLITS:
+            continue
+        name = img.get("filename") if isinstance(img.get("filename"), str) else None
+        for j, sent in enumerate(img["sentences"]):
+            raw = sent.get("raw") if isinstance(sent, dict) else None
+            yield f"{name}#{j}", name, clean_text(raw)

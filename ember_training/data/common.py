@@ -1,0 +1,106 @@
+"""What every loader returns: Samples, and a LoadReport of the rows it skipped and why."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("ember_training.data")
+
+CAPTION_TASK = "Describe the image."
+"""The task of captioning samples (stage 1); other sources carry their own question or task."""
+
+# skip reasons (the summary line counts each)
+MISSING_IMAGE = "missing image"
+UNKNOWN_LABEL = "unknown label"
+MALFORMED = "malformed row"
+NO_ANSWER = "no answer"
+
+
+@dataclass
+class Sample:
+    """One training example before tokenisation.
+
+    `image` is a file path, or None for text-only rows (robot selection): those are paired with
+    a labelled incident scene at load time (see ember_training.data.dataset). Label vectors are
+    int8 with 1 = positive, 0 = explicit negative, -1 = unknown (masked out of the loss), in the
+    orders of ember.labels.
+    """
+
+    uid: str
+    source: str
+    image: str | None
+    task: str
+    target: str = ""  # LM target text (already formatted, ends with EOS) or "" for heads only
+    incidents: np.ndarray | None = None  # int8 [43]
+    places: np.ndarray | None = None  # int8 [49]
+    robots: np.ndarray | None = None  # int8 [5]
+    robot_set: tuple[int, ...] = ()  # robot-selection rows: the answer set (sorted indices)
+    steps: tuple[tuple[int, str, int], ...] = ()  # (order, description, robot index) plan steps
+    capabilities: dict[int, list[str]] = field(default_factory=dict)  # robot -> phrases (CoT)
+
+
+@dataclass
+class LoadReport:
+    """Rows read, samples kept and skipped rows by reason; `summary()` is the one log line."""
+
+    name: str
+    rows: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        detail = ", ".join(f"{reason} {n}" for reason, n in sorted(self.skipped.items()))
+        text = f"{self.name}: {self.kept} samples from {self.rows} rows, skipped {self.n_skipped}"
+        return text + (f" ({detail})" if detail else "")
+
+    def emit(self) -> LoadReport:
+        log.info(self.summary())
+        return self
+
+
+class DataError(RuntimeError):
+    """A dataset file that cannot be read at all (missing, not JSON, wrong top-level shape)."""
+
+
+def read_json(path: Path, name: str) -> Any:
+    """Parse a JSON file or raise DataError naming the dataset and the file."""
+    if not path.is_file():
+        raise DataError(f"{name}: file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{name}: {path} is not valid JSON: {e}") from None
+
+
+def label_vector(size: int) -> np.ndarray:
+    """All-unknown label vector (-1 everywhere)."""
+    return np.full(size, -1, dtype=np.int8)
+
+
+def one_hot_set(indices: list[int] | tuple[int, ...], size: int) -> np.ndarray:
+    """A complete multi-label vector: 1 at `indices`, 0 (explicit negative) elsewhere."""
+    vec = np.zeros(size, dtype=np.int8)
+    vec[list(indices)] = 1
+    return vec
+
+
+def clean_text(text: Any) -> str | None:
+    """Whitespace-normalised non-empty string, else None."""
+    if not isinstance(text, str):
+        return None
+    text = " ".join(text.split())
+    return text or None

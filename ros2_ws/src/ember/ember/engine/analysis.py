@@ -1,0 +1,35 @@
+"""The result of one `EmberEngine.analyze` call (DESIGN §4)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ember.prompting import PlanStep
+
+
+@dataclass
+class Analysis:
+    """Everything the engine says about one image and task.
+
+    Score vectors follow the orders of `ember.labels`; `robot_scores` has one sigmoid
+    score per robot type, `robot_types` is the selected set, best first.
+    """
+
+    incident_type: str
+    confidence: float
+    incident_labels: list[str]
+    incident_scores: list[float]
+    place: str
+    place_score: float
+    robot_scores: list[float]
+    robot_types: list[str]
+    text: str
+    reasoning: str
+    steps: list[PlanStep] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    num_generated_tokens: int = 0
+    model_version: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (steps as dicts)."""
+        return asdict(self)

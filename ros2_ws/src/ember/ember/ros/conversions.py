@@ -1,0 +1,144 @@
+"""sensor_msgs Image / CompressedImage <-> numpy, without cv_bridge.
+
+Raw images honour `step` (row padding) and `is_bigendian`; every malformed message
+raises ValueError naming the problem, so callers can count and report it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    channels: int
+    dtype: np.dtype
+
+
+ENCODINGS: dict[str, _Encoding] = {
+    "rgb8": _Encoding(3, np.dtype(np.uint8)),
+    "bgr8": _Encoding(3, np.dtype(np.uint8)),
+    "mono8": _Encoding(1, np.dtype(np.uint8)),
+    "rgba8": _Encoding(4, np.dtype(np.uint8)),
+    "bgra8": _Encoding(4, np.dtype(np.uint8)),
+    "16UC1": _Encoding(1, np.dtype(np.uint16)),
+    "mono16": _Encoding(1, np.dtype(np.uint16)),
+}
+COMPRESSED_FORMATS = ("jpeg", "png")
+
+
+def _encoding(name: str) -> _Encoding:
+    enc = ENCODINGS.get(name)
+    if enc is None:
+        raise ValueError(f"unknown image encoding {name!r}; supported: {', '.join(ENCODINGS)}")
+    return enc
+
+
+def image_to_numpy(msg) -> np.ndarray:
+    """Pixels of a sensor_msgs/Image as an array in the message's own encoding.
+
+    Returns (H, W) for one channel, (H, W, C) otherwise; native byte order.
+    """
+    enc = _encoding(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image has zero size: width={width} height={height}")
+    row_bytes = width * enc.channels * enc.dtype.itemsize
+    if step < row_bytes:
+        raise ValueError(
+            f"image step {step} is smaller than width*channels*bytes = {width}*{enc.channels}*{enc.dtype.itemsize} = {row_bytes}"
+        )
+    data = msg.data
+    buf = data.tobytes() if hasattr(data, "tobytes") else bytes(data)
+    if len(buf) != height * step:
+        raise ValueError(f"image data length {len(buf)} does not match height*step = {height}*{step} = {height * step}")
+    rows = np.frombuffer(buf, dtype=np.uint8).reshape(height, step)[:, :row_bytes]
+    dtype = enc.dtype.newbyteorder(">" if msg.is_bigendian else "<") if enc.dtype.itemsize > 1 else enc.dtype
+    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, enc.channels)
+    pixels = pixels.astype(enc.dtype.newbyteorder("="), copy=False)
+    return pixels[:, :, 0] if enc.channels == 1 else pixels
+
+
+def to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """Convert an array in `encoding` to contiguous uint8 RGB (H, W, 3) for the model."""
+    if encoding == "rgb8":
+        return np.ascontiguousarray(pixels)
+    if encoding == "bgr8":
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if encoding == "rgba8":
+        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB)
+    if encoding == "bgra8":
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
+    if encoding == "mono8":
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    if encoding in ("16UC1", "mono16"):
+        peak = int(pixels.max()) or 1
+        gray = (pixels.astype(np.float32) * (255.0 / peak)).astype(np.uint8)
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+    raise ValueError(f"unknown image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+
+
+def image_msg_to_rgb(msg) -> np.ndarray:
+    """A sensor_msgs/Image as uint8 RGB (H, W, 3)."""
+    return to_rgb8(image_to_numpy(msg), msg.encoding)
+
+
+def numpy_to_image(pixels: np.ndarray, encoding: str = "rgb8", header=None, row_padding: int = 0):
+    """Build a sensor_msgs/Image from an array in `encoding` (optionally with padded rows)."""
+    from sensor_msgs.msg import Image
+
+    enc = _encoding(encoding)
+    arr = np.asarray(pixels)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] != enc.channels:
+        raise ValueError(f"array of shape {pixels.shape} does not fit encoding {encoding!r} ({enc.channels} channels)")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"image has zero size: shape {pixels.shape}")
+    arr = np.ascontiguousarray(arr.astype(enc.dtype, copy=False))
+    height, width = arr.shape[:2]
+    row_bytes = width * enc.channels * enc.dtype.itemsize
+    rows = arr.reshape(height, row_bytes // enc.dtype.itemsize).view(np.uint8).reshape(height, row_bytes)
+    if row_padding:
+        rows = np.concatenate([rows, np.zeros((height, row_padding), np.uint8)], axis=1)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width, msg.encoding = height, width, encoding
+    msg.is_bigendian = 0
+    msg.step = row_bytes + row_padding
+    msg.data = rows.tobytes()
+    return msg
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg or png) to uint8 RGB (H, W, 3)."""
+    data = msg.data
+    buf = np.frombuffer(data.tobytes() if hasattr(data, "tobytes") else bytes(data), dtype=np.uint8)
+    if buf.size == 0:
+        raise ValueError("compressed image is empty")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"corrupt compressed image ({buf.size} bytes, format {msg.format!r}) could not be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality: int = 90):
+    """Encode uint8 RGB (H, W, 3) as a sensor_msgs/CompressedImage (jpeg or png)."""
+    from sensor_msgs.msg import CompressedImage
+
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"unknown compressed format {fmt!r}; supported: {', '.join(COMPRESSED_FORMATS)}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"could not encode image of shape {rgb.shape} as {fmt}")
+    msg = CompressedImage()
+    if header is not None:
+        msg.header = header
+    msg.format = fmt
+    msg.data = encoded.tobytes()
+    return msg

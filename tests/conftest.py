@@ -1,0 +1,47 @@
+"""Shared test setup: DDS isolation for every test session and worker, shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+def _session_domain_id() -> int:
+    """A ROS_DOMAIN_ID of this session's own (per xdist worker too), in 1..100."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or "0"
+    return 1 + (os.getpid() * 7 + int(worker) * 13) % 100
+
+
+# Set before anything can start DDS; child processes inherit it.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(_session_domain_id()))
+os.environ["EMBER_REQUIRE_LOCAL_DDS"] = "1"
+os.environ.setdefault("ROS_LOG_DIR", str(ROOT / "build" / "ros_log"))
+
+
+@pytest.fixture(autouse=True)
+def _dds_isolated():
+    """Every test runs with loopback-only discovery and a session domain id."""
+    assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST", "DDS must stay on loopback"
+    assert os.environ.get("ROS_DOMAIN_ID", "").isdigit(), "ROS_DOMAIN_ID missing"
+    yield
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (robot-selection files, incident categories and photos)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: tests need the shared data beside the repository")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def python_exe() -> str:
+    return sys.executable
