@@ -40,9 +40,12 @@ class LanguageDecoder(nn.Module):
     when the tokenizer added special tokens.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, hf_config: dict | None = None) -> None:
         super().__init__()
-        if cfg.decoder_pretrained:
+        if hf_config is not None:  # rebuilding a saved model: architecture from its own config, no files
+            self.lm = GPT2LMHeadModel(GPT2Config.from_dict(hf_config))
+            self.pretrained = False
+        elif cfg.decoder_pretrained:
             path = Path(cfg.decoder_pretrained)
             if not path.is_dir():
                 raise FileNotFoundError(f"decoder_pretrained directory not found: {path}")

@@ -52,12 +52,12 @@ class EmberVLM(nn.Module):
     `input_ids` (HF convention: -100 on prompt and padding; the shift happens inside).
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, decoder_hf_config: dict | None = None) -> None:
         super().__init__()
         self.config = cfg
         self.vision = VisionEncoder(cfg)
         self.fusion = Fusion(self.vision.out_dim, cfg.d_model, cfg.adapter_dim, cfg.dropout)
-        self.decoder = LanguageDecoder(cfg)
+        self.decoder = LanguageDecoder(cfg, decoder_hf_config)
         self.reasoning = ReasoningModule(
             cfg.d_model, cfg.reasoning_dim, cfg.reasoning_layers, cfg.reasoning_heads, cfg.reasoning_ff_dim, cfg.dropout
         )

@@ -1,0 +1,110 @@
+"""sensor_msgs Image / CompressedImage <-> numpy, including padded rows and every error case."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+
+from ember.ros.conversions import (
+    compressed_to_rgb,
+    image_msg_to_rgb,
+    image_to_numpy,
+    numpy_to_image,
+    rgb_to_compressed,
+)
+
+RNG = np.random.default_rng(7)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pixels", "expected_rgb"),
+    [
+        ("rgb8", RGB, RGB),
+        ("bgr8", RGB[:, :, ::-1], RGB),
+        ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)]), RGB),
+        ("bgra8", np.dstack([RGB[:, :, ::-1], np.full(RGB.shape[:2], 9, np.uint8)]), RGB),
+        ("mono8", RGB[:, :, 0], np.repeat(RGB[:, :, :1], 3, axis=2)),
+    ],
+)
+@pytest.mark.parametrize("padding", [0, 3])
+def test_raw_round_trip(encoding, pixels, expected_rgb, padding):
+    msg = numpy_to_image(pixels, encoding, row_padding=padding)
+    assert msg.step == pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1) + padding
+    np.testing.assert_array_equal(image_to_numpy(msg), pixels)
+    np.testing.assert_array_equal(image_msg_to_rgb(msg), expected_rgb)
+
+
+def test_16uc1_little_and_big_endian_with_padding():
+    depth = RNG.integers(0, 65535, (4, 6), dtype=np.uint16)
+    little = numpy_to_image(depth, "16UC1", row_padding=2)
+    np.testing.assert_array_equal(image_to_numpy(little), depth)
+
+    big = Image(height=4, width=6, encoding="16UC1", is_bigendian=1, step=6 * 2 + 4)
+    rows = np.concatenate([depth.astype(">u2").view(np.uint8).reshape(4, 12), np.zeros((4, 4), np.uint8)], axis=1)
+    big.data = rows.tobytes()
+    out = image_to_numpy(big)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, depth)
+    rgb = image_msg_to_rgb(big)
+    assert rgb.shape == (4, 6, 3) and rgb.dtype == np.uint8
+
+
+def test_padded_step_bytes_are_ignored():
+    msg = numpy_to_image(RGB, "rgb8", row_padding=5)
+    data = bytearray(msg.data)
+    for row in range(msg.height):  # garbage in the padding must not leak into pixels
+        data[row * msg.step + 21 : (row + 1) * msg.step] = b"\xff" * 5
+    msg.data = bytes(data)
+    np.testing.assert_array_equal(image_msg_to_rgb(msg), RGB)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_compressed_round_trip(fmt):
+    smooth = cv2.GaussianBlur(cv2.resize(RGB, (64, 48), interpolation=cv2.INTER_LINEAR), (5, 5), 0)
+    msg = rgb_to_compressed(smooth, fmt)
+    assert msg.format == fmt
+    out = compressed_to_rgb(msg)
+    assert out.shape == smooth.shape
+    if fmt == "png":
+        np.testing.assert_array_equal(out, smooth)
+    else:
+        assert np.abs(out.astype(int) - smooth.astype(int)).mean() < 6
+
+
+def _raw(**overrides) -> Image:
+    msg = numpy_to_image(RGB, "rgb8")
+    for key, value in overrides.items():
+        setattr(msg, key, value)
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("msg", "message"),
+    [
+        (_raw(encoding="yuv422_weird"), "unknown image encoding 'yuv422_weird'"),
+        (_raw(data=bytes(10)), "data length 10 does not match height*step"),
+        (_raw(step=20), "step 20 is smaller than width*channels*bytes"),
+        (_raw(width=0, step=0, data=b""), "zero size"),
+        (_raw(height=0, data=b""), "zero size"),
+    ],
+)
+def test_raw_errors_name_the_problem(msg, message):
+    with pytest.raises(ValueError, match=message.replace("*", r"\*").replace("(", r"\(")):
+        image_msg_to_rgb(msg)
+
+
+def test_corrupt_and_empty_compressed_bytes():
+    with pytest.raises(ValueError, match="corrupt compressed image"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8\xff not a jpeg at all"))
+    with pytest.raises(ValueError, match="compressed image is empty"):
+        compressed_to_rgb(CompressedImage(format="png", data=b""))
+    with pytest.raises(ValueError, match="unknown compressed format"):
+        rgb_to_compressed(RGB, "gif")
+
+
+def test_array_that_does_not_fit_the_encoding():
+    with pytest.raises(ValueError, match="does not fit encoding 'rgba8'"):
+        numpy_to_image(RGB, "rgba8")
