@@ -21,12 +21,20 @@ class VisionExport(nn.Module):
 
     def __init__(self, model: EmberVLM) -> None:
         super().__init__()
-        self.vision = copy.deepcopy(model.vision).eval()
-        self.vision.reparameterize()
+        vision = copy.deepcopy(model.vision).eval()
+        vision.reparameterize()
+        self.backbone = vision.backbone
+        size = model.config.image_size
+        with torch.no_grad():
+            _, _, h, w = self.backbone.forward_features(torch.zeros(1, 3, size, size)).shape
+        self.register_buffer("pool", vision.pool_matrix(int(h), int(w), torch.device("cpu"), torch.float32))
         self.fusion = copy.deepcopy(model.fusion).eval()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.fusion(self.vision(pixel_values))
+        feats = self.backbone.forward_features(pixel_values)
+        b, c = feats.shape[0], feats.shape[1]
+        tokens = torch.matmul(self.pool, feats.reshape(b, c, -1).transpose(1, 2))
+        return self.fusion(tokens)
 
 
 class DecoderExport(nn.Module):
@@ -80,8 +88,7 @@ class DecoderExport(nn.Module):
         p = past[0].shape[2]
         q_pos = torch.arange(s, device=x.device) + p
         x = x + self.wpe[q_pos].unsqueeze(0)
-        k_pos = torch.arange(s, device=x.device) + p
-        k_pos = torch.cat([torch.arange(p, device=x.device), k_pos])
+        k_pos = torch.arange(p + s, device=x.device)
         bias = torch.where(k_pos[None, :] <= q_pos[:, None], 0.0, torch.finfo(x.dtype).min)
         presents = []
         for i, block in enumerate(self.blocks):

@@ -1,0 +1,234 @@
+"""EmberEngine: the torch-free EmberVLM runtime of the robots (numpy, onnxruntime, tokenizers, opencv).
+
+Load order keeps the process peak low: the bundle is validated first (hashes streamed from
+disk), then the decoder (the larger model) is loaded while nothing else is resident, then
+the vision model, then the tokenizer; freed parse buffers are handed back to the OS after
+each load. Sessions run sequentially with the CPU memory arena off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from ember.engine.analysis import Analysis
+from ember.engine.bundle import Bundle, BundleError, load_bundle
+from ember.engine.preprocess import preprocess
+from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, format_prompt, parse_generation
+
+log = logging.getLogger(__name__)
+TOP_K_INCIDENTS = 5
+
+
+def _release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc only; a no-op elsewhere)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x.astype(np.float64) - np.max(x))
+    return e / e.sum()
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """Options for a small, predictable footprint: no arena, sequential, `threads` intra-op threads."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_cpu_mem_arena = False
+    opts.enable_mem_pattern = False
+    opts.enable_mem_reuse = True
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+class EmberEngine:
+    """Runs an Ember model bundle: `analyze(image_rgb, task)` -> Analysis.
+
+    Raises BundleError if the bundle is missing, incomplete, corrupt or of an unknown format.
+    """
+
+    def __init__(self, bundle_dir: str | Path, threads: int = 1, verify_hashes: bool = True) -> None:
+        self.bundle: Bundle = load_bundle(bundle_dir, verify_hashes=verify_hashes)
+        meta = self.bundle.meta
+        self.meta = meta
+        self.model_version = str(meta["model_version"])
+        self.image_size = int(meta["image_size"])
+        self.mean = [float(v) for v in meta["mean"]]
+        self.std = [float(v) for v in meta["std"]]
+        self.num_visual_tokens = int(meta["num_visual_tokens"])
+        self.d_model = int(meta["d_model"])
+        self.n_layers = int(meta["n_layers"])
+        self.n_heads = int(meta["n_heads"])
+        self.head_dim = int(meta["head_dim"])
+        self.n_positions = int(meta["n_positions"])
+        self.default_max_new_tokens = int(meta["max_new_tokens"])
+        self.robot_types = list(meta["robot_types"])
+        self.incident_labels = list(meta["incident_labels"])
+        self.place_labels = list(meta["place_labels"])
+        self.robot_thresholds = np.asarray(meta["robot_thresholds"], dtype=np.float64)
+        if len(self.robot_thresholds) != len(self.robot_types):
+            raise BundleError(f"model bundle {self.bundle.path}: robot_thresholds must have one value per robot type")
+        try:
+            self.eos_id = int(meta["special_token_ids"][EOS_TOKEN])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"model bundle {self.bundle.path}: special_token_ids lacks {EOS_TOKEN}") from exc
+
+        opts = session_options(threads)
+        self._decoder = self._session("decoder.onnx", opts)
+        self._vision = self._session("vision.onnx", opts)
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.bundle.file("tokenizer.json")))
+        except Exception as exc:
+            raise BundleError(f"model bundle {self.bundle.path}: cannot load tokenizer.json ({exc})") from exc
+        self._check_io()
+        self._past_names = [f"past_{kind}_{i}" for i in range(self.n_layers) for kind in ("key", "value")]
+        self._out_names = [o.name for o in self._decoder.get_outputs()]
+        self._empty_past = np.zeros((1, self.n_heads, 0, self.head_dim), dtype=np.float32)
+        self._no_visual = np.zeros((1, 0, self.d_model), dtype=np.float32)
+
+    def _session(self, name: str, opts: ort.SessionOptions) -> ort.InferenceSession:
+        try:
+            sess = ort.InferenceSession(str(self.bundle.file(name)), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BundleError(f"model bundle {self.bundle.path}: onnxruntime cannot load {name} ({exc})") from exc
+        _release_free_memory()
+        return sess
+
+    def _check_io(self) -> None:
+        want_dec = {"input_ids", "visual_embeds", *(f"past_{k}_{i}" for i in range(self.n_layers) for k in ("key", "value"))}
+        have_dec = {i.name for i in self._decoder.get_inputs()}
+        if want_dec != have_dec:
+            raise BundleError(
+                f"model bundle {self.bundle.path}: decoder.onnx inputs {sorted(have_dec)} do not match bundle.json "
+                f"(n_layers={self.n_layers})"
+            )
+        if [i.name for i in self._vision.get_inputs()] != ["pixel_values"]:
+            raise BundleError(f"model bundle {self.bundle.path}: vision.onnx must take `pixel_values`")
+
+    # -- prompt ---------------------------------------------------------------------------------
+
+    def _prompt_ids(self, task: str | None, max_new_tokens: int) -> tuple[list[int], str]:
+        """Token ids of the prompt; an over-long task is truncated with a warning (never an error)."""
+        task = DEFAULT_TASK if task is None or not str(task).strip() else " ".join(str(task).split())
+        if len(task) > MAX_TASK_CHARS:
+            warnings.warn(
+                f"task of {len(task)} characters truncated to {MAX_TASK_CHARS}", RuntimeWarning, stacklevel=3
+            )
+            task = task[:MAX_TASK_CHARS]
+        budget = self.n_positions - self.num_visual_tokens - max_new_tokens
+        ids = self.tokenizer.encode(format_prompt(task)).ids
+        if len(ids) > budget:
+            lo, hi = 0, len(task)  # longest task prefix whose prompt fits
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if len(self.tokenizer.encode(format_prompt(task[:mid])).ids) <= budget:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            warnings.warn(
+                f"task of {len(ids)} prompt tokens truncated to fit the model's {self.n_positions} positions",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            task = task[:lo]
+            ids = self.tokenizer.encode(format_prompt(task)).ids
+        return ids, task
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def encode_image(self, image_rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB HxWx3 -> visual embeddings [1, V, D] (ImageError for a bad image)."""
+        pixels = preprocess(image_rgb, self.image_size, self.mean, self.std)
+        return self._vision.run(None, {"pixel_values": pixels})[0]
+
+    def _decoder_step(self, ids: list[int], visual: np.ndarray, past: list[np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {"input_ids": np.asarray([ids], dtype=np.int64), "visual_embeds": visual}
+        feed.update(zip(self._past_names, past, strict=True))
+        return dict(zip(self._out_names, self._decoder.run(None, feed), strict=True))
+
+    def analyze(self, image_rgb: np.ndarray, task: str | None = None, max_new_tokens: int | None = None) -> Analysis:
+        """Analyse one image for a task: heads from the prefill, then greedy decoding with the KV cache."""
+        t0 = time.perf_counter()
+        if max_new_tokens is None:
+            max_new_tokens = self.default_max_new_tokens
+        max_new_tokens = max(0, min(int(max_new_tokens), self.n_positions - self.num_visual_tokens - 8))
+        pixels = preprocess(image_rgb, self.image_size, self.mean, self.std)
+        prompt_ids, _ = self._prompt_ids(task, max_new_tokens)
+        t1 = time.perf_counter()
+        visual = self._vision.run(None, {"pixel_values": pixels})[0]
+        t2 = time.perf_counter()
+        out = self._decoder_step(prompt_ids, visual, [self._empty_past] * (2 * self.n_layers))
+        t3 = time.perf_counter()
+        heads = {k: out[k][0] for k in ("robot_logits", "confidence_logit", "incident_logits", "place_logits")}
+        generated: list[int] = []
+        logits = out["logits"][0]
+        past = [out[f"present_{kind}_{i}"] for i in range(self.n_layers) for kind in ("key", "value")]
+        for step in range(max_new_tokens):
+            nxt = int(np.argmax(logits))
+            if nxt == self.eos_id:
+                break
+            generated.append(nxt)
+            if step == max_new_tokens - 1:
+                break
+            out = self._decoder_step([nxt], self._no_visual, past)
+            logits = out["logits"][0]
+            past = [out[f"present_{kind}_{i}"] for i in range(self.n_layers) for kind in ("key", "value")]
+        t4 = time.perf_counter()
+        text = self.tokenizer.decode(generated, skip_special_tokens=False)
+        result = self._to_analysis(heads, text, len(generated))
+        t5 = time.perf_counter()
+        result.timings_ms = {
+            "preprocess_ms": (t1 - t0) * 1e3,
+            "vision_ms": (t2 - t1) * 1e3,
+            "prefill_ms": (t3 - t2) * 1e3,
+            "decode_ms": (t4 - t3) * 1e3,
+            "postprocess_ms": (t5 - t4) * 1e3,
+            "total_ms": (t5 - t0) * 1e3,
+        }
+        return result
+
+    def _to_analysis(self, heads: dict[str, np.ndarray], text: str, n_tokens: int) -> Analysis:
+        incident = _sigmoid(heads["incident_logits"])
+        order = np.argsort(-incident, kind="stable")[:TOP_K_INCIDENTS]
+        place = _softmax(heads["place_logits"])
+        p = int(np.argmax(place))
+        robots = _sigmoid(heads["robot_logits"])
+        by_score = np.argsort(-robots, kind="stable")
+        selected = [self.robot_types[i] for i in by_score if robots[i] >= self.robot_thresholds[i]]
+        if not selected:
+            selected = [self.robot_types[int(by_score[0])]]
+        parsed = parse_generation(text.replace(EOS_TOKEN, ""))
+        return Analysis(
+            incident_type=self.incident_labels[int(order[0])],
+            confidence=float(_sigmoid(np.asarray(heads["confidence_logit"]).reshape(-1))[0]),
+            incident_labels=[self.incident_labels[int(i)] for i in order],
+            incident_scores=[float(incident[i]) for i in order],
+            place=self.place_labels[p],
+            place_score=float(place[p]),
+            robot_scores=[float(s) for s in robots],
+            robot_types=selected,
+            text=text,
+            reasoning=parsed.reasoning,
+            steps=list(parsed.steps),
+            num_generated_tokens=n_tokens,
+            model_version=self.model_version,
+        )
