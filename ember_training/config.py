@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ember_training.model.config import ModelConfig
-from ember_training.tokenizer import TokenizerConfig
+from ember_training.tokenizer import MAX_BPE_VOCAB, TOKENIZER_KINDS
 
 STAGE_NAMES: tuple[str, ...] = ("alignment", "instruct", "incidents", "reasoning")
 """Stage k (1-based) is STAGE_NAMES[k-1]."""
@@ -34,8 +34,36 @@ DATASET_NAMES: tuple[str, ...] = (
 )
 
 
+STAGE_DATASETS: dict[str, tuple[str, ...]] = {
+    "alignment": ("coco", "flickr30k"),
+    "instruct": ("llava", "vqa", "coco", "flickr30k"),
+    "incidents": ("incidents", "robot_single", "robot_multi"),
+    "reasoning": ("robot_single", "robot_multi"),
+}
+"""Which datasets can feed each stage (the stage's loss needs what they provide)."""
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the offending key."""
+
+
+@dataclass
+class TokenizerConfig:
+    """The `tokenizer:` section, handed to ember_training.tokenizer.build_tokenizer."""
+
+    kind: str = "bpe"  # bpe (trained on the corpus) | gpt2 | pretrained
+    vocab_size: int = MAX_BPE_VOCAB  # bpe only
+    path: str | None = None  # pretrained: LM dir or tokenizer.json; bpe: reuse a trained tokenizer.json
+    min_frequency: int = 2  # bpe only
+
+    def __post_init__(self) -> None:
+        if self.kind not in TOKENIZER_KINDS:
+            raise ConfigError(f"tokenizer.kind must be one of {', '.join(TOKENIZER_KINDS)}, got {self.kind!r}")
+        if self.kind == "bpe" and not 256 < self.vocab_size <= MAX_BPE_VOCAB:
+            raise ConfigError(f"tokenizer.vocab_size must be in (256, {MAX_BPE_VOCAB}] for bpe, got {self.vocab_size}")
+        if self.kind == "pretrained" and not self.path:
+            raise ConfigError("tokenizer.path is required for kind 'pretrained'")
+        _positive("tokenizer.min_frequency", self.min_frequency)
 
 
 @dataclass
@@ -53,8 +81,8 @@ class DataPaths:
     vqa_images: str = "coco/train2014"
     incidents_annotations: str = "incidents/multi_label_train.json"
     incidents_images: str = "incidents/images"
-    robot_single: str = "robot_selection/single_robot_selection.json"
-    robot_multi: str = "robot_selection/multi_robot_selection_dataset.json"
+    robot_single: str = "single_robot_selection.json"  # relative to the robot-selection directory
+    robot_multi: str = "multi_robot_selection_dataset.json"
 
 
 @dataclass
@@ -72,7 +100,8 @@ class DataConfig:
     """What the loaders read and how samples become tensors."""
 
     data_dir: str | None = None  # None: generate synthetic data into <output-dir>/data
-    robot_selection_dir: str | None = None  # None: <data_dir>/robot_selection, else ../shared/data
+    # None: <data_dir>/robot_selection; with generated data, <repo>/../shared/data/robot_selection
+    robot_selection_dir: str | None = None
     paths: DataPaths = field(default_factory=DataPaths)
     synth: SynthConfig = field(default_factory=SynthConfig)
     max_prompt_tokens: int = 64
@@ -109,8 +138,11 @@ class TrainConfig:
     checkpoint_every: int = 50  # optimizer steps
     keep_checkpoints: int = 2  # step checkpoints kept besides final.pt
     log_every: int = 1
+    cpu_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
 
     def __post_init__(self) -> None:
+        if self.cpu_threads is not None:
+            _positive("train.cpu_threads", self.cpu_threads)
         _positive("train.batch_size", self.batch_size)
         _positive("train.grad_accum", self.grad_accum)
         _positive("train.lr", self.lr)
@@ -144,9 +176,10 @@ class StageCommon:
             _positive(f"stages.{name}.batch_size", self.batch_size)
         if not self.datasets:
             raise ConfigError(f"stages.{name}.datasets is empty")
+        allowed = STAGE_DATASETS[name]
         for ds in self.datasets:
-            if ds not in DATASET_NAMES:
-                raise ConfigError(f"stages.{name}.datasets: unknown dataset {ds!r}; known: {', '.join(DATASET_NAMES)}")
+            if ds not in allowed:
+                raise ConfigError(f"stages.{name}.datasets: {ds!r} cannot feed this stage; allowed: {', '.join(allowed)}")
 
 
 @dataclass
@@ -154,13 +187,11 @@ class AlignmentStage(StageCommon):
     """Stage 1: image/caption pairs; 0.5 contrastive (InfoNCE) + 0.5 captioning."""
 
     datasets: list[str] = field(default_factory=lambda: ["coco", "flickr30k"])
-    contrastive_weight: float = 0.5
+    contrastive_weight: float = 0.5  # InfoNCE with the model's learnable logit scale
     caption_weight: float = 0.5
-    temperature: float = 0.07  # InfoNCE temperature
 
     def __post_init__(self) -> None:
         self.check("alignment")
-        _positive("stages.alignment.temperature", self.temperature)
 
 
 @dataclass
@@ -195,7 +226,7 @@ class IncidentsStage(StageCommon):
 class ReasoningStage(StageCommon):
     """Stage 4: chain of thought + robot selection + action plans; SFT + 0.1 reasoning smoothness."""
 
-    datasets: list[str] = field(default_factory=lambda: ["robot_single", "robot_multi", "incidents"])
+    datasets: list[str] = field(default_factory=lambda: ["robot_single", "robot_multi"])
     sft_weight: float = 1.0
     smoothness_weight: float = 0.1
 
@@ -241,6 +272,18 @@ class Config:
     stages: StagesConfig = field(default_factory=StagesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     source: str = ""  # the file it was loaded from (not a YAML key)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer.kind == "bpe" and self.tokenizer.vocab_size > self.model.vocab_size:
+            raise ConfigError(
+                f"tokenizer.vocab_size={self.tokenizer.vocab_size} exceeds model.vocab_size={self.model.vocab_size}"
+            )
+        longest = self.model.num_visual_tokens + self.data.max_prompt_tokens + self.data.max_target_tokens
+        if longest > self.model.n_positions:
+            raise ConfigError(
+                f"model.num_visual_tokens + data.max_prompt_tokens + data.max_target_tokens = {longest} "
+                f"exceeds model.n_positions={self.model.n_positions}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (what checkpoints and the output directory record)."""

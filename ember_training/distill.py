@@ -115,14 +115,29 @@ class TeacherLogits:
 def distill_kl(
     student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logits: torch.Tensor, mask: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """KL(teacher || student) at temperature T over the teacher's top-k ids, times T^2.
+    """KL(teacher || student) at temperature T, times T^2, on the teacher's top-k ids.
 
     student_logits [N, V] and teacher [N, K] rows are target positions; mask [N] selects the
-    distilled ones. The teacher's top-k are renormalised; the student's log-probabilities are
-    over its full vocabulary.
+    distilled ones. Both distributions are renormalised over the same K ids (exact KL when K = V),
+    so a student equal to its teacher has zero loss.
     """
     if not bool(mask.any()):
         return student_logits.sum() * 0.0
-    s = F.log_softmax(student_logits[mask].float() / temperature, dim=-1).gather(1, topk_ids[mask].long())
+    s = F.log_softmax(student_logits[mask].float().gather(1, topk_ids[mask].long()) / temperature, dim=-1)
     t = F.log_softmax(topk_logits[mask].float() / temperature, dim=-1)
     return (t.exp() * (t - s)).sum(-1).mean() * temperature**2
+
+
+@torch.no_grad()
+def teacher_records(model: torch.nn.Module, loader: Iterable[dict]) -> Iterable[tuple[str, list[int], np.ndarray]]:
+    """(uid, target ids, logits [n, V]) per sample from a teacher EmberVLM over collated batches
+    (the same prompt/target layout the student trains on)."""
+    model.eval()
+    for batch in loader:
+        out = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], batch["prompt_lengths"])
+        for i, uid in enumerate(batch["uid"]):
+            start = int(batch["prompt_lengths"][i])
+            targets = batch["labels"][i][batch["labels"][i] != -100].tolist()
+            n = len(targets)
+            if n:
+                yield uid, targets, out.lm_logits[i, start - 1 : start - 1 + n].float().cpu().numpy()

@@ -45,3 +45,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def python_exe() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny random-weight EmberVLM exported to an INT8 bundle, built once per session (seconds).
+
+    Shared by every test: copy it (shutil.copytree) before changing any file in it.
+    """
+    from ember_training.testing import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny_bundle") / "bundle")

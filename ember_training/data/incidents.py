@@ -15,7 +15,16 @@ from pathlib import Path
 from ember.labels import NUM_INCIDENTS, NUM_PLACES, incident_index, place_index
 from ember.prompting import DEFAULT_TASK
 
-from .common import MALFORMED, MISSING_IMAGE, UNKNOWN_LABEL, DataError, LoadReport, Sample, label_vector, read_json
+from .common import (
+    MALFORMED,
+    MISSING_IMAGE,
+    UNKNOWN_LABEL,
+    DataError,
+    LoadReport,
+    Sample,
+    label_vector,
+    read_json,
+)
 
 NO_LABELS = "no labels"
 

@@ -16,7 +16,16 @@ from pathlib import Path
 
 from ember.labels import NUM_ROBOT_TYPES, parse_robot_set, robot_index
 
-from .common import MALFORMED, UNKNOWN_LABEL, DataError, LoadReport, Sample, clean_text, one_hot_set, read_json
+from .common import (
+    MALFORMED,
+    UNKNOWN_LABEL,
+    DataError,
+    LoadReport,
+    Sample,
+    clean_text,
+    one_hot_set,
+    read_json,
+)
 
 _TASK_PREFIX = re.compile(r"^\s*task\s*:\s*", re.IGNORECASE)
 _BLOCK = re.compile(r"^(?P<name>[^:\n]+):\s*$", re.MULTILINE)

@@ -53,23 +53,21 @@ def export_vision(model: EmberVLM, path: str | Path) -> Path:
 
 @torch.no_grad()
 def export_decoder(model: EmberVLM, path: str | Path) -> Path:
-    """decoder.onnx: one graph for the prefill call (V visual rows, empty past) and decode steps (V=0)."""
+    """decoder.onnx (batch 1): one graph for the prefill call (V visual rows, empty past) and decode steps (V=0)."""
     path = Path(path)
     cfg = model.config
     wrapper = DecoderExport(model).eval()
-    n_layers = len(wrapper.blocks)
+    n_layers = len(wrapper.layers)
     inputs, outputs = decoder_io_names(n_layers)
-    # trace with non-degenerate sizes so no dimension is specialised to 0 or 1
-    b, t, v, p = 2, 3, cfg.num_visual_tokens, 2
+    # batch 1 (the engine's); other sizes non-degenerate so no dimension is specialised to 0 or 1
+    b, t, v, p = 1, 3, cfg.num_visual_tokens, 2
     ids = torch.randint(0, cfg.vocab_size, (b, t))
     vis = torch.randn(b, v, cfg.d_model)
     past = [torch.randn(b, wrapper.n_heads, p, wrapper.head_dim) for _ in range(2 * n_layers)]
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "visual_embeds": {0: "batch", 1: "visual"}}
+    axes = {"input_ids": {1: "tokens"}, "visual_embeds": {1: "visual"}}
     for name in inputs[2:]:
-        axes[name] = {0: "batch", 2: "past"}
-    for name in outputs[:5]:
-        axes[name] = {0: "batch"}
+        axes[name] = {2: "past"}
     for name in outputs[5:]:
-        axes[name] = {0: "batch", 2: "total"}
+        axes[name] = {2: "total"}
     _export(wrapper, (ids, vis, *past), path, inputs, outputs, axes)
     return path

@@ -37,68 +37,140 @@ class VisionExport(nn.Module):
         return self.fusion(tokens)
 
 
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight (+ bias) with weight [in, out]: one MatMul (+ Add) in ONNX, quantizable."""
+    y = torch.matmul(x, weight)
+    return y if bias is None else y + bias
+
+
+class _Lin(nn.Module):
+    """A frozen [in, out] weight and bias copied from nn.Linear or transformers' Conv1D."""
+
+    def __init__(self, module: nn.Module, scale_cols: tuple[int, int, float] | None = None) -> None:
+        super().__init__()
+        w = module.weight.detach()
+        w = w.t() if isinstance(module, nn.Linear) else w  # Conv1D stores [in, out]
+        w = w.clone().contiguous()
+        b = module.bias.detach().clone() if module.bias is not None else None
+        if scale_cols is not None:  # fold the attention scale into the query columns
+            lo, hi, scale = scale_cols
+            w[:, lo:hi] *= scale
+            if b is not None:
+                b[lo:hi] *= scale
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(b) if b is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear(x, self.weight, self.bias)
+
+
+class _DecoderLayer(nn.Module):
+    """One GPT-2 block with explicit past/present k/v, batch 1, constant reshape shapes."""
+
+    def __init__(self, block: nn.Module, n_heads: int, scale: float, activation: nn.Module) -> None:
+        super().__init__()
+        d = block.ln_1.weight.shape[0]
+        self.d, self.h, self.hd = d, n_heads, d // n_heads
+        self.ln_1, self.ln_2 = copy.deepcopy(block.ln_1), copy.deepcopy(block.ln_2)
+        self.c_attn = _Lin(block.attn.c_attn, (0, d, scale))
+        self.c_proj = _Lin(block.attn.c_proj)
+        self.c_fc = _Lin(block.mlp.c_fc)
+        self.mlp_proj = _Lin(block.mlp.c_proj)
+        self.act = copy.deepcopy(activation)
+
+    def forward(self, x, past_k, past_v, bias):
+        qkv = self.c_attn(self.ln_1(x)).reshape(1, -1, 3, self.h, self.hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # [1, H, S, hd]
+        k = torch.cat([past_k, k], dim=2)
+        v = torch.cat([past_v, v], dim=2)
+        w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + bias, dim=-1)
+        a = torch.matmul(w, v).transpose(1, 2).reshape(1, -1, self.d)
+        x = x + self.c_proj(a)
+        x = x + self.mlp_proj(self.act(self.c_fc(self.ln_2(x))))
+        return x, k, v
+
+
+class _ReasoningLayer(nn.Module):
+    """The reasoning block (pre-norm, bidirectional, no padding) with constant reshape shapes."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        d = block.norm1.weight.shape[0]
+        self.d, self.h = d, block.heads
+        self.hd = d // block.heads
+        self.norm1, self.norm2 = copy.deepcopy(block.norm1), copy.deepcopy(block.norm2)
+        self.qkv = _Lin(block.qkv, (0, d, self.hd**-0.5))
+        self.out = _Lin(block.out)
+        self.ff1, self.ff2 = _Lin(block.ff[0]), _Lin(block.ff[3])
+        self.act = copy.deepcopy(block.ff[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(self.norm1(x)).reshape(1, -1, 3, self.h, self.hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        a = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1), v)
+        x = x + self.out(a.transpose(1, 2).reshape(1, -1, self.d))
+        return x + self.ff2(self.act(self.ff1(self.norm2(x))))
+
+
 class DecoderExport(nn.Module):
     """(input_ids, visual_embeds, past k/v per layer) -> (logits of the last position, heads, present k/v).
 
-    Positions continue from the past length; visual_embeds has V=8 rows on the prefill call
-    and 0 rows on decode steps. The heads pool over every position of the call, which on
-    the prefill call is exactly the prefix (visual + prompt), as in training.
+    Batch size 1 (the engine's). Positions continue from the past length; visual_embeds has
+    V rows on the prefill call and 0 rows on decode steps. The reasoning module and heads
+    read every position of a call that has visual rows (the prefill: exactly the prefix,
+    visual + prompt, as in training); on decode steps they run over zero positions, so a
+    step costs only the decoder (their outputs are then meaningless and unused).
     """
 
     def __init__(self, model: EmberVLM) -> None:
         super().__init__()
         lm = model.decoder.lm
         c = lm.config
-        if c.activation_function not in ("gelu_new", "gelu", "gelu_pytorch_tanh", "relu", "gelu_fast"):
-            raise ValueError(f"unsupported decoder activation {c.activation_function!r}")
         if c.reorder_and_upcast_attn:
             raise ValueError("reorder_and_upcast_attn decoders are not supported by the exporter")
-        self.blocks = copy.deepcopy(lm.transformer.h).eval()
+        self.n_heads = c.n_head
+        self.head_dim = c.n_embd // c.n_head
+        layers = []
+        for i, block in enumerate(lm.transformer.h):
+            scale = self.head_dim**-0.5 if c.scale_attn_weights else 1.0
+            if c.scale_attn_by_inverse_layer_idx:
+                scale /= float(i + 1)
+            layers.append(_DecoderLayer(block, c.n_head, scale, block.mlp.act))
+        self.layers = nn.ModuleList(layers)
         self.ln_f = copy.deepcopy(lm.transformer.ln_f)
         self.wpe = nn.Parameter(lm.transformer.wpe.weight.detach().clone())
         self.wte_t = nn.Parameter(lm.transformer.wte.weight.detach().t().contiguous())  # [D, vocab]
         head_w = lm.lm_head.weight.detach()
-        self.tied = head_w.data_ptr() == lm.transformer.wte.weight.data_ptr()
-        self.head_t = None if self.tied else nn.Parameter(head_w.t().contiguous())
-        self.reasoning = copy.deepcopy(model.reasoning).eval()
+        tied = head_w.data_ptr() == lm.transformer.wte.weight.data_ptr()
+        self.head_t = None if tied else nn.Parameter(head_w.t().contiguous())
+        r = model.reasoning
+        self.r_proj = _Lin(r.proj)
+        self.r_layers = nn.ModuleList(_ReasoningLayer(b) for b in r.blocks)
+        self.r_norm = copy.deepcopy(r.norm)
         self.heads = copy.deepcopy(model.heads).eval()
-        self.n_heads = c.n_head
-        self.head_dim = c.n_embd // c.n_head
-        self.scales = []
-        for i in range(c.n_layer):
-            s = self.head_dim**-0.5 if c.scale_attn_weights else 1.0
-            if c.scale_attn_by_inverse_layer_idx:
-                s /= float(i + 1)
-            self.scales.append(s)
-
-    def _attn(self, block: nn.Module, x: torch.Tensor, past_k, past_v, bias, scale: float):
-        b, s, d = x.shape
-        q, k, v = block.attn.c_attn(x).split(d, dim=2)
-        q = q.reshape(b, s, self.n_heads, self.head_dim).transpose(1, 2)
-        k = torch.cat([past_k, k.reshape(b, s, self.n_heads, self.head_dim).transpose(1, 2)], dim=2)
-        v = torch.cat([past_v, v.reshape(b, s, self.n_heads, self.head_dim).transpose(1, 2)], dim=2)
-        w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale + bias, dim=-1)
-        out = torch.matmul(w, v).transpose(1, 2).reshape(b, s, d)
-        return block.attn.c_proj(out), k, v
 
     def forward(self, input_ids: torch.Tensor, visual_embeds: torch.Tensor, *past: torch.Tensor):
-        tok = self.wte_t[:, input_ids].permute(1, 2, 0)  # [B, T, D] via Gather(axis=1) on the shared table
+        tok = self.wte_t[:, input_ids].permute(1, 2, 0)  # [1, T, D]: Gather(axis=1) on the shared table
         x = torch.cat([visual_embeds, tok], dim=1)
-        s = x.shape[1]
-        p = past[0].shape[2]
-        q_pos = torch.arange(s, device=x.device) + p
+        s = torch._shape_as_tensor(x)[1]
+        p = torch._shape_as_tensor(past[0])[2]
+        q_pos = torch.arange(s) + p
         x = x + self.wpe[q_pos].unsqueeze(0)
-        k_pos = torch.arange(p + s, device=x.device)
+        k_pos = torch.arange(p + s)
         bias = torch.where(k_pos[None, :] <= q_pos[:, None], 0.0, torch.finfo(x.dtype).min)
         presents = []
-        for i, block in enumerate(self.blocks):
-            a, k, v = self._attn(block, block.ln_1(x), past[2 * i], past[2 * i + 1], bias, self.scales[i])
-            x = x + a
-            x = x + block.mlp(block.ln_2(x))
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, past[2 * i], past[2 * i + 1], bias)
             presents += [k, v]
         h = self.ln_f(x)
         logits = torch.matmul(h[:, -1], self.wte_t if self.head_t is None else self.head_t)
-        pooled, _ = self.reasoning(h)
+        # reasoning + heads over the call's positions if it has visual rows (prefill), else over none
+        has_visual = torch.clamp(torch._shape_as_tensor(visual_embeds)[1], max=1)
+        n = s * has_visual
+        r = self.r_proj(torch.index_select(h, 1, torch.arange(n)))
+        for layer in self.r_layers:
+            r = layer(r)
+        pooled = self.r_norm(r.sum(1) / torch.clamp(n, min=1).to(r.dtype))
         heads = self.heads(pooled)
         return (
             logits,

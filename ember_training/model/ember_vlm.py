@@ -29,6 +29,7 @@ class EmberVLMOutput:
     image_embed: torch.Tensor  # [B, P] L2-normalised
     text_embed: torch.Tensor  # [B, P] L2-normalised
     reasoning_states: torch.Tensor  # [B, L, reasoning_dim]
+    logit_scale: torch.Tensor  # 0-d: exp(learnable temperature), clamped at 100 (read inside forward for DDP)
 
 
 @dataclass
@@ -112,7 +113,8 @@ class EmberVLM(nn.Module):
         if labels is not None:
             lm_loss = self.lm_loss(lm_logits, labels)
 
-        # contrastive embeddings: mean visual token / mean token embedding of the text (non-prompt) part
+        # contrastive embeddings: image = mean fused visual token; text = mean *token embedding* of the
+        # non-prompt (caption) tokens, so the text side never sees the image (else InfoNCE is trivial)
         image_embed = F.normalize(self.image_proj(visual.mean(1)), dim=-1)
         text_mask = (~prompt_mask) & attention_mask.bool()
         text_mask = torch.where(text_mask.any(1, keepdim=True), text_mask, attention_mask.bool())
@@ -128,6 +130,7 @@ class EmberVLM(nn.Module):
             image_embed=image_embed,
             text_embed=text_embed,
             reasoning_states=layer_states,
+            logit_scale=self.logit_scale.exp().clamp(max=100.0),
         )
 
     @staticmethod

@@ -28,13 +28,32 @@ log = logging.getLogger(__name__)
 TOP_K_INCIDENTS = 5
 
 
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): the tuning below is skipped
+        return None
+
+
+def _tune_malloc() -> None:
+    """glibc: serve buffers >= 64 KiB by mmap and trim freed heap early.
+
+    With the onnxruntime arena off, activations are malloc'ed and freed every run; glibc's
+    adaptive mmap threshold would otherwise move them onto the heap, where fragmentation
+    makes the resident size creep up run after run.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD (fixed: disables the adaptive threshold)
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+
+
 def _release_free_memory() -> None:
     """Return freed heap pages to the OS (glibc only; a no-op elsewhere)."""
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -81,6 +100,9 @@ class EmberEngine:
         self.head_dim = int(meta["head_dim"])
         self.n_positions = int(meta["n_positions"])
         self.default_max_new_tokens = int(meta["max_new_tokens"])
+        self.max_prompt_tokens = int(
+            meta.get("max_prompt_tokens") or self.n_positions - self.num_visual_tokens - self.default_max_new_tokens
+        )
         self.robot_types = list(meta["robot_types"])
         self.incident_labels = list(meta["incident_labels"])
         self.place_labels = list(meta["place_labels"])
@@ -92,6 +114,7 @@ class EmberEngine:
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"model bundle {self.bundle.path}: special_token_ids lacks {EOS_TOKEN}") from exc
 
+        _tune_malloc()
         opts = session_options(threads)
         self._decoder = self._session("decoder.onnx", opts)
         self._vision = self._session("vision.onnx", opts)
@@ -126,32 +149,25 @@ class EmberEngine:
 
     # -- prompt ---------------------------------------------------------------------------------
 
-    def _prompt_ids(self, task: str | None, max_new_tokens: int) -> tuple[list[int], str]:
-        """Token ids of the prompt; an over-long task is truncated with a warning (never an error)."""
+    def _prompt_ids(self, task: str | None, max_new_tokens: int) -> list[int]:
+        """Token ids of the prompt, truncated as in training (first max-1 ids + the final <reasoning>).
+
+        An over-long task is truncated with a RuntimeWarning, never an error.
+        """
         task = DEFAULT_TASK if task is None or not str(task).strip() else " ".join(str(task).split())
         if len(task) > MAX_TASK_CHARS:
-            warnings.warn(
-                f"task of {len(task)} characters truncated to {MAX_TASK_CHARS}", RuntimeWarning, stacklevel=3
-            )
+            warnings.warn(f"task of {len(task)} characters truncated to {MAX_TASK_CHARS}", RuntimeWarning, stacklevel=3)
             task = task[:MAX_TASK_CHARS]
-        budget = self.n_positions - self.num_visual_tokens - max_new_tokens
-        ids = self.tokenizer.encode(format_prompt(task)).ids
-        if len(ids) > budget:
-            lo, hi = 0, len(task)  # longest task prefix whose prompt fits
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if len(self.tokenizer.encode(format_prompt(task[:mid])).ids) <= budget:
-                    lo = mid
-                else:
-                    hi = mid - 1
+        limit = min(self.max_prompt_tokens, self.n_positions - self.num_visual_tokens - max_new_tokens)
+        ids = self.tokenizer.encode(format_prompt(task), add_special_tokens=False).ids
+        if len(ids) > limit:
             warnings.warn(
-                f"task of {len(ids)} prompt tokens truncated to fit the model's {self.n_positions} positions",
+                f"prompt of {len(ids)} tokens truncated to {limit} (model positions: {self.n_positions})",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            task = task[:lo]
-            ids = self.tokenizer.encode(format_prompt(task)).ids
-        return ids, task
+            ids = ids[: limit - 1] + ids[-1:]
+        return ids
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -165,14 +181,24 @@ class EmberEngine:
         feed.update(zip(self._past_names, past, strict=True))
         return dict(zip(self._out_names, self._decoder.run(None, feed), strict=True))
 
-    def analyze(self, image_rgb: np.ndarray, task: str | None = None, max_new_tokens: int | None = None) -> Analysis:
-        """Analyse one image for a task: heads from the prefill, then greedy decoding with the KV cache."""
+    def analyze(
+        self,
+        image_rgb: np.ndarray,
+        task: str | None = None,
+        max_new_tokens: int | None = None,
+        stop_at_eos: bool = True,
+    ) -> Analysis:
+        """Analyse one image for a task: heads from the prefill, then greedy decoding with the KV cache.
+
+        Decoding stops at EOS (not part of the text) or after `max_new_tokens` (default: the
+        bundle's). `stop_at_eos=False` always decodes `max_new_tokens` (benchmarks).
+        """
         t0 = time.perf_counter()
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens
-        max_new_tokens = max(0, min(int(max_new_tokens), self.n_positions - self.num_visual_tokens - 8))
+        max_new_tokens = max(0, min(int(max_new_tokens), self.n_positions - self.num_visual_tokens - 16))
         pixels = preprocess(image_rgb, self.image_size, self.mean, self.std)
-        prompt_ids, _ = self._prompt_ids(task, max_new_tokens)
+        prompt_ids = self._prompt_ids(task, max_new_tokens)
         t1 = time.perf_counter()
         visual = self._vision.run(None, {"pixel_values": pixels})[0]
         t2 = time.perf_counter()
@@ -184,7 +210,7 @@ class EmberEngine:
         past = [out[f"present_{kind}_{i}"] for i in range(self.n_layers) for kind in ("key", "value")]
         for step in range(max_new_tokens):
             nxt = int(np.argmax(logits))
-            if nxt == self.eos_id:
+            if nxt == self.eos_id and stop_at_eos:
                 break
             generated.append(nxt)
             if step == max_new_tokens - 1:

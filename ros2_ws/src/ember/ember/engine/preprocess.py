@@ -1,10 +1,16 @@
-"""Image preprocessing for the vision model: uint8 RGB HxWx3 -> normalised float32 NCHW."""
+"""Image preprocessing for the vision model: uint8 RGB HxWx3 -> normalised float32 NCHW.
+
+The same steps as training (ember_training.data.images): the whole frame resized to
+image_size x image_size with OpenCV's INTER_AREA, scaled to [0, 1], normalised, CHW.
+Shrinking (every camera frame) uses a numpy implementation of INTER_AREA (exact area
+averaging; within one grey level of cv2.resize) so the engine process need not load
+OpenCV (~17 MB resident); enlarging a small image uses cv2 itself.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 
@@ -20,9 +26,60 @@ def check_image(image: object) -> np.ndarray:
         raise ImageError(f"image must have dtype uint8 (RGB 0..255), got {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ImageError(f"image must have shape HxWx3 (RGB), got {image.shape}")
-    if image.size == 0 or image.shape[0] == 0 or image.shape[1] == 0:
+    if image.size == 0:
         raise ImageError(f"image is empty (shape {image.shape})")
     return image
+
+
+def _area_taps(n: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices [K, out] and weights [K, out] of area averaging n -> out samples (n >= out)."""
+    scale = n / out
+    start = np.arange(out) * scale
+    end = start + scale
+    first = np.floor(start).astype(np.int64)
+    k = int(np.ceil(scale)) + 1
+    idx = first[None, :] + np.arange(k)[:, None]
+    overlap = np.minimum(idx + 1, end[None, :]) - np.maximum(idx, start[None, :])
+    weights = np.clip(overlap, 0.0, None) / scale
+    weights[idx >= n] = 0.0
+    return np.minimum(idx, n - 1), weights.astype(np.float32)
+
+
+def area_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Shrink a uint8 HxWxC image to size x size by area averaging (cv2.INTER_AREA semantics).
+
+    Separable, a few taps per output sample, float32 buffers of at most size x W x C.
+    """
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        raise ValueError("area_resize only shrinks")
+    c = image.shape[2]
+    rows, row_w = _area_taps(h, size)
+    acc = np.zeros((size, w, c), np.float32)
+    tmp = np.empty_like(acc)
+    for idx, wk in zip(rows, row_w, strict=True):
+        np.multiply(image[idx], wk[:, None, None], out=tmp)
+        acc += tmp
+    cols, col_w = _area_taps(w, size)
+    out = np.zeros((size, size, c), np.float32)
+    tmp = np.empty_like(out)
+    for idx, wk in zip(cols, col_w, strict=True):
+        np.multiply(acc[:, idx], wk[None, :, None], out=tmp)
+        out += tmp
+    np.rint(out, out=out)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Whole frame to size x size as cv2.resize(..., INTER_AREA) does."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    if h >= size and w >= size:
+        return area_resize(image, size)
+    import cv2  # enlarging: OpenCV's INTER_AREA is then a linear scheme of its own
+
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def preprocess(
@@ -31,16 +88,8 @@ def preprocess(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> np.ndarray:
-    """Resize (squash) to image_size x image_size, scale to [0, 1], normalise -> [1, 3, S, S] float32.
-
-    INTER_AREA when shrinking, INTER_LINEAR when enlarging (what training uses too).
-    """
-    image = check_image(image_rgb)
-    h, w = image.shape[:2]
-    if (h, w) != (image_size, image_size):
-        interp = cv2.INTER_AREA if h >= image_size and w >= image_size else cv2.INTER_LINEAR
-        image = cv2.resize(np.ascontiguousarray(image), (image_size, image_size), interpolation=interp)
-    x = image.astype(np.float32) * np.float32(1.0 / 255.0)
-    x -= np.asarray(mean, dtype=np.float32)
-    x /= np.asarray(std, dtype=np.float32)
+    """uint8 RGB HxWx3 -> [1, 3, S, S] float32: resize (INTER_AREA), /255, (x - mean) / std."""
+    image = resize(check_image(image_rgb), image_size)
+    x = image.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

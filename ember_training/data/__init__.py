@@ -1,0 +1,1 @@
+"""Dataset loaders (real formats), synthetic data, and the tensors the stages train on."""

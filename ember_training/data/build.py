@@ -1,0 +1,131 @@
+"""From a Config to loaded samples and a StageDataset per stage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from ember.prompting import format_prompt
+
+from ..config import Config
+from ..distill import TeacherLogits
+from .captions import load_coco_captions, load_flickr30k
+from .common import LoadReport, Sample
+from .dataset import ImageSpec, StageDataset
+from .incidents import load_incidents
+from .instruct import load_llava, load_vqa
+from .robot_selection import load_robot_multi, load_robot_single
+from .text import robot_target
+
+log = logging.getLogger("ember_training.data")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_ROBOT_SELECTION = REPO_ROOT.parent / "shared" / "data" / "robot_selection"
+SYNTH_MARKER = "SYNTHETIC"
+
+
+@dataclass
+class DataDirs:
+    """Where this run reads its data."""
+
+    data: Path
+    robot_selection: Path
+
+
+def resolve_dirs(cfg: Config, data_dir: str | Path | None, output_dir: Path) -> tuple[DataDirs, bool]:
+    """(dirs, needs_synth): --data-dir, else data.data_dir, else generated data in OUT/data.
+
+    With generated data the robot-selection files are the real ones in <repo>/../shared/data
+    (the generated ones only where that directory is absent); data.robot_selection_dir wins.
+    """
+    explicit = data_dir or cfg.data.data_dir
+    root = Path(explicit) if explicit else output_dir / "data"
+    needs_synth = not explicit and not (root / SYNTH_MARKER).is_file()
+    if cfg.data.robot_selection_dir:
+        robot = Path(cfg.data.robot_selection_dir)
+    elif explicit:
+        robot = root / "robot_selection"
+    elif (SHARED_ROBOT_SELECTION / cfg.data.paths.robot_single).is_file():
+        robot = SHARED_ROBOT_SELECTION
+    else:
+        log.warning("%s not found: using the generated robot-selection files", SHARED_ROBOT_SELECTION)
+        robot = root / "robot_selection"
+    return DataDirs(root, robot), needs_synth
+
+
+def load_source(name: str, cfg: Config, dirs: DataDirs) -> tuple[list[Sample], LoadReport]:
+    """Load one dataset by name with the configured paths and per-dataset cap."""
+    p, d, limit = cfg.data.paths, dirs.data, cfg.data.max_samples_per_dataset
+    if name == "coco":
+        return load_coco_captions(d / p.coco_captions, d / p.coco_images, limit)
+    if name == "flickr30k":
+        return load_flickr30k(d / p.flickr30k_captions, d / p.flickr30k_images, limit)
+    if name == "llava":
+        return load_llava(d / p.llava_conversations, d / p.llava_images, limit)
+    if name == "vqa":
+        return load_vqa(d / p.vqa_questions, d / p.vqa_annotations, d / p.vqa_images, limit)
+    if name == "incidents":
+        return load_incidents(d / p.incidents_annotations, d / p.incidents_images, limit)
+    if name == "robot_single":
+        return load_robot_single(dirs.robot_selection / p.robot_single, limit)
+    if name == "robot_multi":
+        return load_robot_multi(dirs.robot_selection / p.robot_multi, limit)
+    raise ValueError(f"unknown dataset {name!r}")
+
+
+class SourceCache:
+    """Loads each dataset once per run (stages share sources)."""
+
+    def __init__(self, cfg: Config, dirs: DataDirs) -> None:
+        self.cfg, self.dirs = cfg, dirs
+        self._cache: dict[str, tuple[list[Sample], LoadReport]] = {}
+
+    def get(self, name: str) -> list[Sample]:
+        if name not in self._cache:
+            self._cache[name] = load_source(name, self.cfg, self.dirs)
+            if not self._cache[name][0]:
+                raise ValueError(f"{self._cache[name][1].summary()}: no usable samples")
+        return self._cache[name][0]
+
+    def reports(self) -> dict[str, str]:
+        return {name: rep.summary() for name, (_, rep) in self._cache.items()}
+
+
+def stage_samples(stage: str, cfg: Config, cache: SourceCache) -> tuple[list[Sample], list[Sample]]:
+    """(samples, incident pool) of a stage; the pool pairs text-only rows with incident scenes."""
+    samples = [s for name in cfg.stages.get(stage).datasets for s in cache.get(name)]
+    pool = cache.get("incidents") if any(s.image is None for s in samples) else []
+    return samples, pool
+
+
+def build_stage_dataset(
+    stage: str, cfg: Config, cache: SourceCache, tok: Tokenizer, teacher: TeacherLogits | None = None
+) -> StageDataset:
+    samples, pool = stage_samples(stage, cfg, cache)
+    m = cfg.model
+    return StageDataset(
+        samples, tok, ImageSpec(m.image_size, m.image_mean, m.image_std, cfg.data.augment),
+        cfg.data.max_prompt_tokens, cfg.data.max_target_tokens, cfg.train.seed, pool=pool,
+        robot_targets=stage == "reasoning", two_views=stage == "incidents", teacher=teacher,
+    )
+
+
+def corpus(cfg: Config, cache: SourceCache, stages: list[str]) -> Iterator[str]:
+    """Texts the BPE is trained on: every prompt and target of the given stages (epoch-0 pairing
+    for the stage-4 targets), at most data.tokenizer_corpus_limit texts."""
+    n = 0
+    for stage in stages:
+        samples, pool = stage_samples(stage, cfg, cache)
+        for i, s in enumerate(samples):
+            if n >= cfg.data.tokenizer_corpus_limit:
+                return
+            target = s.target
+            if s.image is None and stage == "reasoning":
+                pair = pool[i % len(pool)]
+                target = robot_target(s.task, s.robot_set, s.steps, s.capabilities, pair.incidents, pair.places)
+            yield format_prompt(s.task) + target
+            n += 1

@@ -1,0 +1,171 @@
+"""Samples -> tensors: images, prompt/target ids, label vectors; and the batch collator.
+
+Text-only rows (robot selection) see a camera image like every other row, because the engine
+always runs on a camera frame: each such row is paired with a *labelled incident scene* drawn
+from the stage's incident pool (the Incidents1M samples; synthetic or real). The pairing is
+fresh every epoch (seeded by seed, epoch and index). The robot labels come from the task text
+only; the incident/place labels of the pair are those of the paired image, and the stage-4
+chain of thought describes that image from its labels. No blank image is ever used.
+
+All per-sample randomness (augmentation, pairing) derives from (seed, epoch, index), so a
+resumed run produces exactly the batches an uninterrupted one would, with any worker count.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import Dataset
+
+from ember.labels import NUM_INCIDENTS, NUM_PLACES, NUM_ROBOT_TYPES
+
+from ..distill import TeacherLogits
+from .common import Sample, label_vector
+from .images import augment, read_rgb, to_tensor_array
+from .text import robot_target
+from .tokens import encode_prompt, encode_target
+
+
+@dataclass
+class ImageSpec:
+    """How images become tensors (from ModelConfig) and whether to augment."""
+
+    size: int
+    mean: list[float]
+    std: list[float]
+    augment: bool
+
+
+class StageDataset(Dataset):
+    """One stage's mixture of samples, tokenised on the fly."""
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        tok: Tokenizer,
+        image: ImageSpec,
+        max_prompt_tokens: int,
+        max_target_tokens: int,
+        seed: int,
+        pool: list[Sample] | None = None,
+        robot_targets: bool = False,
+        two_views: bool = False,
+        teacher: TeacherLogits | None = None,
+    ) -> None:
+        if any(s.image is None for s in samples) and not pool:
+            raise ValueError("text-only rows (robot selection) need an incident pool to pair with; "
+                             "the stage has no incident images")
+        self.samples = samples
+        self.tok = tok
+        self.image = image
+        self.max_prompt = max_prompt_tokens
+        self.max_target = max_target_tokens
+        self.seed = seed
+        self.pool = pool or []
+        self.robot_targets = robot_targets  # stage 4: LM targets with reasoning, answer and plan
+        self.two_views = two_views  # stage 3: a second augmented view for the consistency loss
+        self.teacher = teacher
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def resolve(self, index: int) -> tuple[Sample, str, np.ndarray | None, np.ndarray | None, str]:
+        """(sample, image path, incident labels, place labels, LM target) after pairing."""
+        s = self.samples[index]
+        incidents, places, target, path = s.incidents, s.places, s.target, s.image
+        if s.image is None:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            pair = self.pool[int(rng.integers(len(self.pool)))]
+            path, incidents, places = pair.image, pair.incidents, pair.places
+            if self.robot_targets:
+                target = robot_target(s.task, s.robot_set, s.steps, s.capabilities, incidents, places)
+        return s, str(path), incidents, places, target
+
+    def _view(self, rgb: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        img = augment(rgb, rng) if self.image.augment else rgb
+        return torch.from_numpy(to_tensor_array(img, self.image.size, self.image.mean, self.image.std))
+
+    def __getitem__(self, index: int) -> dict:
+        s, path, incidents, places, target = self.resolve(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+        rgb = read_rgb(path)
+        prompt = encode_prompt(self.tok, s.task, self.max_prompt)
+        target_ids = encode_target(self.tok, target, self.max_target)
+        item = {
+            "uid": s.uid,
+            "image_key": zlib.crc32(path.encode()),
+            "pixel_values": self._view(rgb, rng),
+            "prompt_ids": prompt,
+            "target_ids": target_ids,
+            "incidents": incidents if incidents is not None else label_vector(NUM_INCIDENTS),
+            "places": places if places is not None else label_vector(NUM_PLACES),
+            "robots": s.robots if s.robots is not None else label_vector(NUM_ROBOT_TYPES),
+        }
+        if self.two_views:
+            item["pixel_values_2"] = self._view(rgb, rng)
+        if self.teacher is not None:
+            item["teacher"] = self.teacher.lookup(s.uid, target_ids)
+        return item
+
+
+class Collator:
+    """Right-pads prompt+target into input_ids; labels are -100 on the prompt and the padding."""
+
+    def __init__(self, pad_id: int, teacher_k: int = 0) -> None:
+        self.pad_id = pad_id
+        self.teacher_k = teacher_k
+
+    def __call__(self, items: list[dict]) -> dict:
+        b = len(items)
+        t = max(len(it["prompt_ids"]) + len(it["target_ids"]) for it in items)
+        input_ids = torch.full((b, t), self.pad_id, dtype=torch.long)
+        labels = torch.full((b, t), -100, dtype=torch.long)
+        attention = torch.zeros((b, t), dtype=torch.long)
+        prompt_lengths = torch.zeros(b, dtype=torch.long)
+        for i, it in enumerate(items):
+            p, tg = it["prompt_ids"], it["target_ids"]
+            ids = p + tg
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention[i, : len(ids)] = 1
+            labels[i, len(p) : len(ids)] = torch.tensor(tg, dtype=torch.long)
+            prompt_lengths[i] = len(p)
+        batch = {
+            "uid": [it["uid"] for it in items],
+            "image_key": torch.tensor([it["image_key"] for it in items], dtype=torch.long),
+            "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "prompt_lengths": prompt_lengths,
+            "labels": labels,
+        }
+        for key in ("incidents", "places", "robots"):
+            batch[key] = torch.from_numpy(np.stack([it[key] for it in items]).astype(np.int64))
+        if "pixel_values_2" in items[0]:
+            batch["pixel_values_2"] = torch.stack([it["pixel_values_2"] for it in items])
+        if self.teacher_k:
+            batch.update(self._teacher(items, t))
+        return batch
+
+    def _teacher(self, items: list[dict], t: int) -> dict:
+        """Teacher top-k aligned with label positions: [B, T, K] ids/logits and a [B, T] mask."""
+        b, k = len(items), self.teacher_k
+        ids = torch.zeros((b, t, k), dtype=torch.long)
+        logits = torch.zeros((b, t, k), dtype=torch.float32)
+        mask = torch.zeros((b, t), dtype=torch.bool)
+        for i, it in enumerate(items):
+            if it.get("teacher") is None:
+                continue
+            tid, tlog = it["teacher"]
+            start, n = len(it["prompt_ids"]), len(it["target_ids"])
+            ids[i, start : start + n] = torch.from_numpy(np.asarray(tid, np.int64))
+            logits[i, start : start + n] = torch.from_numpy(tlog)
+            mask[i, start : start + n] = True
+        return {"teacher_ids": ids, "teacher_logits": logits, "teacher_mask": mask}

@@ -1,0 +1,227 @@
+"""ember_training.export: a trained EmberVLM -> the robots' model bundle (DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from ember.engine.bundle import BUNDLE_JSON, FORMAT_VERSION, MODEL_FILES, sha256_file
+from ember.labels import INCIDENT_LABELS, PLACE_LABELS, ROBOT_DISPLAY_NAMES, ROBOT_TYPES
+from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, PROMPT_TEMPLATE, format_prompt
+from ember_training.export.calibration import calibration_batch, generated_images, load_images
+from ember_training.export.onnx_export import export_decoder, export_vision
+from ember_training.export.quantize import quantize_decoder, quantize_vision
+from ember_training.export.verify import OnnxPair, compare_fp32, compare_int8, torch_trace
+from ember_training.model import EmberVLM
+from ember_training.tokenizer import special_token_ids
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("int8", "fp32")
+FP32_LOGIT_TOLERANCE = 1e-4
+VERIFY_TASKS = (
+    DEFAULT_TASK,
+    "Find survivors in the collapsed building and report hazards.",
+    "Inspect the flooded street for people who need help.",
+)
+
+
+class ExportError(RuntimeError):
+    """The export failed a self-check (or could not run)."""
+
+
+@dataclass
+class ExportOptions:
+    precision: str = "int8"
+    calibration_images: str | Path | None = None
+    num_calibration: int = 16
+    verify_inputs: int = 3
+    verify_steps: int = 8
+    max_new_tokens: int = 50
+    max_prompt_tokens: int | None = None  # training's data.max_prompt_tokens (engine truncates the same way)
+    model_version: str | None = None
+    robot_thresholds: list[float] | None = None
+    metrics: dict[str, Any] | None = None
+    seed: int = 0
+
+
+def _robot_thresholds(opts: ExportOptions) -> list[float]:
+    th = opts.robot_thresholds if opts.robot_thresholds is not None else [0.5] * len(ROBOT_TYPES)
+    if len(th) != len(ROBOT_TYPES) or not all(0.0 <= float(t) <= 1.0 for t in th):
+        raise ExportError(f"robot_thresholds must be {len(ROBOT_TYPES)} values in [0, 1], got {th}")
+    return [float(t) for t in th]
+
+
+def _check_output(dst: Path) -> None:
+    """An output may be new, an empty directory or an existing bundle (replaced); anything else is refused."""
+    if dst.exists():
+        if not dst.is_dir():
+            raise ExportError(f"output {dst} exists and is not a directory")
+        if any(dst.iterdir()) and not (dst / BUNDLE_JSON).is_file():
+            raise ExportError(f"output {dst} is a non-empty directory that is not a bundle; refusing to replace it")
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished bundle into place, replacing an existing bundle (or empty directory) at dst."""
+    _check_output(dst)
+    if dst.exists():
+        old = dst.with_name(dst.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+        src.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        src.rename(dst)
+
+
+def export_bundle(
+    model: EmberVLM,
+    tokenizer: Tokenizer,
+    output: str | Path,
+    options: ExportOptions | None = None,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the bundle directory `output` and return its bundle.json dict.
+
+    FP32 parity against PyTorch must hold (max abs logit diff <= 1e-4) or ExportError is
+    raised; INT8 agreement and drift are measured and recorded in bundle.json.
+    """
+    opts = options or ExportOptions()
+    if opts.precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {PRECISIONS}, got {opts.precision!r}")
+    model = model.eval()
+    cfg = model.config
+    specials = special_token_ids(tokenizer)
+    if tokenizer.get_vocab_size() > cfg.vocab_size:
+        raise ExportError(
+            f"tokenizer has {tokenizer.get_vocab_size()} tokens but the model only {cfg.vocab_size}"
+        )
+    thresholds = _robot_thresholds(opts)
+    output = Path(output)
+    _check_output(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    if opts.calibration_images:
+        images = load_images(opts.calibration_images, opts.num_calibration)
+        calib_source = str(opts.calibration_images)
+    else:
+        images = generated_images(opts.num_calibration, seed=opts.seed)
+        calib_source = f"generated:{len(images)}"
+    pixels = calibration_batch(images, cfg.image_size, cfg.image_mean, cfg.image_std)
+
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=output.parent) as tmp:
+        tmp = Path(tmp)
+        work, stage = tmp / "work", tmp / "bundle"
+        work.mkdir()
+        stage.mkdir()
+        export_vision(model, work / "vision_fp32.onnx")
+        export_decoder(model, work / "decoder_fp32.onnx")
+        n_heads, head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        n_layers = model.decoder.lm.config.n_layer
+
+        # --- self-checks
+        prompts = [
+            tokenizer.encode(format_prompt(VERIFY_TASKS[i % len(VERIFY_TASKS)]), add_special_tokens=False).ids
+            for i in range(opts.verify_inputs)
+        ]
+        rows = [pixels[i % len(pixels)][None] for i in range(opts.verify_inputs)]
+        fp32 = OnnxPair(
+            str(work / "vision_fp32.onnx"), str(work / "decoder_fp32.onnx"), n_layers, n_heads, head_dim
+        )
+        ref = [torch_trace(model, px, ids, opts.verify_steps) for px, ids in zip(rows, prompts, strict=True)]
+        onnx_fp32 = [
+            fp32.trace(px, ids, opts.verify_steps, r.tokens[:-1])
+            for px, ids, r in zip(rows, prompts, ref, strict=True)
+        ]
+        checks: dict[str, Any] = compare_fp32(ref, onnx_fp32)
+        checks["fp32_logit_tolerance"] = FP32_LOGIT_TOLERANCE
+        if checks["fp32_max_abs_logit_diff"] > FP32_LOGIT_TOLERANCE:
+            raise ExportError(
+                f"ONNX FP32 logits differ from PyTorch by {checks['fp32_max_abs_logit_diff']:.3g} "
+                f"(> {FP32_LOGIT_TOLERANCE}); the export is wrong"
+            )
+
+        if opts.precision == "int8":
+            quantize_vision(work / "vision_fp32.onnx", stage / "vision.onnx", pixels)
+            quantize_decoder(work / "decoder_fp32.onnx", stage / "decoder.onnx")
+            int8 = OnnxPair(
+                str(stage / "vision.onnx"), str(stage / "decoder.onnx"), n_layers, n_heads, head_dim
+            )
+            fp32_greedy = [
+                fp32.trace(px, ids, opts.verify_steps) for px, ids in zip(rows, prompts, strict=True)
+            ]
+            q = [
+                int8.trace(px, ids, opts.verify_steps, f.tokens[:-1])
+                for px, ids, f in zip(rows, prompts, fp32_greedy, strict=True)
+            ]
+            checks.update(compare_int8(fp32_greedy, q))
+            del int8
+        else:
+            shutil.copyfile(work / "vision_fp32.onnx", stage / "vision.onnx")
+            shutil.copyfile(work / "decoder_fp32.onnx", stage / "decoder.onnx")
+        del fp32
+        checks["verify_inputs"] = opts.verify_inputs
+        checks["verify_decode_steps"] = opts.verify_steps
+        tokenizer.save(str(stage / "tokenizer.json"))
+
+        files = {
+            name: {"sha256": sha256_file(stage / name), "bytes": (stage / name).stat().st_size}
+            for name in MODEL_FILES
+        }
+        src = dict(source or {})
+        model_version = opts.model_version or (
+            f"{src.get('config_name', 'ember')}-step{src.get('step', 0)}-{opts.precision}-{files['decoder.onnx']['sha256'][:8]}"
+        )
+        checks["export_seconds"] = round(time.perf_counter() - t_start, 3)
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "model_version": model_version,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "precision": opts.precision,
+            "image_size": cfg.image_size,
+            "mean": cfg.image_mean,
+            "std": cfg.image_std,
+            "num_visual_tokens": cfg.num_visual_tokens,
+            "d_model": cfg.d_model,
+            "n_layers": n_layers,
+            "n_heads": n_heads,
+            "head_dim": head_dim,
+            "n_positions": cfg.n_positions,
+            "vocab_size": cfg.vocab_size,
+            "robot_types": list(ROBOT_TYPES),
+            "robot_display_names": list(ROBOT_DISPLAY_NAMES),
+            "incident_labels": list(INCIDENT_LABELS),
+            "place_labels": list(PLACE_LABELS),
+            "prompt_template": PROMPT_TEMPLATE,
+            "default_task": DEFAULT_TASK,
+            "max_task_chars": MAX_TASK_CHARS,
+            "max_new_tokens": opts.max_new_tokens,
+            "max_prompt_tokens": int(
+                opts.max_prompt_tokens or cfg.n_positions - cfg.num_visual_tokens - opts.max_new_tokens
+            ),
+            "special_token_ids": specials,
+            "eos_token_id": specials[EOS_TOKEN],
+            "robot_thresholds": thresholds,
+            "calibration": calib_source if opts.precision == "int8" else None,
+            "source": src,
+            "metrics": dict(opts.metrics or {}),
+            "export_checks": checks,
+            "files": files,
+        }
+        (stage / BUNDLE_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _replace_dir(stage, output)
+    log.info("bundle written to %s (%s)", output, opts.precision)
+    return meta
+
+
+def bundle_size_bytes(bundle_dir: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(bundle_dir).iterdir() if p.is_file())

@@ -1,0 +1,85 @@
+"""`ember-export --checkpoint CKPT --output BUNDLE --precision {int8,fp32} [--calibration-images DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ember_training.checkpoint_format import CheckpointError, model_from_checkpoint, tokenizer_of
+from ember_training.export.bundle_writer import (
+    PRECISIONS,
+    ExportError,
+    ExportOptions,
+    bundle_size_bytes,
+    export_bundle,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ember-export", description="Export a trained EmberVLM checkpoint to a model bundle."
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file written by ember-train")
+    p.add_argument(
+        "--output", required=True, type=Path, help="bundle directory to write (replaced if it is a bundle)"
+    )
+    p.add_argument("--precision", choices=PRECISIONS, default="int8")
+    p.add_argument(
+        "--calibration-images",
+        type=Path,
+        default=None,
+        help="images for INT8 calibration (default: generated scenes)",
+    )
+    p.add_argument(
+        "--num-calibration", type=int, default=16, help="number of calibration images (default 16)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=50, help="default generation length stored in bundle.json"
+    )
+    p.add_argument(
+        "--model-version", default=None, help="model_version string (default: config-step-precision-hash)"
+    )
+    p.add_argument("--verify-inputs", type=int, default=3, help="inputs used by the export self-checks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model, ckpt = model_from_checkpoint(args.checkpoint)
+        tokenizer = tokenizer_of(ckpt)
+        config = ckpt["config"]
+        options = ExportOptions(
+            precision=args.precision,
+            calibration_images=args.calibration_images,
+            num_calibration=args.num_calibration,
+            verify_inputs=args.verify_inputs,
+            max_new_tokens=args.max_new_tokens,
+            max_prompt_tokens=(config.get("data") or {}).get("max_prompt_tokens"),
+            model_version=args.model_version,
+            robot_thresholds=ckpt.get("robot_thresholds"),
+            metrics=ckpt.get("metrics"),
+        )
+        source = {
+            "checkpoint": str(args.checkpoint),
+            "step": int(ckpt.get("step", 0)),
+            "stage": ckpt.get("stage"),
+            "config_name": config.get("name") or Path(str(config.get("path", "ember"))).stem,
+        }
+        meta = export_bundle(model, tokenizer, args.output, options, source)
+    except (CheckpointError, ExportError, FileNotFoundError, ValueError) as exc:
+        print(f"ember-export: error: {exc}", file=sys.stderr)
+        return 2
+    checks = meta["export_checks"]
+    print(f"bundle: {args.output} ({meta['precision']}, {bundle_size_bytes(args.output) / 1e6:.2f} MB)")
+    print(f"model_version: {meta['model_version']}")
+    print("checks: " + json.dumps(checks, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Export self-checks: ONNX FP32 against PyTorch, INT8 against ONNX FP32.
+
+Both run greedy decoding traces with the KV cache: the reference picks the tokens and the
+other side is teacher-forced on them, so every position compares like with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from ember_training.model import EmberVLM
+
+HEAD_NAMES = ("robot_logits", "confidence_logit", "incident_logits", "place_logits")
+
+
+@dataclass
+class Trace:
+    """One greedy (or teacher-forced) run: visual embeddings, heads and next-token logits per step."""
+
+    visual: np.ndarray
+    heads: dict[str, np.ndarray]
+    logits: list[np.ndarray] = field(default_factory=list)  # step i: logits predicting token i
+
+    @property
+    def tokens(self) -> list[int]:
+        return [int(np.argmax(x)) for x in self.logits]
+
+
+@torch.no_grad()
+def torch_trace(model: EmberVLM, pixels: np.ndarray, prompt_ids: list[int], steps: int) -> Trace:
+    """PyTorch reference: the trained model's own forward path with the transformers KV cache."""
+    model.eval()
+    px = torch.from_numpy(pixels)
+    visual = model.encode_image(px)
+    ids = torch.tensor([prompt_ids])
+    embeds = torch.cat([visual, model.decoder.embed(ids)], dim=1)
+    hidden, cache = model.decoder(embeds, use_cache=True)
+    pooled, _ = model.reasoning(hidden)
+    h = model.heads(pooled)
+    heads = {name: getattr(h, name).numpy() for name in HEAD_NAMES}
+    trace = Trace(visual.numpy(), heads, [model.decoder.logits(hidden[:, -1])[0].numpy()])
+    for _ in range(steps):
+        nxt = torch.tensor([[int(trace.logits[-1].argmax())]])
+        hidden, cache = model.decoder(model.decoder.embed(nxt), past_key_values=cache, use_cache=True)
+        trace.logits.append(model.decoder.logits(hidden[:, -1])[0].numpy())
+    return trace
+
+
+class OnnxPair:
+    """vision.onnx + decoder.onnx sessions (engine options) for traces."""
+
+    def __init__(
+        self, vision_path: str, decoder_path: str, n_layers: int, n_heads: int, head_dim: int
+    ) -> None:
+        from ember.engine.engine import session_options
+
+        opts = session_options(threads=1)
+        self.vision = ort.InferenceSession(vision_path, opts, providers=["CPUExecutionProvider"])
+        self.decoder = ort.InferenceSession(decoder_path, opts, providers=["CPUExecutionProvider"])
+        self.n_layers = n_layers
+        self.empty = np.zeros((1, n_heads, 0, head_dim), np.float32)
+        self.out_names = [o.name for o in self.decoder.get_outputs()]
+
+    def _run(self, ids: list[int], visual: np.ndarray, past: list[np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {"input_ids": np.asarray([ids], np.int64), "visual_embeds": visual}
+        for i in range(self.n_layers):
+            feed[f"past_key_{i}"], feed[f"past_value_{i}"] = past[2 * i], past[2 * i + 1]
+        return dict(zip(self.out_names, self.decoder.run(None, feed), strict=True))
+
+    def trace(
+        self, pixels: np.ndarray, prompt_ids: list[int], steps: int, forced: list[int] | None = None
+    ) -> Trace:
+        """Greedy run (or teacher-forced on `forced` tokens)."""
+        visual = self.vision.run(None, {"pixel_values": pixels})[0]
+        out = self._run(prompt_ids, visual, [self.empty] * (2 * self.n_layers))
+        trace = Trace(visual, {k: out[k] for k in HEAD_NAMES}, [out["logits"][0]])
+        no_visual = np.zeros((1, 0, visual.shape[-1]), np.float32)
+        for step in range(steps):
+            nxt = forced[step] if forced is not None else int(np.argmax(trace.logits[-1]))
+            past = [out[f"present_{k}_{i}"] for i in range(self.n_layers) for k in ("key", "value")]
+            out = self._run([nxt], no_visual, past)
+            trace.logits.append(out["logits"][0])
+        return trace
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def compare_fp32(ref: list[Trace], onnx_traces: list[Trace]) -> dict[str, float]:
+    """Max abs differences ONNX FP32 vs PyTorch (logits, heads, visual embeddings)."""
+    logit = max(
+        float(np.abs(a - b).max())
+        for r, o in zip(ref, onnx_traces, strict=True)
+        for a, b in zip(r.logits, o.logits, strict=True)
+    )
+    head = max(
+        float(np.abs(r.heads[k] - o.heads[k]).max())
+        for r, o in zip(ref, onnx_traces, strict=True)
+        for k in HEAD_NAMES
+    )
+    visual = max(float(np.abs(r.visual - o.visual).max()) for r, o in zip(ref, onnx_traces, strict=True))
+    return {
+        "fp32_max_abs_logit_diff": logit,
+        "fp32_max_abs_head_diff": head,
+        "fp32_max_abs_visual_diff": visual,
+    }
+
+
+def compare_int8(fp32: list[Trace], int8: list[Trace]) -> dict[str, float]:
+    """INT8 vs FP32 ONNX: top-1 next-token agreement and score drift (sigmoid scale)."""
+    agree = [
+        int(np.argmax(a) == np.argmax(b))
+        for f, q in zip(fp32, int8, strict=True)
+        for a, b in zip(f.logits, q.logits, strict=True)
+    ]
+    robot = max(
+        float(np.abs(_sigmoid(f.heads["robot_logits"]) - _sigmoid(q.heads["robot_logits"])).max())
+        for f, q in zip(fp32, int8, strict=True)
+    )
+    incident = max(
+        float(np.abs(_sigmoid(f.heads["incident_logits"]) - _sigmoid(q.heads["incident_logits"])).max())
+        for f, q in zip(fp32, int8, strict=True)
+    )
+    cos = []
+    for f, q in zip(fp32, int8, strict=True):
+        a, b = f.visual.reshape(-1), q.visual.reshape(-1)
+        cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)))
+    return {
+        "int8_top1_agreement": float(np.mean(agree)),
+        "int8_positions_compared": len(agree),
+        "int8_robot_score_max_drift": robot,
+        "int8_incident_score_max_drift": incident,
+        "int8_visual_min_cosine": min(cos),
+    }

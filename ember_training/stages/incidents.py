@@ -1,0 +1,65 @@
+"""Stage 3, incidents and robots: head cross-entropy (explicit negatives used, unknown masked),
+the confidence head, and consistency of the heads between two augmented views of each image."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import IncidentsStage
+from .losses import masked_bce, multilabel_correct, place_loss
+
+
+def head_losses(out, batch: dict) -> dict[str, torch.Tensor]:
+    """Per-head losses of one view (0, still in the graph, for a head without known labels)."""
+    return {
+        "incident": masked_bce(out.incident_logits, batch["incidents"]),
+        "place": place_loss(out.place_logits, batch["places"]),
+        "robot": masked_bce(out.robot_logits, batch["robots"]),
+    }
+
+
+def confidence_target(out, batch: dict) -> torch.Tensor:
+    """1 where the model's thresholded incident and robot predictions are all right, else 0:
+    the confidence head learns the probability that the current answer is correct."""
+    with torch.no_grad():
+        ok = multilabel_correct(out.incident_logits, batch["incidents"]) & multilabel_correct(out.robot_logits, batch["robots"])
+    return ok.float()
+
+
+def _probs(out) -> list[torch.Tensor]:
+    return [
+        torch.sigmoid(out.incident_logits.float()), torch.sigmoid(out.robot_logits.float()),
+        F.softmax(out.place_logits.float(), -1), torch.sigmoid(out.confidence_logit.float()),
+    ]
+
+
+def consistency_loss(a, b) -> torch.Tensor:
+    """Mean squared difference of every head's probabilities between two views of one input."""
+    return torch.stack([F.mse_loss(p, q) for p, q in zip(_probs(a), _probs(b), strict=True)]).mean()
+
+
+class _Half:
+    """One view's slice of a two-view output."""
+
+    def __init__(self, out, sl: slice) -> None:
+        for name in ("incident_logits", "place_logits", "robot_logits", "confidence_logit"):
+            setattr(self, name, getattr(out, name)[sl])
+
+
+def incidents_loss(model: nn.Module, batch: dict, st: IncidentsStage) -> tuple[torch.Tensor, dict[str, float]]:
+    b = batch["pixel_values"].shape[0]
+    pixels = torch.cat([batch["pixel_values"], batch["pixel_values_2"]])
+    twice = [batch[k].repeat(2, *[1] * (batch[k].dim() - 1)) for k in ("input_ids", "attention_mask", "prompt_lengths")]
+    out = model(pixels, *twice)  # both views in one forward (one DDP pass)
+    v1, v2 = _Half(out, slice(0, b)), _Half(out, slice(b, 2 * b))
+    heads = head_losses(v1, batch)
+    conf_target = confidence_target(v1, batch)
+    conf = F.binary_cross_entropy_with_logits(v1.confidence_logit.float(), conf_target)
+    ce = torch.stack(list(heads.values())).mean() + st.confidence_weight * conf
+    consistency = consistency_loss(v1, v2)
+    loss = st.ce_weight * ce + st.consistency_weight * consistency
+    logs = {f"{k}_ce": v.item() for k, v in heads.items()}
+    logs.update(confidence=conf.item(), consistency=consistency.item(), correct_rate=conf_target.mean().item())
+    return loss, logs

@@ -1,0 +1,60 @@
+"""Launch the Ember fleet of config/fleet.yaml on a ROS 2 distro.
+
+    ros2 launch ember fleet.launch.py [config:=/path/fleet.yaml] [bundle:=/path/bundle] [cameras:=false]
+
+The nodes come from `ember.fleet_config` (FleetConfig.node_descriptions), the same source
+`ember-fleet` uses, so both start the same nodes with the same parameters. The default
+config is share/ember/config/fleet.yaml (ament index), or config/fleet.yaml beside this
+file's directory in a source checkout. Relative paths in the config (bundle, camera
+images) are relative to the config file: pass bundle:= when the installed share/ has none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+
+def default_config() -> str:
+    """share/ember/config/fleet.yaml if the package is installed, else the source checkout's."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("ember")) / "config" / "fleet.yaml"
+        if installed.is_file():
+            return str(installed)
+    except Exception:  # noqa: BLE001 - PackageNotFoundError, or no ament index at all
+        pass
+    return str(Path(__file__).resolve().parents[1] / "config" / "fleet.yaml")
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _fleet_nodes(context, *args, **kwargs) -> list:
+    from ember.fleet_config import load
+    from ember.ros.fleet import select
+
+    config = LaunchConfiguration("config").perform(context)
+    bundle = LaunchConfiguration("bundle").perform(context) or None
+    cameras = _truthy(LaunchConfiguration("cameras").perform(context))
+    cfg = load(config, bundle=bundle)
+    return [Node(**d.launch_kwargs()) for d in select(cfg, None, cameras, True)]
+
+
+def generate_launch_description() -> LaunchDescription:
+    """The fleet manager, one incident node per robot and (optionally) the replay cameras."""
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("config", default_value=default_config(), description="fleet file (fleet.yaml)"),
+            DeclareLaunchArgument("bundle", default_value="", description="model bundle directory (overrides the file)"),
+            DeclareLaunchArgument("cameras", default_value="true", description="start the replay cameras of the file"),
+            OpaqueFunction(function=_fleet_nodes),
+        ]
+    )

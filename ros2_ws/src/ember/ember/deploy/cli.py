@@ -1,0 +1,71 @@
+"""`ember-deploy`: build and verify the folder that goes onto a robot's computer.
+
+    ember-deploy package --bundle build/bundle --out dist/drone_1 [--config config/fleet.yaml] [--robot-id drone_1]
+    ember-deploy check dist/drone_1 [--threads 1] [--image photo.jpg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ember.deploy.package import PackageError, build_package
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ember-deploy command line."""
+    p = argparse.ArgumentParser(prog="ember-deploy", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pk = sub.add_parser("package", help="assemble the deployment folder for one robot")
+    pk.add_argument("--bundle", required=True, help="model bundle directory (hash-checked before copying)")
+    pk.add_argument("--out", required=True, help="output folder (created; must be empty unless --force)")
+    pk.add_argument("--config", default=None, help="fleet config (default: config/fleet.yaml of this install)")
+    pk.add_argument("--robot-id", default=None, help="robot of the fleet config (default: its first robot)")
+    pk.add_argument("--force", action="store_true", help="replace an existing package at --out")
+
+    ck = sub.add_parser("check", help="verify a package (or a bare bundle) and run the engine once")
+    ck.add_argument("dir", help="package folder written by `ember-deploy package` (or a bundle folder)")
+    ck.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the smoke analysis")
+    ck.add_argument("--image", default=None, help="analyse this image instead of a generated one")
+    ck.add_argument("--max-new-tokens", type=int, default=8, help="tokens to generate in the smoke analysis")
+    ck.add_argument("--no-engine", action="store_true", help="only check files, do not load the engine")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success; 1 when a check fails; 2 for a package that cannot be built."""
+    args = build_parser().parse_args(argv)
+    if args.command == "package":
+        try:
+            res = build_package(args.bundle, args.out, args.config, args.robot_id, force=args.force)
+        except PackageError as exc:
+            print(f"ember-deploy package: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"wrote {res.path}: robot {res.robot_id} ({res.robot_type}), model {res.model_version}, "
+            f"{res.files} files, {res.bytes / 1e6:.1f} MB"
+        )
+        print(f"copy it to the robot, then: {res.path.name}/run.sh setup && {res.path.name}/run.sh check")
+        return 0
+
+    from ember.deploy.check import check_package
+
+    report = check_package(
+        args.dir,
+        threads=args.threads,
+        image=args.image,
+        max_new_tokens=args.max_new_tokens,
+        load_engine=not args.no_engine,
+    )
+    for line in report.lines():
+        print(line)
+    if report.ok:
+        print(f"{args.dir}: all checks passed")
+        return 0
+    print(f"{args.dir}: {len(report.failures)} check(s) failed", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

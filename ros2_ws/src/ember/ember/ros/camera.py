@@ -1,0 +1,193 @@
+"""`ember-camera`: a camera publisher for demos and tests, replaying images or a video.
+
+    ember-camera --images DIR --rate 2 --topic /drone_1/camera/image_raw
+    ember-camera --video clip.mp4 --rate 30 --topic camera/image_raw/compressed --format jpeg
+
+Also a ROS node (`CameraNode`, executable `ember-camera` in fleet.launch.py) with the same
+settings as parameters: images, video, rate_hz, topic, format (raw|jpeg), frame_id, loop,
+count (stop after this many frames; 0 = no limit). Publishes with sensor-data QoS, depth 1;
+every frame is stamped with the publish time and carries `frame_id`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import CompressedImage, Image
+
+from ember.ros import runtime
+from ember.ros.conversions import numpy_to_image, rgb_to_compressed
+from ember.ros.qos import CAMERA_QOS
+from ember.ros.spinning import spin_nodes
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def load_images(directory: str | Path) -> list[tuple[str, np.ndarray]]:
+    """(file name, uint8 RGB) of every image in `directory`, sorted by name."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"image directory {d} does not exist")
+    images = []
+    for f in sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{f} is not a readable image")
+        images.append((f.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    if not images:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {d}")
+    return images
+
+
+class CameraNode(Node):
+    """Publishes images from a directory (each encoded once) or frames of a video at a fixed rate."""
+
+    def __init__(self, node_name: str = "camera", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        p = self.declare_parameter
+        images = p("images", "").value
+        video = p("video", "").value
+        rate = float(p("rate_hz", 1.0).value)
+        topic = p("topic", "camera/image_raw").value
+        self._format = p("format", "raw").value
+        self._frame_id = p("frame_id", "camera").value
+        self._loop = bool(p("loop", True).value)
+        self._count = int(p("count", 0).value)
+        if bool(images) == bool(video):
+            raise ValueError("give exactly one of the parameters 'images' (a directory) or 'video' (a file)")
+        if rate <= 0:
+            raise ValueError("rate_hz must be > 0")
+        if self._format not in ("raw", "jpeg"):
+            raise ValueError(f"format must be raw or jpeg, not {self._format!r}")
+        msg_type = CompressedImage if self._format == "jpeg" else Image
+        self._pub = self.create_publisher(msg_type, topic, CAMERA_QOS)
+        self._frames: list[Any] = []
+        self._video: cv2.VideoCapture | None = None
+        self._video_path = video
+        if images:
+            self._frames = [self._encode(rgb) for _, rgb in load_images(images)]
+            source = f"{len(self._frames)} images from {images}"
+        else:
+            self._video = self._open_video()
+            source = f"video {video}"
+        self.published = 0
+        self.finished = False
+        self._index = 0
+        self.create_timer(1.0 / rate, self._tick)
+        self.get_logger().info(f"publishing {source} at {rate:g} Hz on {self.resolve_topic_name(topic)} ({self._format})")
+
+    def _open_video(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(self._video_path)
+        if not cap.isOpened():
+            raise ValueError(f"cannot open video {self._video_path}")
+        return cap
+
+    def _encode(self, rgb: np.ndarray) -> Any:
+        return rgb_to_compressed(rgb, "jpeg") if self._format == "jpeg" else numpy_to_image(rgb, "rgb8")
+
+    def _next_frame(self) -> Any | None:
+        if self._video is None:
+            if self._index >= len(self._frames):
+                if not self._loop:
+                    return None
+                self._index = 0
+            msg = self._frames[self._index]
+            self._index += 1
+            return msg
+        ok, bgr = self._video.read()
+        if not ok:
+            if not self._loop:
+                return None
+            self._video.release()
+            self._video = self._open_video()
+            ok, bgr = self._video.read()
+            if not ok:
+                return None
+        return self._encode(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+    def _tick(self) -> None:
+        if self.finished:
+            return
+        msg = self._next_frame() if not (self._count and self.published >= self._count) else None
+        if msg is None:
+            self.finished = True
+            self.get_logger().info(f"done after {self.published} frames")
+            return
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self._frame_id
+        self._pub.publish(msg)
+        self.published += 1
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="ember-camera", description=__doc__.split("\n\n")[0])
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--images", help="directory of images to replay (sorted by name)")
+    src.add_argument("--video", help="video file to replay")
+    ap.add_argument("--rate", type=float, help="frames per second")
+    ap.add_argument("--topic", help="topic to publish on (relative names use the node's namespace)")
+    ap.add_argument("--format", choices=("raw", "jpeg"), help="sensor_msgs/Image (raw) or CompressedImage (jpeg)")
+    ap.add_argument("--frame-id", help="header.frame_id of every frame")
+    ap.add_argument("--no-loop", action="store_true", help="stop at the end instead of starting over")
+    ap.add_argument("--count", type=int, help="stop after this many frames")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the camera until SIGINT/SIGTERM (or until --count / the end with --no-loop); exit 0."""
+    argv = list(sys.argv if argv is None else argv)
+    args = _parse(remove_ros_args(argv)[1:])
+    overrides = {
+        "images": args.images,
+        "video": args.video,
+        "rate_hz": args.rate,
+        "topic": args.topic,
+        "format": args.format,
+        "frame_id": args.frame_id,
+        "loop": False if args.no_loop else None,
+        "count": args.count,
+    }
+    params = [Parameter(k, value=v) for k, v in overrides.items() if v is not None]
+    runtime.init(args=argv)
+    try:
+        node = CameraNode(parameter_overrides=params)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ember-camera: {exc}", file=sys.stderr, flush=True)
+        runtime.shutdown()
+        sys.exit(2)
+    print("READY", flush=True)
+    try:
+        _spin_until_finished(node)
+    finally:
+        node.destroy_node()
+        runtime.shutdown()
+    sys.exit(0)
+
+
+def _spin_until_finished(node: CameraNode) -> None:
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    if not node._count and node._loop:
+        spin_nodes([node], threads=1)
+        return
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while not node.finished:
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+
+
+if __name__ == "__main__":
+    main()

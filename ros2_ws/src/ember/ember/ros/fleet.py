@@ -1,0 +1,267 @@
+"""`ember-fleet`: start the fleet of config/fleet.yaml without `ros2 launch` (embedded default).
+
+    ember-fleet --config config/fleet.yaml [--bundle DIR] [--mode composed|processes]
+                [--robots drone_1,legged_1] [--no-cameras] [--no-manager] [--dry-run]
+
+The nodes and their parameters come from `FleetConfig.node_descriptions()`, exactly as in
+launch/fleet.launch.py. `composed` (default) runs them all in this process on one
+MultiThreadedExecutor; `processes` starts one child process per node (`python -m <module>
+--ros-args -r __node:=... -r __ns:=... --params-file ...`), printing `STARTED <node> pid=<pid>`
+for each. READY is printed once every node exists. SIGINT/SIGTERM stop everything cleanly,
+exit 0. In processes mode a child that dies is reported and the rest keep running (a crashed
+robot is the fleet manager's business); when all children are gone, ember-fleet exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ember.fleet_config import FleetConfig, FleetConfigError, NodeDescription, load
+
+MODES = ("composed", "processes")
+
+
+def node_class(executable: str) -> type:
+    """The Node subclass behind an ember executable (for composed mode)."""
+    if executable == "incident_node":
+        from ember.ros.incident_node import IncidentNode
+
+        return IncidentNode
+    if executable == "fleet_manager":
+        from ember.ros.fleet_manager import FleetManager
+
+        return FleetManager
+    if executable == "ember-camera":
+        from ember.ros.camera import CameraNode
+
+        return CameraNode
+    raise ValueError(f"no node class for executable {executable!r}")
+
+
+def select(cfg: FleetConfig, robots: list[str] | None, cameras: bool, manager: bool) -> list[NodeDescription]:
+    """The config's node descriptions, optionally only some robots / without cameras or manager."""
+    if robots:
+        unknown = sorted(set(robots) - {r.id for r in cfg.robots})
+        if unknown:
+            raise FleetConfigError(f"--robots: no robot {', '.join(unknown)} in {cfg.path}")
+    out = []
+    for d in cfg.node_descriptions():
+        if d.executable == "fleet_manager":
+            if manager:
+                out.append(d)
+            continue
+        rid = d.namespace.strip("/")
+        if robots and rid not in robots:
+            continue
+        if d.executable == "ember-camera" and not cameras:
+            continue
+        out.append(d)
+    return out
+
+
+def params_file_content(desc: NodeDescription) -> dict[str, Any]:
+    """The --params-file YAML for one node."""
+    return {desc.fqn: {"ros__parameters": dict(desc.parameters)}}
+
+
+def command_line(desc: NodeDescription, params_file: str) -> list[str]:
+    """argv of the child process running one node."""
+    argv = [sys.executable, "-m", desc.module, "--ros-args", "-r", f"__node:={desc.name}"]
+    if desc.namespace:
+        argv += ["-r", f"__ns:={desc.namespace}"]
+    for src, dst in desc.remappings:
+        argv += ["-r", f"{src}:={dst}"]
+    return argv + ["--params-file", params_file]
+
+
+def composed_kwargs(desc: NodeDescription) -> dict[str, Any]:
+    """Keyword arguments of the Node subclass for one description (composed mode)."""
+    from rclpy.parameter import Parameter
+
+    cli: list[str] = []
+    for src, dst in desc.remappings:
+        cli += ["-r", f"{src}:={dst}"]
+    return {
+        "node_name": desc.name,
+        "namespace": desc.namespace or None,
+        "parameter_overrides": [Parameter(k, value=v) for k, v in desc.parameters.items()],
+        "cli_args": ["--ros-args", *cli] if cli else None,
+        "use_global_arguments": False,
+    }
+
+
+def run_composed(nodes: list[NodeDescription]) -> int:
+    """All nodes in this process, one executor; returns the exit code."""
+    from ember.ros import runtime
+    from ember.ros.spinning import spin_nodes
+
+    runtime.init()
+    created = []
+    try:
+        for d in nodes:
+            created.append(node_class(d.executable)(**composed_kwargs(d)))
+            print(f"STARTED {d.fqn} pid={os.getpid()}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - report which node failed and stop the others
+        print(f"ember-fleet: cannot start {d.fqn}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        for n in created:
+            n.destroy_node()
+        runtime.shutdown()
+        return 1
+    print("READY", flush=True)
+    try:
+        spin_nodes(created)
+    finally:
+        for n in reversed(created):
+            n.destroy_node()
+        runtime.shutdown()
+    print("ember-fleet: stopped", flush=True)
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_processes(nodes: list[NodeDescription], stop_timeout: float = 15.0) -> int:
+    """One child process per node; returns the exit code."""
+    tmp = Path(tempfile.mkdtemp(prefix="ember-fleet-"))
+    children: dict[str, subprocess.Popen] = {}
+    stopping = {"signal": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["signal"] = signum
+        raise _Stop
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    rc = 0
+    try:
+        for i, d in enumerate(nodes):
+            pf = tmp / f"{i:03d}_{d.fqn.strip('/').replace('/', '_')}.yaml"
+            pf.write_text(yaml.safe_dump(params_file_content(d), sort_keys=True))
+            # own process group: a terminal's Ctrl-C reaches ember-fleet, which stops the children in order
+            children[d.fqn] = subprocess.Popen(command_line(d, str(pf)), start_new_session=True)
+            print(f"STARTED {d.fqn} pid={children[d.fqn].pid}", flush=True)
+        print("READY", flush=True)
+        alive = dict(children)
+        while alive:
+            for fqn, proc in list(alive.items()):
+                code = proc.poll()
+                if code is not None:
+                    print(f"ember-fleet: {fqn} exited with code {code}", file=sys.stderr, flush=True)
+                    del alive[fqn]
+            time.sleep(0.2)
+        rc = 1
+    except _Stop:
+        rc = 0
+    finally:
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + stop_timeout
+        for fqn, proc in children.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"ember-fleet: {fqn} did not stop in {stop_timeout:g}s; killing it", file=sys.stderr, flush=True)
+                proc.kill()
+                proc.wait()
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+        for s, h in old.items():
+            signal.signal(s, h)
+    if rc == 0:
+        print("ember-fleet: stopped", flush=True)
+    return rc
+
+
+def plan(nodes: list[NodeDescription], mode: str) -> dict[str, Any]:
+    """What ember-fleet would start (for --dry-run and the launch-equivalence test)."""
+    out = []
+    for d in nodes:
+        item = d.comparable()
+        item["module"] = d.module
+        if mode == "processes":
+            item["argv"] = command_line(d, f"<params:{d.fqn}>")[1:]
+        out.append(item)
+    return {"mode": mode, "nodes": out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `ember-fleet`."""
+    ap = argparse.ArgumentParser(prog="ember-fleet", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="config/fleet.yaml", help="fleet file (default: config/fleet.yaml)")
+    ap.add_argument("--bundle", help="model bundle directory (overrides the file's bundle)")
+    ap.add_argument("--mode", choices=MODES, default="composed")
+    ap.add_argument("--robots", help="comma-separated robot ids to start (default: all)")
+    ap.add_argument("--no-cameras", action="store_true", help="do not start the replay cameras")
+    ap.add_argument("--no-manager", action="store_true", help="do not start the fleet manager")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE:PARAM=VALUE",
+        help="override one parameter of one node (fqn or robot id), YAML value; repeatable",
+    )
+    ap.add_argument("--dry-run", action="store_true", help="print the nodes as JSON and exit")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config, bundle=args.bundle)
+        robots = [r for r in (args.robots or "").split(",") if r]
+        nodes = apply_overrides(select(cfg, robots, not args.no_cameras, not args.no_manager), args.set)
+    except FleetConfigError as exc:
+        print(f"ember-fleet: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if args.dry_run:
+        print(json.dumps(plan(nodes, args.mode), indent=2, sort_keys=True))
+        sys.exit(0)
+    if not any(d.executable != "ember-camera" for d in nodes):
+        print("ember-fleet: nothing to start", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run_composed(nodes) if args.mode == "composed" else run_processes(nodes))
+
+
+def apply_overrides(nodes: list[NodeDescription], sets: list[str]) -> list[NodeDescription]:
+    """Apply `--set NODE:PARAM=VALUE` overrides (NODE: a node fqn, or a robot id for its incident node)."""
+    out = list(nodes)
+    for item in sets:
+        target, _, assignment = item.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not target or not key or not eq:
+            raise FleetConfigError(f"--set {item!r}: expected NODE:PARAM=VALUE")
+        matches = [
+            i for i, d in enumerate(out)
+            if d.fqn == target or (d.executable == "incident_node" and d.namespace.strip("/") == target)
+        ]
+        if not matches:
+            raise FleetConfigError(f"--set {item!r}: no node {target!r}")
+        for i in matches:
+            d = out[i]
+            if key not in d.parameters:
+                raise FleetConfigError(f"--set {item!r}: {d.fqn} has no parameter {key!r}")
+            new = yaml.safe_load(value)
+            old = d.parameters[key]
+            if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+                new = float(new)
+            if type(new) is not type(old):
+                raise FleetConfigError(f"--set {item!r}: {key} expects {type(old).__name__}, got {new!r}")
+            out[i] = dataclasses.replace(d, parameters={**d.parameters, key: new})
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""The fleet manager: fleet state, report fusion, task allocation by bids, reassignment.
+
+`ros2 run ember fleet_manager --ros-args --params-file fleet_manager.yaml`, or started by
+`ember-fleet` / fleet.launch.py from config/fleet.yaml.
+
+* /fleet/status (RobotStatus): a robot is online while its heartbeats arrive; after
+  `heartbeat_timeout_s` without one it is offline and its unfinished steps move.
+* /<robot_id>/ember/incident + ember/robot_selection: fused into incidents (same label,
+  source stamps within `fusion_window_s`), see ember.ros.fusion.
+* Tasks: /fleet/tasks (std_msgs/String, the task text) and the SubmitTask service
+  (/fleet/submit_task; with an image, the least loaded live robot analyses it first
+  through its AnalyzeImage service). A task is about the incident it names, else the one
+  most robots reported recently. Required robot types come from the fused selection scores;
+  concrete robots win steps by bids (ember.ros.allocation).
+* Out: one ActionPlan per assigned robot on /<robot_id>/ember/action_plan (reliable,
+  transient-local; new, updated, cancelled), the fused selection on /fleet/fused_selection
+  (RobotSelection, robot_id "fleet_manager"), JSON alerts on /fleet/alerts for steps that no
+  live robot can take, and /diagnostics.
+
+Steps are unfinished until their task ends (robots report no per-step progress).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from ember_msgs.msg import ActionPlan, ActionStep, IncidentAnalysis, RobotSelection, RobotStatus
+from ember_msgs.srv import AnalyzeImage, SubmitTask
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import String
+
+from ember.fleet_config import CostWeights
+from ember.labels import ROBOT_TYPES
+from ember.ros import runtime
+from ember.ros.allocation import STATUS_CANCELLED, Allocator, Changes, Policy
+from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
+from ember.ros.planning import build_steps
+from ember.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS, TASK_QOS
+from ember.ros.spinning import spin_nodes
+
+MANAGER_ID = "fleet_manager"
+
+
+def _stamp_seconds(stamp: Any) -> float:
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+class FleetManager(Node):
+    """Keeps the fleet's state and turns operator tasks into per-robot action plans."""
+
+    def __init__(self, node_name: str = "fleet_manager", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        p = self.declare_parameter
+        self._timeout = float(p("heartbeat_timeout_s", 3.0).value)
+        window = float(p("fusion_window_s", 10.0).value)
+        self._threshold = float(p("selection_threshold", 0.5).value)
+        self._max_types = int(p("max_robot_types", 3).value)
+        policy = Policy(
+            low_battery=float(p("low_battery", 0.2).value),
+            selection_threshold=self._threshold,
+            weights=CostWeights(
+                suitability=float(p("weight_suitability", 1.0).value),
+                type_mismatch=float(p("weight_type_mismatch", 1.0).value),
+                battery=float(p("weight_battery", 0.5).value),
+                load=float(p("weight_load", 0.25).value),
+            ),
+        )
+        expected = p("robot_ids", Parameter.Type.STRING_ARRAY, ParameterDescriptor(description="robots to expect")).value
+        status_topic = p("status_topic", "/fleet/status").value
+        tasks_topic = p("tasks_topic", "/fleet/tasks").value
+        alerts_topic = p("alerts_topic", "/fleet/alerts").value
+        fused_topic = p("fused_selection_topic", "/fleet/fused_selection").value
+        submit_service = p("submit_service", "/fleet/submit_task").value
+        self._incident_topic = p("incident_topic", "ember/incident").value
+        self._selection_topic = p("selection_topic", "ember/robot_selection").value
+        self._plan_topic = p("plan_topic", "ember/action_plan").value
+        self._analyze_service = p("analyze_service", "ember/analyze_image").value
+        self._analyze_timeout = float(p("analyze_timeout_s", 30.0).value)
+        check_period = float(p("check_period_s", 0.25).value)
+        diag_period = float(p("diagnostics_period_s", 1.0).value)
+
+        self._lock = threading.RLock()
+        self._alloc = Allocator(policy)
+        self._fuser = IncidentFuser(window)
+        self._expected: list[str] = list(expected or [])
+        self._last_seen: dict[str, float] = {}
+        self._status: dict[str, RobotStatus] = {}
+        self._plan_pubs: dict[str, Any] = {}
+        self._report_subs: dict[str, list] = {}
+        self._clients: dict[str, Any] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._task_count = 0
+        self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0}
+        self._alloc_ms: deque[float] = deque(maxlen=200)
+        self._warned: set[str] = set()
+
+        self._io_group = ReentrantCallbackGroup()
+        self._pub_alerts = self.create_publisher(String, alerts_topic, LATCHED_QOS)
+        self._pub_fused = self.create_publisher(RobotSelection, fused_topic, LATCHED_QOS)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.create_subscription(RobotStatus, status_topic, self._on_status, STATUS_QOS)
+        self.create_subscription(String, tasks_topic, self._on_task_topic, TASK_QOS)
+        self.create_service(
+            SubmitTask, submit_service, self._on_submit, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        timers = MutuallyExclusiveCallbackGroup()
+        self.create_timer(check_period, self._check_liveness, callback_group=timers)
+        self.create_timer(diag_period, self._publish_diagnostics, callback_group=timers)
+        for rid in self._expected:
+            self._ensure_robot_endpoints(rid)
+        self.get_logger().info(
+            f"fleet manager up: expecting {len(self._expected)} robots, heartbeat timeout {self._timeout:g}s, "
+            f"fusion window {window:g}s, low battery {policy.low_battery:g}"
+        )
+
+    # -- robots ----------------------------------------------------------------------------
+    def _ensure_robot_endpoints(self, robot_id: str) -> None:
+        if robot_id in self._report_subs:
+            return
+        ns = f"/{robot_id}/"
+        self._report_subs[robot_id] = [
+            self.create_subscription(IncidentAnalysis, ns + self._incident_topic, self._on_incident, REPORT_QOS),
+            self.create_subscription(RobotSelection, ns + self._selection_topic, self._on_selection, REPORT_QOS),
+        ]
+        self._plan_pubs[robot_id] = self.create_publisher(ActionPlan, ns + self._plan_topic, PLAN_QOS)
+
+    def _on_status(self, msg: RobotStatus) -> None:
+        rid = msg.robot_id
+        if msg.robot_type not in ROBOT_TYPES or not rid:
+            self._warn_once(f"bad-status-{rid}", f"ignoring status of {rid!r} with unknown robot type {msg.robot_type!r}")
+            return
+        with self._lock:
+            self._counts["status_msgs"] += 1
+            first = rid not in self._last_seen
+            was_online = rid in self._alloc.robots and self._alloc.robots[rid].online
+            self._last_seen[rid] = time.monotonic()
+            self._status[rid] = msg
+            if first:
+                self._ensure_robot_endpoints(rid)
+            changes = self._alloc.update_robot(rid, msg.robot_type, msg.battery, msg.available, online=True)
+            self._apply(changes, reason=f"{rid} status")
+        if first:
+            self.get_logger().info(f"robot {rid} ({msg.robot_type}) joined, battery {msg.battery:.0%}")
+        elif not was_online:
+            self.get_logger().info(f"robot {rid} is back online")
+
+    def _check_liveness(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for rid, seen in list(self._last_seen.items()):
+                robot = self._alloc.robots.get(rid)
+                if robot is not None and robot.online and now - seen > self._timeout:
+                    self.get_logger().warning(f"robot {rid} offline: no heartbeat for {now - seen:.1f}s")
+                    self._apply(self._alloc.set_offline(rid), reason=f"{rid} offline")
+
+    # -- reports ---------------------------------------------------------------------------
+    def _on_incident(self, msg: IncidentAnalysis) -> None:
+        stamp = _stamp_seconds(msg.header.stamp) or time.time()
+        report = Report(
+            msg.robot_id, stamp, msg.incident_type, float(msg.confidence), msg.place, msg.description, msg.model_version
+        )
+        with self._lock:
+            self._counts["reports"] += 1
+            self._fuser.add_analysis(report)
+
+    def _on_selection(self, msg: RobotSelection) -> None:
+        stamp = _stamp_seconds(msg.header.stamp) or time.time()
+        with self._lock:
+            self._fuser.add_selection(
+                msg.robot_id, stamp, list(msg.scores), list(msg.robot_types), float(msg.confidence), msg.reasoning, msg.task
+            )
+
+    # -- tasks -----------------------------------------------------------------------------
+    def _on_task_topic(self, msg: String) -> None:
+        ok, message, _, _ = self.plan_task(msg.data)
+        if not ok:
+            self.get_logger().warning(f"task {msg.data!r} not planned: {message}")
+
+    def _on_submit(self, request: SubmitTask.Request, response: SubmitTask.Response) -> SubmitTask.Response:
+        incident = None
+        if request.has_image:
+            incident, error = self._analyze_on_a_robot(request.image, request.task)
+            if incident is None:
+                response.success, response.message = False, error
+                self._alert({"kind": "task_failed", "task": request.task, "reason": error})
+                return response
+        ok, message, incident_id, plan_ids = self.plan_task(request.task, incident)
+        response.success, response.message = ok, message
+        response.incident_id, response.plan_ids = incident_id, plan_ids
+        return response
+
+    def _analyze_on_a_robot(self, image: Any, task: str) -> tuple[Incident | None, str]:
+        with self._lock:
+            live = [r for r in self._alloc.robots.values() if self._alloc.is_live(r)]
+            live.sort(key=lambda r: (self._alloc.load(r.robot_id), r.robot_id))
+        for robot in live:
+            client = self._clients.get(robot.robot_id)
+            if client is None:
+                client = self.create_client(
+                    AnalyzeImage, f"/{robot.robot_id}/{self._analyze_service}", callback_group=self._io_group
+                )
+                self._clients[robot.robot_id] = client
+            if not client.wait_for_service(timeout_sec=2.0):
+                continue
+            done = threading.Event()
+            future = client.call_async(AnalyzeImage.Request(image=image, task=task))
+            future.add_done_callback(lambda _f, ev=done: ev.set())
+            if not done.wait(self._analyze_timeout) or future.result() is None:
+                client.remove_pending_request(future)
+                continue
+            res = future.result()
+            if not res.success:
+                return None, f"{robot.robot_id} could not analyse the image: {res.message}"
+            if not _stamp_seconds(res.analysis.header.stamp):
+                now = self.get_clock().now().to_msg()
+                res.analysis.header.stamp = now
+                res.selection.header.stamp = now
+            self._on_incident(res.analysis)
+            self._on_selection(res.selection)
+            with self._lock:
+                return self._fuser.incident_of(res.analysis.robot_id, _stamp_seconds(res.analysis.header.stamp)), ""
+        return None, "no live robot answered AnalyzeImage for the task's image"
+
+    def plan_task(self, task: str, incident: Incident | None = None) -> tuple[bool, str, str, list[str]]:
+        """Plan an operator task: (success, message, incident_id, plan ids of the robots)."""
+        t0 = time.perf_counter()
+        with self._lock:
+            self._task_count += 1
+            task_id = f"task-{self._task_count:04d}"
+            incident = incident or self._fuser.pick(task)
+            scores = incident.fused_scores() if incident is not None else None
+            if incident is None or scores is None:
+                reason = "no incident reported yet" if incident is None else "no robot selection reported yet"
+                self._counts["tasks_failed"] += 1
+                self._alert({"kind": "task_failed", "task_id": task_id, "task": task, "reason": reason})
+                return False, f"{task_id}: {reason}", "", []
+            types = required_types(scores, self._threshold, self._max_types)
+            steps, source = build_steps(task_id, incident, types)
+            self._tasks[task_id] = {"task": task, "incident_id": incident.incident_id, "types": types}
+            self._counts["tasks"] += 1
+            self._publish_fused(task, incident, types, scores)
+            changes = self._alloc.add_task(task_id, steps, scores)
+            self._apply(changes, reason=f"{task_id} new")
+            robots = self._alloc.robots_of(task_id)
+            pending = [s for s in steps if self._alloc.owner(s.step_id) is None]
+        self._alloc_ms.append((time.perf_counter() - t0) * 1000.0)
+        plan_ids = [self._plan_id(task_id, r) for r in robots]
+        msg = (
+            f"{task_id} for {incident.incident_id} ({incident.label}, {len(incident.reports)} reports): "
+            f"types {', '.join(types)}; {len(steps)} steps ({source}) to {', '.join(robots) or 'no robot'}"
+            + (f"; {len(pending)} unassignable (see /fleet/alerts)" if pending else "")
+        )
+        self.get_logger().info(msg)
+        return bool(robots), msg, incident.incident_id, plan_ids
+
+    def finish_task(self, task_id: str) -> None:
+        """Close a task: its robots get cancellations."""
+        with self._lock:
+            self._apply(self._alloc.finish_task(task_id), reason=f"{task_id} finished")
+            self._tasks.pop(task_id, None)
+
+    # -- output ----------------------------------------------------------------------------
+    @staticmethod
+    def _plan_id(task_id: str, robot_id: str) -> str:
+        return f"{task_id}/{robot_id}"
+
+    def _apply(self, changes: Changes, reason: str) -> None:
+        """Publish what an allocator operation changed (called with the lock held)."""
+        if not changes:
+            return
+        for step_id, old, new in changes.moved:
+            self.get_logger().warning(f"{reason}: step {step_id} moves from {old} to {new}")
+        for pc in changes.plans:
+            info = self._tasks.get(pc.task_id, {})
+            plan = ActionPlan()
+            plan.header.stamp = self.get_clock().now().to_msg()
+            plan.header.frame_id = MANAGER_ID
+            plan.plan_id = self._plan_id(pc.task_id, pc.robot_id)
+            plan.incident_id = info.get("incident_id", "")
+            plan.robot_id = pc.robot_id
+            plan.status = pc.status
+            robot_type = self._alloc.robots[pc.robot_id].robot_type if pc.robot_id in self._alloc.robots else ""
+            plan.steps = [
+                ActionStep(order=s.order, description=s.description, robot_type=s.robot_type or robot_type, robot_id=pc.robot_id)
+                for s in pc.steps
+            ]
+            self._ensure_robot_endpoints(pc.robot_id)
+            self._plan_pubs[pc.robot_id].publish(plan)
+            self._counts["plans_sent"] += 1
+            if pc.status == STATUS_CANCELLED:
+                self.get_logger().info(f"{reason}: plan {plan.plan_id} cancelled")
+        for u in changes.unassignable:
+            info = self._tasks.get(u.step.task_id, {})
+            self._alert(
+                {
+                    "kind": "unassignable",
+                    "task_id": u.step.task_id,
+                    "incident_id": info.get("incident_id", ""),
+                    "step_id": u.step.step_id,
+                    "order": u.step.order,
+                    "description": u.step.description,
+                    "robot_type": u.step.robot_type,
+                    "reason": u.reason,
+                    "cause": reason,
+                }
+            )
+
+    def _alert(self, payload: dict[str, Any]) -> None:
+        self._counts["alerts"] += 1
+        self._pub_alerts.publish(String(data=json.dumps(payload, sort_keys=True)))
+        self.get_logger().warning(f"ALERT {payload.get('kind')}: {payload.get('step_id', payload.get('task', ''))} "
+                                  f"- {payload.get('reason', '')}")
+
+    def _publish_fused(self, task: str, incident: Incident, types: list[str], scores: list[float]) -> None:
+        msg = RobotSelection()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = incident.incident_id
+        msg.robot_id = MANAGER_ID
+        msg.task = task
+        msg.robot_types = list(types)
+        msg.scores = [float(s) for s in scores]
+        msg.confidence = float(incident.confidence)
+        msg.reasoning = (
+            f"{incident.incident_id}: '{incident.label}' at {incident.place or '?'} reported by "
+            f"{', '.join(incident.reporters)}; fused scores "
+            + ", ".join(f"{t} {s:.2f}" for t, s in zip(ROBOT_TYPES, scores, strict=True))
+            + f"; types at or above {self._threshold:g}: {', '.join(types)}"
+        )
+        self._pub_fused.publish(msg)
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(text)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counts of the fleet's state (also published on /diagnostics)."""
+        with self._lock:
+            robots = self._alloc.robots.values()
+            held = sum(self._alloc.load(r) for r in self._alloc.robots)
+            return {
+                "robots_seen": len(self._last_seen),
+                "robots_expected": len(self._expected),
+                "robots_online": sum(r.online for r in robots),
+                "robots_live": sum(self._alloc.is_live(r) for r in robots),
+                "never_seen": ",".join(sorted(set(self._expected) - set(self._last_seen))),
+                "tasks": len(self._alloc.tasks()),
+                "steps_assigned": held,
+                "steps_unassignable": len(self._alloc.pending()),
+                "incidents": len(self._fuser.incidents),
+                "allocation_ms_p50": statistics.median(self._alloc_ms) if self._alloc_ms else 0.0,
+                **self._counts,
+            }
+
+    def _publish_diagnostics(self) -> None:
+        snap = self.snapshot()
+        status = DiagnosticStatus()
+        status.name = "ember/fleet_manager"
+        status.hardware_id = MANAGER_ID
+        status.level = DiagnosticStatus.WARN if snap["steps_unassignable"] else DiagnosticStatus.OK
+        status.message = (
+            f"{snap['robots_online']}/{snap['robots_seen']} robots online, {snap['tasks']} tasks, "
+            f"{snap['steps_unassignable']} unassignable steps"
+        )
+        status.values = [
+            KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in snap.items()
+        ]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [status]
+        self._pub_diag.publish(arr)
+
+
+def main(args: list[str] | None = None) -> None:
+    """`ros2 run ember fleet_manager`: run until SIGINT/SIGTERM, exit 0."""
+    runtime.init(args=args)
+    node = FleetManager()
+    print("READY", flush=True)
+    try:
+        spin_nodes([node])
+    finally:
+        node.destroy_node()
+        runtime.shutdown()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Fusing several robots' reports about the same incident (pure Python, no ROS).
+
+Reports about one incident are those with the same top label whose source-image stamps lie
+within `window_s` of the incident's reports so far. An IncidentAnalysis and a
+RobotSelection from one robot are joined by (robot_id, source-image stamp): a robot
+publishes both with the header of the image they came from. The fused robot-type scores
+are the confidence-weighted mean of the reporters' latest selections.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
+
+MAX_INCIDENTS = 200
+MAX_UNJOINED = 2000
+
+
+@dataclass
+class Report:
+    """One robot's analysis of one image, with its robot selection once that arrived."""
+
+    robot_id: str
+    stamp: float
+    incident_type: str
+    confidence: float
+    place: str = ""
+    description: str = ""
+    model_version: str = ""
+    selection_scores: tuple[float, ...] | None = None
+    selection_types: tuple[str, ...] = ()
+    selection_confidence: float = 0.0
+    reasoning: str = ""
+    task: str = ""
+
+
+@dataclass
+class Incident:
+    """A cluster of reports: one incident seen by one or more robots."""
+
+    incident_id: str
+    label: str
+    first_seen: float
+    last_seen: float
+    reports: dict[str, Report] = field(default_factory=dict)
+    """latest report per robot"""
+
+    @property
+    def reporters(self) -> list[str]:
+        """Robot ids that reported this incident, sorted."""
+        return sorted(self.reports)
+
+    @property
+    def confidence(self) -> float:
+        """Mean confidence of the reports."""
+        return sum(r.confidence for r in self.reports.values()) / max(len(self.reports), 1)
+
+    @property
+    def place(self) -> str:
+        """The place most reporters saw (ties: the most confident report's)."""
+        counts: dict[str, tuple[int, float]] = {}
+        for r in self.reports.values():
+            if r.place:
+                n, c = counts.get(r.place, (0, 0.0))
+                counts[r.place] = (n + 1, max(c, r.confidence))
+        return max(counts, key=lambda p: (counts[p], p)) if counts else ""
+
+    def fused_scores(self) -> list[float] | None:
+        """Confidence-weighted mean of the reporters' robot-type scores; None if no selection yet."""
+        with_sel = [r for r in self.reports.values() if r.selection_scores is not None]
+        if not with_sel:
+            return None
+        weights = [max(r.selection_confidence, r.confidence, 1e-3) for r in with_sel]
+        total = sum(weights)
+        return [
+            sum(w * r.selection_scores[i] for w, r in zip(weights, with_sel, strict=True)) / total
+            for i in range(NUM_ROBOT_TYPES)
+        ]
+
+    def best_report(self) -> Report | None:
+        """The most confident report."""
+        return max(self.reports.values(), key=lambda r: (r.confidence, r.stamp), default=None)
+
+
+def required_types(scores: list[float], threshold: float, max_types: int) -> list[str]:
+    """Robot types whose fused score passes `threshold`, best first, at most `max_types`;
+    the best type alone if none passes."""
+    ranked = sorted(range(NUM_ROBOT_TYPES), key=lambda i: (-scores[i], i))
+    chosen = [ROBOT_TYPES[i] for i in ranked if scores[i] >= threshold][:max_types]
+    return chosen or [ROBOT_TYPES[ranked[0]]]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "incident"
+
+
+class IncidentFuser:
+    """Groups reports into incidents and answers which incident a task is about."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = float(window_s)
+        self.incidents: OrderedDict[str, Incident] = OrderedDict()
+        self._by_key: dict[tuple[str, int], Incident] = {}
+        self._unjoined: OrderedDict[tuple[str, int], Report] = OrderedDict()
+        self._count = 0
+        self.latest_stamp = 0.0
+
+    @staticmethod
+    def _key(robot_id: str, stamp: float) -> tuple[str, int]:
+        return robot_id, round(stamp * 1e6)
+
+    def add_analysis(self, report: Report) -> Incident:
+        """Add a robot's IncidentAnalysis; returns the incident it joined or opened."""
+        key = self._key(report.robot_id, report.stamp)
+        sel = self._unjoined.pop(key, None)
+        if sel is not None:
+            report.selection_scores = sel.selection_scores
+            report.selection_types = sel.selection_types
+            report.selection_confidence = sel.selection_confidence
+            report.reasoning = sel.reasoning
+            report.task = sel.task
+        self.latest_stamp = max(self.latest_stamp, report.stamp)
+        incident = self._match(report)
+        if incident is None:
+            self._count += 1
+            iid = f"inc-{self._count:04d}-{_slug(report.incident_type)}"
+            incident = Incident(iid, report.incident_type, report.stamp, report.stamp)
+            self.incidents[iid] = incident
+            while len(self.incidents) > MAX_INCIDENTS:
+                _, old = self.incidents.popitem(last=False)
+                self._by_key = {k: v for k, v in self._by_key.items() if v is not old}
+        prev = incident.reports.get(report.robot_id)
+        if prev is None or prev.stamp <= report.stamp or prev.selection_scores is None:
+            incident.reports[report.robot_id] = report
+        incident.first_seen = min(incident.first_seen, report.stamp)
+        incident.last_seen = max(incident.last_seen, report.stamp)
+        self._by_key[key] = incident
+        return incident
+
+    def add_selection(
+        self,
+        robot_id: str,
+        stamp: float,
+        scores: list[float],
+        robot_types: list[str],
+        confidence: float,
+        reasoning: str = "",
+        task: str = "",
+    ) -> Incident | None:
+        """Add a robot's RobotSelection; joins its analysis (now or when that arrives)."""
+        if len(scores) != NUM_ROBOT_TYPES:
+            raise ValueError(f"expected {NUM_ROBOT_TYPES} robot-type scores, got {len(scores)}")
+        key = self._key(robot_id, stamp)
+        incident = self._by_key.get(key)
+        if incident is None:
+            self._unjoined[key] = Report(
+                robot_id, stamp, "", 0.0, selection_scores=tuple(float(s) for s in scores),
+                selection_types=tuple(robot_types), selection_confidence=float(confidence),
+                reasoning=reasoning, task=task,
+            )
+            while len(self._unjoined) > MAX_UNJOINED:
+                self._unjoined.popitem(last=False)
+            return None
+        report = incident.reports.get(robot_id)
+        if report is not None and self._key(robot_id, report.stamp) == key:
+            report.selection_scores = tuple(float(s) for s in scores)
+            report.selection_types = tuple(robot_types)
+            report.selection_confidence = float(confidence)
+            report.reasoning = reasoning
+            report.task = task
+        return incident
+
+    def incident_of(self, robot_id: str, stamp: float) -> Incident | None:
+        """The incident that a robot's report of the image stamped `stamp` joined."""
+        return self._by_key.get(self._key(robot_id, stamp))
+
+    def _match(self, report: Report) -> Incident | None:
+        best = None
+        for inc in self.incidents.values():
+            if inc.label != report.incident_type:
+                continue
+            if inc.first_seen - self.window_s <= report.stamp <= inc.last_seen + self.window_s:
+                if best is None or inc.last_seen > best.last_seen:
+                    best = inc
+        return best
+
+    def recent(self) -> list[Incident]:
+        """Incidents with a report within the window before the latest report, newest first."""
+        horizon = self.latest_stamp - self.window_s
+        return sorted((i for i in self.incidents.values() if i.last_seen >= horizon), key=lambda i: -i.last_seen)
+
+    def pick(self, task: str) -> Incident | None:
+        """The incident a task is about: a recent one whose label the task names, else the
+        recent one most robots reported (ties: the latest); None without reports."""
+        recent = [i for i in self.recent() if i.fused_scores() is not None] or self.recent()
+        if not recent:
+            return None
+        words = " ".join(re.findall(r"[a-z]+", task.lower()))
+        named = [i for i in recent if re.search(rf"\b{re.escape(i.label.lower())}\b", words)]
+        pool = named or recent
+        return max(pool, key=lambda i: (len(i.reports), i.last_seen))

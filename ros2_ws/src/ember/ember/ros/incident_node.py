@@ -1,0 +1,429 @@
+"""The per-robot incident node: camera -> EmberVLM -> IncidentAnalysis + RobotSelection.
+
+`ros2 run ember incident_node --ros-args -r __ns:=/drone_1 --params-file robot.yaml`, or
+started by `ember-fleet` / fleet.launch.py from config/fleet.yaml.
+
+Receive path and inference are apart: the camera callbacks only put the message into a
+one-frame slot (replacing, and counting as dropped, a frame the worker has not started on);
+a worker thread takes the newest frame, decodes it, runs the model and publishes. A slow
+model therefore drops frames; nothing queues and latency does not grow.
+
+Parameters (read at every use, so `ros2 param set` works for the starred ones):
+  robot_id, robot_type, bundle, threads, max_new_tokens,
+  default_task*, max_rate_hz* (0 = as fast as the model goes),
+  processing_delay_s* (extra fixed delay per analysis: simulates a slower robot computer),
+  battery* (0..1, simulated unless battery_topic names a sensor_msgs/BatteryState topic),
+  available*, heartbeat_period_s, diagnostics_period_s,
+  image_topic, compressed_topic, incident_topic, selection_topic, plan_topic,
+  analyze_service, status_topic.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from ember_msgs.msg import ActionPlan, IncidentAnalysis, RobotSelection, RobotStatus
+from ember_msgs.srv import AnalyzeImage
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import BatteryState, CompressedImage, Image
+
+from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
+from ember.prompting import DEFAULT_TASK
+from ember.ros import runtime
+from ember.ros.conversions import compressed_to_rgb, image_msg_to_rgb
+from ember.ros.qos import CAMERA_QOS, DIAGNOSTICS_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS
+from ember.ros.spinning import spin_nodes
+
+_ERROR_KINDS = (
+    ("unknown image encoding", "unknown_encoding"),
+    ("zero size", "zero_size"),
+    ("image step", "bad_step"),
+    ("data length", "bad_data_length"),
+    ("compressed image is empty", "empty_compressed"),
+    ("corrupt compressed", "corrupt_compressed"),
+)
+
+
+def error_kind(exc: Exception) -> str:
+    """A short, stable name for the kind of malformed image (from conversions' messages)."""
+    text = str(exc)
+    for needle, kind in _ERROR_KINDS:
+        if needle in text:
+            return kind
+    return "malformed_other"
+
+
+@dataclass
+class Frame:
+    """A received camera message, not decoded yet."""
+
+    msg: Any
+    compressed: bool
+    received: float
+    """time.monotonic() when the callback got it"""
+
+
+class LatestFrame:
+    """A one-frame slot: `put` replaces what is there (returning True when that dropped an
+    unprocessed frame), `take` blocks for the newest frame."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+
+    def put(self, frame: Frame) -> bool:
+        """Store the newest frame; True if an unprocessed one was replaced."""
+        with self._cond:
+            dropped = self._frame is not None
+            self._frame = frame
+            self._cond.notify()
+            return dropped
+
+    def take(self, timeout: float) -> Frame | None:
+        """The newest frame (emptying the slot), or None after `timeout` or when closed."""
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def pending(self) -> int:
+        """1 if a frame waits, else 0."""
+        with self._cond:
+            return int(self._frame is not None)
+
+    def close(self) -> None:
+        """Wake the worker for shutdown."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class FrameStats:
+    """Counters for /diagnostics (guarded by `lock`)."""
+
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    malformed: dict[str, int] = field(default_factory=dict)
+    inference_errors: int = 0
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=200))
+    inference_ms: deque = field(default_factory=lambda: deque(maxlen=200))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def analysis_messages(analysis: Any, header: Any, robot_id: str, task: str, latency_ms: float):
+    """(IncidentAnalysis, RobotSelection) for an `ember.engine.Analysis` of an image with `header`."""
+    inc = IncidentAnalysis()
+    inc.header = header
+    inc.robot_id = robot_id
+    inc.incident_type = analysis.incident_type
+    inc.confidence = float(analysis.confidence)
+    inc.labels = list(analysis.incident_labels)
+    inc.scores = [float(s) for s in analysis.incident_scores]
+    inc.place = analysis.place
+    inc.description = analysis.text
+    inc.model_version = analysis.model_version
+    inc.latency_ms = float(latency_ms)
+    sel = RobotSelection()
+    sel.header = header
+    sel.robot_id = robot_id
+    sel.task = task
+    sel.robot_types = list(analysis.robot_types)
+    scores = [float(s) for s in analysis.robot_scores]
+    if len(scores) != NUM_ROBOT_TYPES:
+        raise ValueError(f"engine returned {len(scores)} robot scores, expected {NUM_ROBOT_TYPES}")
+    sel.scores = scores
+    sel.confidence = float(analysis.confidence)
+    sel.reasoning = analysis.reasoning
+    return inc, sel
+
+
+class IncidentNode(Node):
+    """One robot's EmberVLM on its camera stream."""
+
+    def __init__(self, node_name: str = "incident_node", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        default_id = self.get_namespace().strip("/").split("/")[-1] or "robot"
+        p = self.declare_parameter
+        self._robot_id = p("robot_id", default_id).value
+        self._robot_type = p("robot_type", "wheeled").value
+        bundle = p("bundle", "").value
+        threads = p("threads", 1).value
+        self._max_new_tokens = p("max_new_tokens", 50).value
+        p("default_task", DEFAULT_TASK)
+        p("max_rate_hz", 1.0, ParameterDescriptor(description="most analyses per second; 0 = unlimited"))
+        p("processing_delay_s", 0.0, ParameterDescriptor(description="extra fixed delay per analysis (simulated slow computer)"))
+        p("battery", 1.0, ParameterDescriptor(description="0..1; simulated unless battery_topic is set"))
+        p("available", True)
+        heartbeat = p("heartbeat_period_s", 0.5).value
+        diag_period = p("diagnostics_period_s", 1.0).value
+        image_topic = p("image_topic", "camera/image_raw").value
+        compressed_topic = p("compressed_topic", "camera/image_raw/compressed").value
+        incident_topic = p("incident_topic", "ember/incident").value
+        selection_topic = p("selection_topic", "ember/robot_selection").value
+        plan_topic = p("plan_topic", "ember/action_plan").value
+        analyze_service = p("analyze_service", "ember/analyze_image").value
+        status_topic = p("status_topic", "/fleet/status").value
+        battery_topic = p("battery_topic", "").value
+        self.add_on_set_parameters_callback(self._check_parameters)
+
+        if self._robot_type not in ROBOT_TYPES:
+            raise ValueError(f"robot_type {self._robot_type!r} is not one of {', '.join(ROBOT_TYPES)}")
+        if not bundle:
+            raise ValueError("parameter 'bundle' (the model bundle directory) is not set")
+        from ember.engine import EmberEngine
+
+        self._engine = EmberEngine(bundle, threads=int(threads))
+        self._engine_lock = threading.Lock()
+        self.model_version = str(getattr(self._engine, "model_version", "") or "")
+
+        self._stats = FrameStats()
+        self._slot = LatestFrame()
+        self._logged_kinds: set[str] = set()
+        self._plans: dict[str, ActionPlan] = {}
+        self._current_plan = ""
+        self._measured_battery: float | None = None
+        self._stop = threading.Event()
+
+        self._pub_incident = self.create_publisher(IncidentAnalysis, incident_topic, REPORT_QOS)
+        self._pub_selection = self.create_publisher(RobotSelection, selection_topic, REPORT_QOS)
+        self._pub_status = self.create_publisher(RobotStatus, status_topic, STATUS_QOS)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.create_subscription(Image, image_topic, lambda m: self._on_frame(m, False), CAMERA_QOS)
+        self.create_subscription(CompressedImage, compressed_topic, lambda m: self._on_frame(m, True), CAMERA_QOS)
+        self.create_subscription(ActionPlan, plan_topic, self._on_plan, PLAN_QOS)
+        if battery_topic:
+            self.create_subscription(BatteryState, battery_topic, self._on_battery, STATUS_QOS)
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(AnalyzeImage, analyze_service, self._on_analyze, callback_group=self._service_group)
+        timer_group = MutuallyExclusiveCallbackGroup()
+        self.create_timer(float(heartbeat), self._publish_status, callback_group=timer_group)
+        self.create_timer(float(diag_period), self._publish_diagnostics, callback_group=timer_group)
+
+        self._worker = threading.Thread(target=self._work, name=f"ember-infer-{self._robot_id}", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"{self._robot_id} ({self._robot_type}) ready: model {self.model_version or '?'}, "
+            f"camera {self.resolve_topic_name(image_topic)} (+ /compressed)"
+        )
+
+    # -- parameters ------------------------------------------------------------------------
+    def _check_parameters(self, params: list) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "battery" and not 0.0 <= float(prm.value) <= 1.0:
+                return SetParametersResult(successful=False, reason="battery must be within 0..1")
+            if prm.name in ("max_rate_hz", "processing_delay_s") and float(prm.value) < 0:
+                return SetParametersResult(successful=False, reason=f"{prm.name} must be >= 0")
+        return SetParametersResult(successful=True)
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    @property
+    def battery(self) -> float:
+        """Battery level 0..1 (measured if battery_topic is set, else the parameter)."""
+        return self._measured_battery if self._measured_battery is not None else float(self._param("battery"))
+
+    # -- receive path: nothing but the slot ------------------------------------------------
+    def _on_frame(self, msg: Any, compressed: bool) -> None:
+        frame = Frame(msg, compressed, time.monotonic())
+        dropped = self._slot.put(frame)
+        with self._stats.lock:
+            self._stats.received += 1
+            if dropped:
+                self._stats.dropped += 1
+
+    # -- worker ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        next_start = 0.0
+        while not self._stop.is_set():
+            wait = next_start - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            frame = self._slot.take(timeout=0.2)
+            if frame is None:
+                continue
+            rate = float(self._param("max_rate_hz"))
+            next_start = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
+            try:
+                self._process(frame)
+            except Exception as exc:  # noqa: BLE001 - the node must keep running
+                if self._stop.is_set() or not self.context.ok():
+                    break
+                self._count_error("inference_error", exc, counter="inference")
+
+    def _process(self, frame: Frame) -> None:
+        try:
+            rgb = compressed_to_rgb(frame.msg) if frame.compressed else image_msg_to_rgb(frame.msg)
+        except ValueError as exc:
+            self._count_error(error_kind(exc), exc)
+            return
+        task = str(self._param("default_task")) or DEFAULT_TASK
+        t0 = time.monotonic()
+        with self._engine_lock:
+            analysis = self._engine.analyze(rgb, task=task, max_new_tokens=self._max_new_tokens)
+        infer_ms = (time.monotonic() - t0) * 1000.0
+        delay = float(self._param("processing_delay_s"))
+        if delay > 0 and self._stop.wait(delay):
+            return
+        if not self.context.ok():
+            return
+        latency = (time.monotonic() - frame.received) * 1000.0
+        inc, sel = analysis_messages(analysis, frame.msg.header, self._robot_id, task, latency)
+        self._pub_incident.publish(inc)
+        self._pub_selection.publish(sel)
+        with self._stats.lock:
+            self._stats.processed += 1
+            self._stats.latency_ms.append(latency)
+            self._stats.inference_ms.append(infer_ms)
+
+    def _count_error(self, kind: str, exc: Exception, counter: str = "malformed") -> None:
+        with self._stats.lock:
+            if counter == "malformed":
+                self._stats.malformed[kind] = self._stats.malformed.get(kind, 0) + 1
+            else:
+                self._stats.inference_errors += 1
+            first = kind not in self._logged_kinds
+            self._logged_kinds.add(kind)
+        if first:
+            what = "malformed image" if counter == "malformed" else "analysis failed"
+            self.get_logger().warning(f"{what} ({kind}): {exc}; further ones of this kind are only counted")
+
+    # -- service ---------------------------------------------------------------------------
+    def _on_analyze(self, request: AnalyzeImage.Request, response: AnalyzeImage.Response) -> AnalyzeImage.Response:
+        t0 = time.monotonic()
+        try:
+            rgb = image_msg_to_rgb(request.image)
+        except ValueError as exc:
+            response.success = False
+            response.message = f"malformed image ({error_kind(exc)}): {exc}"
+            return response
+        task = request.task or str(self._param("default_task")) or DEFAULT_TASK
+        try:
+            with self._engine_lock:
+                analysis = self._engine.analyze(rgb, task=task, max_new_tokens=self._max_new_tokens)
+            inc, sel = analysis_messages(
+                analysis, request.image.header, self._robot_id, task, (time.monotonic() - t0) * 1000.0
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            response.success = False
+            response.message = f"analysis failed: {type(exc).__name__}: {exc}"
+            return response
+        response.success = True
+        response.message = f"analyzed by {self._robot_id} in {inc.latency_ms:.0f} ms"
+        response.analysis = inc
+        response.selection = sel
+        return response
+
+    # -- plans, battery, heartbeat, diagnostics --------------------------------------------
+    def _on_plan(self, plan: ActionPlan) -> None:
+        if plan.robot_id and plan.robot_id != self._robot_id:
+            self.get_logger().warning(f"ignoring plan {plan.plan_id} addressed to {plan.robot_id}")
+            return
+        if plan.status == ActionPlan.STATUS_CANCELLED:
+            self._plans.pop(plan.plan_id, None)
+            self.get_logger().info(f"plan {plan.plan_id} cancelled")
+        else:
+            self._plans[plan.plan_id] = plan
+            steps = "; ".join(f"{s.order}. {s.description}" for s in plan.steps)
+            self.get_logger().info(f"plan {plan.plan_id} ({plan.status}) for {plan.incident_id}: {steps}")
+        self._current_plan = next(reversed(self._plans), "") if self._plans else ""
+
+    def _on_battery(self, msg: BatteryState) -> None:
+        if msg.percentage == msg.percentage:  # not NaN
+            self._measured_battery = min(max(float(msg.percentage), 0.0), 1.0)
+
+    def _publish_status(self) -> None:
+        msg = RobotStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self._robot_id
+        msg.robot_id = self._robot_id
+        msg.robot_type = self._robot_type
+        msg.available = bool(self._param("available"))
+        msg.battery = float(self.battery)
+        msg.current_plan_id = self._current_plan
+        self._pub_status.publish(msg)
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the frame counters and latencies."""
+        with self._stats.lock:
+            s = self._stats
+            return {
+                "frames_received": s.received,
+                "frames_processed": s.processed,
+                "frames_dropped": s.dropped,
+                "frames_malformed": sum(s.malformed.values()),
+                "malformed_kinds": dict(s.malformed),
+                "inference_errors": s.inference_errors,
+                "frames_pending": self._slot.pending(),
+                "latency_ms_p50": statistics.median(s.latency_ms) if s.latency_ms else 0.0,
+                "latency_ms_max": max(s.latency_ms) if s.latency_ms else 0.0,
+                "inference_ms_p50": statistics.median(s.inference_ms) if s.inference_ms else 0.0,
+            }
+
+    def _publish_diagnostics(self) -> None:
+        st = self.stats()
+        status = DiagnosticStatus()
+        status.name = f"ember/{self._robot_id}/incident_node"
+        status.hardware_id = self._robot_id
+        errors = st["frames_malformed"] + st["inference_errors"]
+        status.level = DiagnosticStatus.WARN if errors else DiagnosticStatus.OK
+        status.message = f"{st['frames_processed']} analysed, {st['frames_dropped']} dropped, {errors} errors"
+        values = {k: v for k, v in st.items() if k != "malformed_kinds"}
+        values.update({f"malformed_{k}": v for k, v in st["malformed_kinds"].items()})
+        values.update(
+            {
+                "robot_type": self._robot_type,
+                "model_version": self.model_version,
+                "battery": round(self.battery, 3),
+                "current_plan_id": self._current_plan,
+            }
+        )
+        status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [status]
+        self._pub_diag.publish(arr)
+
+    def destroy_node(self) -> None:
+        """Stop the worker before the node's entities go."""
+        self._stop.set()
+        self._slot.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=30)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    """`ros2 run ember incident_node`: run until SIGINT/SIGTERM, exit 0."""
+    runtime.init(args=args)
+    try:
+        node = IncidentNode()
+    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
+        print(f"incident_node: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        runtime.shutdown()
+        sys.exit(1)
+    print("READY", flush=True)
+    try:
+        spin_nodes([node])
+    finally:
+        node.destroy_node()
+        runtime.shutdown()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,122 @@
+"""Simulated robots for scale tests and benchmarks of the fleet manager.
+
+`SimulatedRobots` is one node standing in for N robots: it publishes each robot's
+RobotStatus heartbeat on /fleet/status at `rate_hz` (spread over 20 ticks a second, as N
+independent robots would be), records the ActionPlans addressed to each robot on
+/<robot_id>/ember/action_plan, and can publish an IncidentAnalysis + RobotSelection pair as
+if one robot's model had seen an incident. Robots can be stopped (heartbeats end, as when
+a robot dies) or have their battery changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ember_msgs.msg import ActionPlan, IncidentAnalysis, RobotSelection, RobotStatus
+from rclpy.node import Node
+
+from ember.labels import ROBOT_TYPES
+from ember.ros.qos import PLAN_QOS, REPORT_QOS, STATUS_QOS
+
+TICKS_PER_SECOND = 20
+
+
+@dataclass
+class SimRobot:
+    """One simulated robot."""
+
+    robot_id: str
+    robot_type: str
+    battery: float = 1.0
+    alive: bool = True
+    plans: list[tuple[float, ActionPlan]] = field(default_factory=list)
+    """(time.monotonic() on arrival, plan) in arrival order"""
+
+    def latest_plans(self) -> dict[str, ActionPlan]:
+        """plan_id -> the latest plan of that id."""
+        out: dict[str, ActionPlan] = {}
+        for _, p in self.plans:
+            out[p.plan_id] = p
+        return out
+
+
+class SimulatedRobots(Node):
+    """N simulated robots in one node."""
+
+    def __init__(
+        self, count: int, rate_hz: float = 2.0, prefix: str = "sim", node_name: str = "simulated_robots", **kwargs: Any
+    ) -> None:
+        super().__init__(node_name, **kwargs)
+        self.robots: dict[str, SimRobot] = {}
+        self._status_pub = self.create_publisher(RobotStatus, "/fleet/status", STATUS_QOS)
+        self._report_pubs: dict[str, tuple[Any, Any]] = {}
+        self.heartbeats_sent = 0
+        for i in range(count):
+            rid = f"{prefix}_{i:03d}"
+            robot = SimRobot(rid, ROBOT_TYPES[i % len(ROBOT_TYPES)])
+            self.robots[rid] = robot
+            self.create_subscription(
+                ActionPlan, f"/{rid}/ember/action_plan", lambda m, r=robot: r.plans.append((time.monotonic(), m)), PLAN_QOS
+            )
+        self._order = list(self.robots)
+        self._period_ticks = max(1, round(TICKS_PER_SECOND / rate_hz))
+        self._tick = 0
+        self.create_timer(1.0 / TICKS_PER_SECOND, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Each tick publishes the heartbeats of 1/period of the robots."""
+        slot = self._tick % self._period_ticks
+        self._tick += 1
+        now = self.get_clock().now().to_msg()
+        for i in range(slot, len(self._order), self._period_ticks):
+            robot = self.robots[self._order[i]]
+            if not robot.alive:
+                continue
+            msg = RobotStatus()
+            msg.header.stamp = now
+            msg.robot_id = robot.robot_id
+            msg.robot_type = robot.robot_type
+            msg.available = True
+            msg.battery = float(robot.battery)
+            latest = [p for p in robot.latest_plans().values() if p.status != ActionPlan.STATUS_CANCELLED]
+            msg.current_plan_id = latest[-1].plan_id if latest else ""
+            self._status_pub.publish(msg)
+            self.heartbeats_sent += 1
+
+    def publish_report(
+        self, robot_id: str, incident_type: str, scores: list[float], confidence: float = 0.8, place: str = "street"
+    ) -> Any:
+        """Publish an IncidentAnalysis + RobotSelection from `robot_id` (same stamp); returns the stamp."""
+        if robot_id not in self._report_pubs:
+            self._report_pubs[robot_id] = (
+                self.create_publisher(IncidentAnalysis, f"/{robot_id}/ember/incident", REPORT_QOS),
+                self.create_publisher(RobotSelection, f"/{robot_id}/ember/robot_selection", REPORT_QOS),
+            )
+        inc_pub, sel_pub = self._report_pubs[robot_id]
+        stamp = self.get_clock().now().to_msg()
+        inc = IncidentAnalysis()
+        inc.header.stamp, inc.header.frame_id = stamp, f"{robot_id}/camera"
+        inc.robot_id, inc.incident_type, inc.confidence, inc.place = robot_id, incident_type, confidence, place
+        inc.labels, inc.scores = [incident_type], [confidence]
+        sel = RobotSelection()
+        sel.header = inc.header
+        sel.robot_id, sel.scores, sel.confidence = robot_id, [float(s) for s in scores], confidence
+        sel.robot_types = [ROBOT_TYPES[i] for i in sorted(range(len(scores)), key=lambda i: -scores[i]) if scores[i] >= 0.5]
+        inc_pub.publish(inc)
+        sel_pub.publish(sel)
+        return stamp
+
+    def report_publishers_matched(self) -> bool:
+        """True once every report publisher has a subscriber (the fleet manager)."""
+        return all(a.get_subscription_count() > 0 and b.get_subscription_count() > 0 for a, b in self._report_pubs.values())
+
+    def plans_for(self, plan_ids: list[str]) -> dict[str, ActionPlan]:
+        """The latest received plan for each of `plan_ids` that arrived."""
+        out: dict[str, ActionPlan] = {}
+        for r in self.robots.values():
+            for pid, p in r.latest_plans().items():
+                if pid in plan_ids:
+                    out[pid] = p
+        return out

@@ -1,0 +1,1 @@
+"""ember-serve: the REST API around the engine (FastAPI + uvicorn)."""

@@ -1,0 +1,286 @@
+"""`ember-serve`: the engine behind a small REST API (FastAPI + uvicorn).
+
+    ember-serve --bundle build/bundle [--host 127.0.0.1] [--port 8000]
+
+* ``POST /analyze`` — multipart/form-data with a file field ``image`` (JPEG or PNG) and a
+  text field ``instruction`` (optional ``max_new_tokens``) -> the Analysis as JSON.
+* ``GET /health`` (never needs a token), ``GET /robots``, ``GET /model``.
+
+With the environment variable named by ``--token-env`` (default ``EMBER_SERVE_TOKEN``)
+set, every path but /health needs ``Authorization: Bearer <token>``. Request bodies are
+limited (``--max-body-mb``), and an image is sniffed, bounded and decoded before the
+model runs; every refusal is a 4xx with a ``detail`` that says what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from ember import __version__
+from ember.labels import ROBOT_DISPLAY_NAMES, ROBOT_TYPES
+from ember.prompting import MAX_TASK_CHARS
+from ember.serve.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
+from ember.serve.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
+
+log = logging.getLogger("ember.serve")
+
+TOKEN_ENV = "EMBER_SERVE_TOKEN"
+FORM_FIELDS = ("image", "instruction", "max_new_tokens")
+DEFAULT_MAX_NEW_TOKENS = 50
+_ANALYZE_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "instruction"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "JPEG or PNG"},
+                        "instruction": {"type": "string", "maxLength": MAX_TASK_CHARS},
+                        "max_new_tokens": {"type": "integer", "minimum": 1},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and the optional bearer token of one server."""
+
+    token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_pending: int = 4
+
+
+class _EngineRunner:
+    """Runs analyze calls one at a time off the event loop; refuses work past `max_pending`."""
+
+    def __init__(self, engine: Any, max_pending: int) -> None:
+        self.engine = engine
+        self.max_pending = max(1, max_pending)
+        self.pending = 0  # touched on the event loop thread only
+        self._lock = threading.Lock()
+
+    async def analyze(self, image: Any, task: str, max_new_tokens: int) -> Any:
+        if self.pending >= self.max_pending:
+            raise HTTPException(503, f"busy: {self.pending} analyses already queued; retry shortly", {"Retry-After": "1"})
+        self.pending += 1
+        try:
+            return await anyio.to_thread.run_sync(self._run, image, task, max_new_tokens)
+        finally:
+            self.pending -= 1
+
+    def _run(self, image: Any, task: str, max_new_tokens: int) -> Any:
+        with self._lock:
+            return self.engine.analyze(image, task=task, max_new_tokens=max_new_tokens)
+
+
+def _unprocessable(detail: str) -> HTTPException:
+    return HTTPException(422, detail)
+
+
+def _read_text_field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _unprocessable(f"form field {name!r} must be text, not a file upload")
+    return value
+
+
+def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
+    """The ASGI app around a loaded engine (`EmberEngine` or anything with its interface)."""
+    settings = settings or ServeSettings()
+    metadata: dict[str, Any] = dict(getattr(engine, "metadata", None) or getattr(engine, "meta", None) or {})
+    token_limit = int(metadata.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
+    thresholds = metadata.get("robot_thresholds") or [None] * len(ROBOT_TYPES)
+    runner = _EngineRunner(engine, settings.max_pending)
+    started = time.monotonic()
+
+    app = FastAPI(
+        title="Ember",
+        version=__version__,
+        description="EmberVLM incident analysis and robot selection for one image and instruction.",
+    )
+    app.state.runner = runner
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness: the model is loaded and the server answers."""
+        return {
+            "status": "ok",
+            "model_version": metadata.get("model_version", ""),
+            "uptime_s": round(time.monotonic() - started, 3),
+            "pending": runner.pending,
+        }
+
+    @app.get("/robots")
+    async def robots() -> dict[str, Any]:
+        """The robot types in the fixed score order, with the bundle's selection thresholds."""
+        return {
+            "robots": [
+                {"index": i, "id": rid, "display_name": name, "threshold": thresholds[i]}
+                for i, (rid, name) in enumerate(zip(ROBOT_TYPES, ROBOT_DISPLAY_NAMES, strict=True))
+            ]
+        }
+
+    @app.get("/model")
+    async def model() -> dict[str, Any]:
+        """The bundle's bundle.json (versions, labels, file hashes, export metrics) and the server limits."""
+        return {
+            "bundle": metadata,
+            "limits": {
+                "max_body_bytes": settings.max_body_bytes,
+                "max_image_pixels": settings.max_image_pixels,
+                "max_instruction_chars": MAX_TASK_CHARS,
+                "max_new_tokens": token_limit,
+            },
+        }
+
+    @app.post("/analyze", openapi_extra=_ANALYZE_BODY_DOC)
+    async def analyze(request: Request) -> dict[str, Any]:
+        """One image and instruction -> the Analysis (labels, scores, robot selection, plan)."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+            shown = content_type or "no Content-Type"
+            raise HTTPException(
+                415,
+                f"POST /analyze takes multipart/form-data with a file field 'image' (JPEG or PNG) and a "
+                f"text field 'instruction'; got {shown}",
+            )
+        try:
+            form = await request.form(max_files=1, max_fields=len(FORM_FIELDS), max_part_size=64 * 1024)
+        except HTTPException as exc:
+            raise HTTPException(400, f"malformed multipart body: {exc.detail}") from exc
+        unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+        if unknown:
+            raise _unprocessable(f"unknown form field(s) {', '.join(unknown)}; expected {', '.join(FORM_FIELDS)}")
+        upload = form.get("image")
+        if upload is None:
+            raise _unprocessable("missing form field 'image' (a JPEG or PNG file upload)")
+        if not isinstance(upload, UploadFile):
+            raise _unprocessable("form field 'image' must be a file upload, not text")
+        instruction = _read_text_field(form, "instruction")
+        if instruction is None:
+            raise _unprocessable("missing form field 'instruction' (the task for the robots, as text)")
+        instruction = " ".join(instruction.split())
+        if not instruction:
+            raise _unprocessable("form field 'instruction' is empty")
+        if len(instruction) > MAX_TASK_CHARS:
+            raise _unprocessable(f"instruction has {len(instruction)} characters; the limit is {MAX_TASK_CHARS}")
+        max_new_tokens = token_limit
+        raw_tokens = _read_text_field(form, "max_new_tokens")
+        if raw_tokens is not None:
+            if not raw_tokens.strip().isdigit() or not 1 <= int(raw_tokens) <= token_limit:
+                raise _unprocessable(f"max_new_tokens must be an integer in 1..{token_limit}, got {raw_tokens!r}")
+            max_new_tokens = int(raw_tokens)
+        data = await upload.read()
+        try:
+            image = decode_image(data, upload.content_type, settings.max_image_pixels)
+        except ImageError as exc:
+            raise HTTPException(exc.status, str(exc)) from exc
+        try:
+            analysis = await runner.analyze(image, instruction, max_new_tokens)
+        except ValueError as exc:  # the engine's own input checks
+            raise _unprocessable(f"the engine refused the input: {exc}") from exc
+        return analysis.to_dict()
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    app.add_middleware(
+        RequestGuard,
+        token=settings.token,
+        max_body_bytes=settings.max_body_bytes,
+        open_paths=("/health",),
+    )
+    return app
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ember-serve command line."""
+    p = argparse.ArgumentParser(prog="ember-serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", required=True, help="model bundle directory (bundle.json, *.onnx, tokenizer.json)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free port)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20, help="request size limit in MiB")
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted width*height")
+    p.add_argument("--max-pending", type=int, default=4, help="analyses queued before answering 503")
+    p.add_argument("--token-env", default=TOKEN_ENV, help=f"env variable holding the bearer token (default {TOKEN_ENV})")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the bundle, then serve until interrupted."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if not 0 <= args.port <= 65535:
+        print(f"ember-serve: --port must be in 0..65535, got {args.port}", file=sys.stderr)
+        return 2
+    if args.max_body_mb <= 0 or args.max_image_pixels <= 0:
+        print("ember-serve: --max-body-mb and --max-image-pixels must be positive", file=sys.stderr)
+        return 2
+    from ember.engine import BundleError, EmberEngine
+
+    try:
+        engine = EmberEngine(args.bundle, threads=args.threads)
+    except BundleError as exc:
+        print(f"ember-serve: cannot load the bundle {args.bundle}: {exc}", file=sys.stderr)
+        return 2
+    token = os.environ.get(args.token_env) or None
+    if token is None and not _is_loopback(args.host):
+        log.warning("serving on %s without a bearer token: set %s to require one", args.host, args.token_env)
+    settings = ServeSettings(
+        token=token,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        max_image_pixels=args.max_image_pixels,
+        max_pending=args.max_pending,
+    )
+    import uvicorn
+
+    uvicorn.run(
+        create_app(engine, settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        server_header=False,
+        limit_concurrency=64,
+        timeout_keep_alive=5,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""ember-deploy package / check on the tiny bundle, and the package's run script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ember.deploy.check import check_package
+from ember.deploy.cli import main as deploy_main
+from ember.deploy.package import MANIFEST, PackageError, build_package
+from ember.fleet_config import incident_node_description
+from ember.fleet_config import load as load_fleet
+from tests.conftest import ROOT
+
+FLEET = ROOT / "config" / "fleet.yaml"
+
+
+def _deploy_cli() -> list[str]:
+    exe = Path(sys.executable).parent / "ember-deploy"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "ember.deploy.cli"]
+
+
+@pytest.fixture(scope="module")
+def package(tiny_bundle: Path, tmp_path_factory) -> Path:
+    """A package for legged_1 built through the real `ember-deploy` command."""
+    out = tmp_path_factory.mktemp("deploy") / "legged_1"
+    proc = subprocess.run(
+        [*_deploy_cli(), "package", "--bundle", str(tiny_bundle), "--out", str(out), "--config", str(FLEET),
+         "--robot-id", "legged_1"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "robot legged_1 (legged)" in proc.stdout
+    return out
+
+
+def _copy(package: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / package.name
+    shutil.copytree(package, dst, symlinks=True)
+    return dst
+
+
+def test_package_layout(package: Path, tiny_bundle: Path):
+    for rel in ("bundle/bundle.json", "bundle/vision.onnx", "bundle/decoder.onnx", "bundle/tokenizer.json",
+                "config/robot.yaml", "robot.env", "requirements.txt", "constraints-ros.txt", "run.sh",
+                "python/ember/engine/engine.py", "python/ember/serve/app.py", MANIFEST):
+        assert (package / rel).is_file(), rel
+    assert os.access(package / "run.sh", os.X_OK)
+    manifest = json.loads((package / MANIFEST).read_text())
+    assert manifest["robot_id"] == "legged_1" and manifest["robot_type"] == "legged"
+    assert "bundle/decoder.onnx" in manifest["files"] and MANIFEST not in manifest["files"]
+    assert not [f for f in manifest["files"] if "__pycache__" in f]
+    reqs = (package / "requirements.txt").read_text()
+    assert reqs == (ROOT / "requirements" / "robot.txt").read_text()
+    assert not [line for line in reqs.lower().splitlines() if line.split("#")[0].strip().startswith("torch")]
+    for src in tiny_bundle.iterdir():
+        assert (package / "bundle" / src.name).read_bytes() == src.read_bytes(), src.name
+    assert "EMBER_ROBOT_ID=legged_1" in (package / "robot.env").read_text()
+
+
+def test_params_file_matches_the_fleet_config(package: Path, tiny_bundle: Path):
+    """The params file carries exactly the parameters fleet.yaml gives this robot's node."""
+    cfg = load_fleet(FLEET, bundle=str(tiny_bundle))
+    expected = dict(incident_node_description(cfg, cfg.robot("legged_1")).parameters)
+    params = yaml.safe_load((package / "config" / "robot.yaml").read_text())["/**"]["ros__parameters"]
+    assert params.pop("bundle") == "bundle"
+    expected.pop("bundle")
+    assert params == expected
+
+
+def test_check_passes_on_a_fresh_package(package: Path):
+    proc = subprocess.run([*_deploy_cli(), "check", str(package)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("manifest", "params", "bundle", "runtime", "engine", "analyze"):
+        assert any(line.startswith("ok") and f" {name} " in line + " " for line in proc.stdout.splitlines()), name
+    assert "all checks passed" in proc.stdout
+
+
+def test_check_detects_a_corrupted_model_file(package: Path, tmp_path: Path):
+    pkg = _copy(package, tmp_path)
+    decoder = pkg / "bundle" / "decoder.onnx"
+    data = bytearray(decoder.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    decoder.write_bytes(bytes(data))
+    report = check_package(pkg)
+    assert not report.ok
+    failed = {line.split()[1] for line in report.lines() if line.startswith("FAIL")}
+    assert {"manifest", "bundle", "engine"} <= failed, report.lines()
+    text = "\n".join(report.failures)
+    assert "bundle/decoder.onnx changed" in text
+    assert "decoder.onnx does not match its sha256" in text
+    assert "sha256 mismatch for decoder.onnx" in text  # the engine itself refuses to load it
+    assert deploy_main(["check", str(pkg)]) == 1
+
+
+def test_check_detects_missing_and_extra_files(package: Path, tmp_path: Path):
+    pkg = _copy(package, tmp_path)
+    (pkg / "bundle" / "tokenizer.json").unlink()
+    (pkg / "bundle" / "notes.txt").write_text("not part of the bundle")
+    (pkg / "config" / "robot.yaml").write_text("/**:\n  ros__parameters:\n    robot_type: submarine\n")
+    report = check_package(pkg, load_engine=False)
+    text = "\n".join(report.failures)
+    assert "bundle/tokenizer.json is missing" in text
+    assert "bundle/notes.txt is not part of the package" in text
+    assert "robot_type 'submarine'" in text and "lacks robot_id" in text
+
+
+def test_check_a_bare_bundle(tiny_bundle: Path):
+    report = check_package(tiny_bundle, max_new_tokens=2)
+    assert report.ok, report.lines()
+    assert [line.split()[1] for line in report.lines()] == ["bundle", "runtime", "engine", "analyze"]
+
+
+def test_run_script_check_uses_the_shipped_code(package: Path, tmp_path: Path):
+    """`run.sh check` runs the ember copy in python/ (here with this venv's packages)."""
+    pkg = _copy(package, tmp_path)
+    (pkg / ".venv").symlink_to(Path(sys.executable).parents[1])  # what `run.sh setup` would create
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        ["bash", str(pkg / "run.sh"), "check", "--max-new-tokens", "2"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all checks passed" in proc.stdout
+    probe = subprocess.run(
+        [str(pkg / ".venv" / "bin" / "python"), "-c", "import ember; print(ember.__file__)"],
+        capture_output=True, text=True, env={**env, "PYTHONPATH": str(pkg / "python")}, timeout=60,
+    )
+    assert probe.stdout.strip().startswith(str(pkg / "python")), probe.stdout
+    assert check_package(pkg, load_engine=False).ok, "running the package must not dirty its manifest"
+
+
+def test_run_script_usage_and_syntax(package: Path):
+    subprocess.run(["bash", "-n", str(package / "run.sh")], check=True)
+    proc = subprocess.run(["bash", str(package / "run.sh"), "bogus"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_run_script_docker_mode_mounts_the_package(package: Path, tmp_path: Path):
+    """`run.sh docker` mounts this package's bundle and params where its node arguments point."""
+    stub = tmp_path / "bin" / "docker"  # records the command line instead of running a container
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\nprintf "%s\\0" "$@"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "ROS_DOMAIN_ID": "17",
+           "EMBER_IMAGE": "registry.example/ember-robot:1"}
+    out = subprocess.run(["bash", str(package / "run.sh"), "docker"], capture_output=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    args = out.stdout.decode().split("\0")[:-1]
+    assert args[0] == "run" and {"--network", "--ipc"} <= set(args)
+    volumes = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-v"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in volumes)
+    assert all(v.endswith(":ro") for v in volumes)
+    assert mounts == {
+        str(package / "bundle"): "/opt/ember/bundle",
+        str(package / "config" / "robot.yaml"): "/opt/ember/robot.yaml",
+    }
+    assert "ROS_DOMAIN_ID=17" in args and "EMBER_ROBOT_ID=legged_1" in args
+    image = args.index("registry.example/ember-robot:1")
+    assert args[image + 1 : image + 4] == ["ros2", "run", "ember"]
+    node = args[image + 4 :]
+    assert node[:4] == ["incident_node", "--ros-args", "-r", "__ns:=/legged_1"]
+    assert "/opt/ember/robot.yaml" in node and "bundle:=/opt/ember/bundle" in node
+
+
+def test_package_refusals(tiny_bundle: Path, tmp_path: Path):
+    with pytest.raises(PackageError, match="robot 'nobody' is not in"):
+        build_package(tiny_bundle, tmp_path / "a", FLEET, robot_id="nobody")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "important.txt").write_text("keep me")
+    with pytest.raises(PackageError, match="exists and is not empty"):
+        build_package(tiny_bundle, busy, FLEET)
+    with pytest.raises(PackageError, match="not an Ember package"):
+        build_package(tiny_bundle, busy, FLEET, force=True)
+    assert (busy / "important.txt").read_text() == "keep me"
+    broken = tmp_path / "broken_bundle"
+    shutil.copytree(tiny_bundle, broken)
+    (broken / "vision.onnx").write_bytes(b"not a model")
+    with pytest.raises(PackageError, match="refusing to package .*sha256 mismatch for vision.onnx"):
+        build_package(broken, tmp_path / "b", FLEET)
+    assert not (tmp_path / "b").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder may be left behind"
+
+
+def test_package_force_replaces_an_old_package(tiny_bundle: Path, tmp_path: Path):
+    first = build_package(tiny_bundle, tmp_path / "pkg", FLEET, robot_id="drone_1")
+    second = build_package(tiny_bundle, tmp_path / "pkg", FLEET, robot_id="underwater_1", force=True)
+    assert first.path == second.path and second.robot_type == "underwater"
+    assert "EMBER_ROBOT_ID=underwater_1" in (second.path / "robot.env").read_text()
+    assert check_package(second.path, load_engine=False).ok
+
+
+def test_serve_and_deploy_stay_torch_free():
+    code = (
+        "import sys, ember.serve.app, ember.serve.images, ember.serve.guard, ember.deploy.cli, "
+        "ember.deploy.check, ember.deploy.package, ember.deploy.health;"
+        "bad = sorted(m for m in ('torch', 'timm', 'transformers', 'torchvision') if m in sys.modules);"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)

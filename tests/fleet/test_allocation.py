@@ -1,0 +1,192 @@
+"""Allocation by bids and reassignment (ember.ros.allocation): examples and a seeded property test."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ember.fleet_config import CostWeights
+from ember.labels import ROBOT_TYPES
+from ember.ros.allocation import (
+    STATUS_CANCELLED,
+    STATUS_NEW,
+    STATUS_UPDATED,
+    Allocator,
+    Changes,
+    Policy,
+    Step,
+)
+
+FIRE = [0.9, 0.6, 0.2, 0.1, 0.0]  # drone and humanoid suitable
+
+
+def steps(task: str, *types: str) -> list[Step]:
+    return [Step(f"{task}/{i}", task, i, f"do {t}", t) for i, t in enumerate(types, start=1)]
+
+
+def test_lowest_cost_bid_wins_and_load_spreads_steps():
+    alloc = Allocator(Policy())
+    alloc.update_robot("d1", "drone", battery=0.4)
+    alloc.update_robot("d2", "drone", battery=0.9)
+    alloc.update_robot("h1", "humanoid")
+    ch = alloc.add_task("t1", steps("t1", "drone", "drone", "humanoid"), FIRE)
+    # d2 has the better battery so wins step 1; with one step held its cost rises past d1's.
+    assert alloc.owner("t1/1") == "d2"
+    assert alloc.owner("t1/2") == "d1"
+    assert alloc.owner("t1/3") == "h1"
+    assert {(p.robot_id, p.status) for p in ch.plans} == {("d1", STATUS_NEW), ("d2", STATUS_NEW), ("h1", STATUS_NEW)}
+    assert not ch.unassignable
+    alloc.check_invariants()
+
+
+def test_offline_robot_steps_move_with_update_and_cancellation():
+    alloc = Allocator(Policy())
+    for rid, t in [("d1", "drone"), ("d2", "drone"), ("h1", "humanoid")]:
+        alloc.update_robot(rid, t)
+    alloc.add_task("t1", steps("t1", "drone", "humanoid"), FIRE)
+    alloc.add_task("t2", steps("t2", "drone"), FIRE)
+    first = alloc.owner("t1/1")
+    other = "d2" if first == "d1" else "d1"
+    ch = alloc.set_offline(first)
+    by_robot = {(p.task_id, p.robot_id): p for p in ch.plans}
+    assert by_robot[("t1", first)].status == STATUS_CANCELLED
+    assert alloc.owner("t1/1") == other
+    assert [s.step_id for s in by_robot[("t1", other)].steps] == ["t1/1"]
+    assert ("t1/1", first, other) in ch.moved
+    alloc.check_invariants()
+
+
+def test_low_battery_moves_steps_to_a_suitable_other_type_and_back_to_pending():
+    alloc = Allocator(Policy(low_battery=0.2, selection_threshold=0.5))
+    alloc.update_robot("d1", "drone")
+    alloc.update_robot("h1", "humanoid")
+    alloc.add_task("t1", steps("t1", "drone"), FIRE)
+    assert alloc.owner("t1/1") == "d1"
+    ch = alloc.update_robot("d1", "drone", battery=0.1)
+    # humanoid scores 0.6 >= 0.5: a suitable substitute
+    assert alloc.owner("t1/1") == "h1"
+    assert {(p.robot_id, p.status) for p in ch.plans} == {("d1", STATUS_CANCELLED), ("h1", STATUS_NEW)}
+    ch = alloc.set_offline("h1")
+    assert alloc.owner("t1/1") is None
+    assert len(ch.unassignable) == 1 and "battery under 0.2: d1" in ch.unassignable[0].reason
+    assert "offline: h1" in ch.unassignable[0].reason
+    # reported once, not again on every heartbeat
+    assert not alloc.update_robot("d1", "drone", battery=0.15).unassignable
+    ch = alloc.update_robot("d1", "drone", battery=0.8)
+    assert alloc.owner("t1/1") == "d1" and not alloc.pending()
+    assert [(p.robot_id, p.status) for p in ch.plans] == [("d1", STATUS_NEW)]
+    alloc.check_invariants()
+
+
+def test_unsuitable_types_never_bid():
+    alloc = Allocator(Policy())
+    alloc.update_robot("u1", "underwater")
+    ch = alloc.add_task("t1", steps("t1", "drone"), FIRE)
+    assert alloc.owner("t1/1") is None
+    assert "drone, humanoid" in ch.unassignable[0].reason
+    assert alloc.bid(alloc.robots["u1"], Step("x", "t1", 1, "", ""), FIRE) is None
+
+
+def test_untyped_steps_go_to_the_best_suited_type():
+    alloc = Allocator(Policy())
+    alloc.update_robot("h1", "humanoid")
+    alloc.update_robot("d1", "drone")
+    alloc.add_task("t1", [Step("t1/1", "t1", 1, "look around", "")], FIRE)
+    assert alloc.owner("t1/1") == "d1"
+
+
+def test_finish_task_cancels_its_plans():
+    alloc = Allocator(Policy())
+    alloc.update_robot("d1", "drone")
+    alloc.add_task("t1", steps("t1", "drone"), FIRE)
+    ch = alloc.finish_task("t1")
+    assert [(p.robot_id, p.status) for p in ch.plans] == [("d1", STATUS_CANCELLED)]
+    assert alloc.load("d1") == 0
+    alloc.check_invariants()
+
+
+def test_bad_input_is_refused():
+    alloc = Allocator(Policy())
+    with pytest.raises(ValueError, match="unknown robot type"):
+        alloc.update_robot("x", "boat")
+    with pytest.raises(ValueError, match="5 robot-type scores"):
+        alloc.add_task("t", [], [0.5])
+    alloc.add_task("t", [], FIRE)
+    with pytest.raises(ValueError, match="already exists"):
+        alloc.add_task("t", [], FIRE)
+
+
+class _Observer:
+    """The fleet as robots and the alert console see it: only what Changes publish."""
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.reported: set[str] = set()
+
+    def apply(self, ch: Changes) -> None:
+        for p in ch.plans:
+            key = (p.task_id, p.robot_id)
+            if p.status == STATUS_CANCELLED:
+                assert key in self.plans, f"cancellation of a plan never sent: {key}"
+                del self.plans[key]
+            else:
+                assert (p.status == STATUS_UPDATED) == (key in self.plans), (p.status, key)
+                assert p.steps, "a new/updated plan without steps"
+                self.plans[key] = tuple(s.step_id for s in p.steps)
+                self.reported.difference_update(self.plans[key])
+        for u in ch.unassignable:
+            assert u.step.step_id not in self.reported, "reported twice without being assigned in between"
+            self.reported.add(u.step.step_id)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_property_nothing_is_lost_under_random_failures(seed):
+    """Random fleets, tasks, battery drops, outages and recoveries: every step is always held by
+    exactly one live, suitable robot (as its published plan says) or reported unassignable."""
+    rng = random.Random(seed)
+    weights = CostWeights(*(rng.uniform(0, 2) for _ in range(4)))
+    alloc = Allocator(Policy(low_battery=rng.uniform(0.05, 0.4), selection_threshold=rng.uniform(0.2, 0.8), weights=weights))
+    obs = _Observer()
+    all_steps: set[str] = set()
+    robot_ids = [f"r{i}" for i in range(rng.randint(1, 12))]
+    types = {rid: rng.choice(ROBOT_TYPES) for rid in robot_ids}
+    n_tasks = 0
+    for _ in range(60):
+        op = rng.random()
+        rid = rng.choice(robot_ids)
+        if op < 0.35:
+            ch = alloc.update_robot(rid, types[rid], battery=rng.random(), available=rng.random() > 0.2, online=rng.random() > 0.15)
+        elif op < 0.5:
+            ch = alloc.set_offline(rid)
+        elif op < 0.8:
+            n_tasks += 1
+            tid = f"t{n_tasks}"
+            task_steps = [
+                Step(f"{tid}/{k}", tid, rng.randint(1, 4), "step", rng.choice(("",) + ROBOT_TYPES))
+                for k in range(rng.randint(1, 6))
+            ]
+            all_steps.update(s.step_id for s in task_steps)
+            ch = alloc.add_task(tid, task_steps, [rng.random() for _ in ROBOT_TYPES])
+        elif op < 0.9 and alloc.tasks():
+            tid = rng.choice(alloc.tasks())
+            withdrawn = {s.step_id for s in alloc.task_steps(tid)}
+            all_steps.difference_update(withdrawn)
+            obs.reported.difference_update(withdrawn)  # a withdrawn task's pending steps go with it
+            ch = alloc.finish_task(tid)
+        else:
+            new = f"r{len(robot_ids)}"
+            robot_ids.append(new)
+            types[new] = rng.choice(ROBOT_TYPES)
+            ch = alloc.update_robot(new, types[new], battery=rng.random())
+        obs.apply(ch)
+        alloc.check_invariants()
+        # the observer's picture equals the allocator's, and accounts for every step
+        held = {sid: rid for (_, rid), sids in obs.plans.items() for sid in sids}
+        assert len(held) == sum(len(v) for v in obs.plans.values()), "a step in two robots' plans"
+        assert set(held) | obs.reported == all_steps
+        assert not set(held) & obs.reported
+        for sid, rid in held.items():
+            assert alloc.owner(sid) == rid
+            assert alloc.is_live(alloc.robots[rid])
+        assert set(alloc.pending()) == obs.reported

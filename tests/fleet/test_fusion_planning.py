@@ -1,0 +1,67 @@
+"""Report fusion (ember.ros.fusion) and plan steps (ember.ros.planning), without ROS."""
+
+from __future__ import annotations
+
+from ember.prompting import format_target
+from ember.ros.fusion import IncidentFuser, Report, required_types
+from ember.ros.planning import build_steps
+
+FIRE = [0.9, 0.7, 0.1, 0.2, 0.0]
+FIRE2 = [0.7, 0.1, 0.1, 0.8, 0.0]
+
+
+def add(fuser, robot, t, label, scores=None, conf=0.8, place="street", description="", selection_first=False):
+    if scores is not None and selection_first:
+        fuser.add_selection(robot, t, scores, [], conf)
+    inc = fuser.add_analysis(Report(robot, t, label, conf, place, description))
+    if scores is not None and not selection_first:
+        fuser.add_selection(robot, t, scores, [], conf)
+    return inc
+
+
+def test_same_label_within_the_window_is_one_incident_and_scores_are_weighted():
+    f = IncidentFuser(window_s=10)
+    a = add(f, "drone_1", 100.0, "on fire", FIRE, conf=0.9)
+    b = add(f, "dog_1", 105.0, "on fire", FIRE2, conf=0.3, selection_first=True)  # selection arrives first
+    c = add(f, "dog_2", 130.0, "on fire", FIRE)  # outside the window: a new incident
+    d = add(f, "hum_1", 104.0, "flooded", FIRE)  # other label
+    assert a is b and a is not c and a is not d
+    assert a.reporters == ["dog_1", "drone_1"]
+    fused = a.fused_scores()
+    assert abs(fused[0] - (0.9 * 0.9 + 0.3 * 0.7) / 1.2) < 1e-9
+    assert abs(fused[3] - (0.9 * 0.2 + 0.3 * 0.8) / 1.2) < 1e-9
+
+
+def test_pick_prefers_the_named_label_then_the_most_reported():
+    f = IncidentFuser(window_s=10)
+    add(f, "r1", 100.0, "on fire", FIRE)
+    add(f, "r2", 101.0, "on fire", FIRE)
+    add(f, "r3", 102.0, "flooded", FIRE2)
+    assert f.pick("help!").label == "on fire"
+    assert f.pick("The street is FLOODED, rescue people").label == "flooded"
+    assert IncidentFuser().pick("anything") is None
+
+
+def test_an_analysis_without_selection_gives_no_scores():
+    f = IncidentFuser()
+    inc = add(f, "r1", 1.0, "on fire")
+    assert inc.fused_scores() is None
+
+
+def test_required_types_threshold_cap_and_fallback():
+    assert required_types(FIRE, 0.5, 3) == ["drone", "humanoid"]
+    assert required_types(FIRE, 0.5, 1) == ["drone"]
+    assert required_types([0.1, 0.2, 0.3, 0.0, 0.0], 0.5, 3) == ["wheeled"]
+
+
+def test_steps_come_from_the_model_plan_and_templates_fill_the_gaps():
+    text = format_target("Smoke and flames.", [0, 1], [(1, "Map the fire from above", 0), (2, "Open the gate", 2)])
+    f = IncidentFuser()
+    inc = add(f, "r1", 1.0, "on fire", FIRE, description=text, place="forest")
+    steps, source = build_steps("task-1", inc, ["drone", "humanoid"])
+    assert source == "model+template"
+    assert [(s.order, s.robot_type) for s in steps] == [(1, "drone"), (2, "humanoid")]
+    assert steps[0].description == "Map the fire from above"  # the model's step (wheeled step not required)
+    assert "forest" in steps[1].description and steps[1].step_id == "task-1/2"
+    steps, source = build_steps("task-2", add(f, "r2", 50.0, "flooded", FIRE), ["underwater"])
+    assert source == "template" and steps[0].robot_type == "underwater"

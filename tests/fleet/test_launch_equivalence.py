@@ -1,0 +1,135 @@
+"""launch/fleet.launch.py and `ember-fleet` describe the same nodes (both from config/fleet.yaml).
+
+launch_ros is not installable from PyPI, so this test runs the real launch file against
+minimal stand-ins of `launch` and `launch_ros` (put on sys.path inside this test only) that
+record the Node keyword arguments, and compares them with `ember-fleet --dry-run`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_FILE = ROOT / "launch" / "fleet.launch.py"
+
+STANDINS = {
+    "launch/__init__.py": '''
+class LaunchDescription:
+    def __init__(self, entities=None):
+        self.entities = list(entities or [])
+''',
+    "launch/actions.py": '''
+class DeclareLaunchArgument:
+    def __init__(self, name, default_value=None, description=""):
+        self.name, self.default_value, self.description = name, default_value, description
+
+class OpaqueFunction:
+    def __init__(self, function, args=None, kwargs=None):
+        self.function, self.args, self.kwargs = function, args or [], kwargs or {}
+''',
+    "launch/substitutions.py": '''
+class LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+    def perform(self, context):
+        return context.launch_configurations[self.name]
+''',
+    "launch_ros/__init__.py": "",
+    "launch_ros/actions.py": '''
+class Node:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+''',
+}
+
+
+class _Context:
+    def __init__(self, configs: dict[str, str]) -> None:
+        self.launch_configurations = configs
+
+
+@pytest.fixture
+def launch_standins(tmp_path, monkeypatch):
+    for rel, text in STANDINS.items():
+        path = tmp_path / "standins" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "standins"))
+    for name in [m for m in sys.modules if m.split(".")[0] in ("launch", "launch_ros")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield
+    for name in [m for m in sys.modules if m.split(".")[0] in ("launch", "launch_ros", "fleet_launch")]:
+        del sys.modules[name]
+
+
+def launch_nodes(arguments: dict[str, str]) -> list[dict]:
+    """Run generate_launch_description() and its OpaqueFunction; the Node kwargs, comparable."""
+    spec = importlib.util.spec_from_file_location("fleet_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ld = module.generate_launch_description()
+    configs = {e.name: e.default_value for e in ld.entities if type(e).__name__ == "DeclareLaunchArgument"}
+    configs.update(arguments)
+    nodes = []
+    for e in ld.entities:
+        if type(e).__name__ == "OpaqueFunction":
+            nodes += e.function(_Context(configs), *e.args, **e.kwargs)
+    out = []
+    for n in nodes:
+        kw = n.kwargs
+        params: dict = {}
+        for p in kw["parameters"]:
+            params.update(p)
+        out.append(
+            {
+                "package": kw["package"],
+                "executable": kw["executable"],
+                "name": kw["name"],
+                "namespace": kw["namespace"],
+                "parameters": dict(sorted(params.items())),
+                "remappings": [list(r) for r in kw.get("remappings", [])],
+            }
+        )
+    return out
+
+
+def fleet_dry_run(*args: str) -> list[dict]:
+    res = subprocess.run(
+        [sys.executable, "-m", "ember.ros.fleet", "--dry-run", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    keys = ("package", "executable", "name", "namespace", "parameters", "remappings")
+    return [{k: n[k] for k in keys} for n in json.loads(res.stdout)["nodes"]]
+
+
+def test_launch_file_and_ember_fleet_start_the_same_nodes(launch_standins):
+    from_launch = launch_nodes({})  # the launch file's default config: config/fleet.yaml of this checkout
+    from_fleet = fleet_dry_run("--config", "config/fleet.yaml", "--mode", "processes")
+    assert from_launch == from_fleet
+    assert {n["executable"] for n in from_launch} == {"fleet_manager", "incident_node", "ember-camera"}
+    assert len(from_launch) == 11
+
+
+def test_same_nodes_with_bundle_and_camera_arguments(launch_standins, tmp_path):
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text(
+        "bundle: nowhere\n"
+        "cameras: {enabled: true, video: clip.mp4, format: jpeg}\n"
+        "robots:\n  - {id: a1, type: underwater, camera_topic: cam/left}\n  - {id: b2, type: drone, camera: false}\n"
+    )
+    bundle = str(tmp_path / "my_bundle")
+    from_launch = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "true"})
+    assert from_launch == fleet_dry_run("--config", str(cfg), "--bundle", bundle)
+    assert [n["name"] for n in from_launch] == ["fleet_manager", "incident_node", "camera", "incident_node"]
+    assert from_launch[1]["parameters"]["bundle"] == str(Path(bundle).resolve())
+    assert from_launch[1]["parameters"]["image_topic"] == "cam/left"
+    assert from_launch[2]["parameters"]["topic"] == "camera/image_raw/compressed"
+    no_cams = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "false"})
+    assert no_cams == fleet_dry_run("--config", str(cfg), "--bundle", bundle, "--no-cameras")
+    assert "camera" not in [n["name"] for n in no_cams]
