@@ -5,8 +5,9 @@
 Builds the config's EmberVLM with seeded random weights (cost does not depend on the
 values), exports an FP32 and an INT8 bundle from the same model and times, single
 threaded: vision, 50-token greedy generation (KV cache, EOS ignored so every run decodes
-the same number of tokens) and the total analyze. The INT8 peak RSS is that of a fresh
-process that only loads the INT8 bundle and analyzes one image. Prints a table and writes
+the same number of tokens) and the total analyze, on a 640x480 photo of ../shared. The
+INT8 peak RSS is the VmHWM of a fresh process that only loads the INT8 bundle and analyzes
+that photo (handed over decoded, as a ROS node receives frames). Prints a table and writes
 JSON (default bench/results/edge.json; earlier runs of other configs are kept under
 `by_config`). Sizes are MiB (2**20 bytes).
 """
@@ -45,7 +46,7 @@ from ember.engine import EmberEngine
 after_import = hwm_kib()
 engine = EmberEngine(sys.argv[1], threads=1)
 after_load = hwm_kib()
-img = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+img = np.load(sys.argv[4])  # a decoded camera frame (uint8 RGB), as a ROS node would receive it
 a = engine.analyze(img, sys.argv[2], max_new_tokens=int(sys.argv[3]), stop_at_eos=False)
 print(f"RSS {after_import} {after_load} {hwm_kib()} {a.num_generated_tokens}")
 """
@@ -117,10 +118,24 @@ def bench_engine(bundle: Path, image, tokens: int, repeats: int) -> dict[str, fl
     }
 
 
-def peak_rss(bundle: Path, tokens: int) -> dict[str, float]:
+def bench_image():
+    """A real 640x480 incident photo from ../shared (RGB uint8), or a drawn scene without it."""
+    import cv2
+    import numpy as np
+
+    photos = sorted((ROOT.parent / "shared" / "data" / "incidents" / "images").glob("*.jpg"))
+    if photos:
+        bgr = cv2.imread(str(photos[0]), cv2.IMREAD_COLOR)
+        return cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    from ember_training.export.calibration import draw_scene
+
+    return cv2.resize(draw_scene(np.random.default_rng(0), 480), (640, 480))
+
+
+def peak_rss(bundle: Path, tokens: int, image_npy: Path) -> dict[str, float]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, str(bundle), TASK, str(tokens)],
+        [sys.executable, "-c", RSS_SCRIPT, str(bundle), TASK, str(tokens), str(image_npy)],
         capture_output=True, text=True, check=True, env=env, timeout=300,
     ).stdout
     line = next(x for x in out.splitlines() if x.startswith("RSS "))
@@ -161,12 +176,13 @@ def run(config_name: str, tokens: int, repeats: int, workdir: Path) -> dict:
         checks[precision] = meta["export_checks"]
         print(f"[{config_name}] exported {precision} in {time.perf_counter() - t:.1f}s", flush=True)
 
-    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    image = bench_image()
+    np.save(workdir / "image.npy", image)
     torch_r = bench_torch(model, image, tokens, repeats)
     fp32_r = bench_engine(bundles["fp32"], image, tokens, repeats)
     int8_r = bench_engine(bundles["int8"], image, tokens, repeats)
-    rss = peak_rss(bundles["int8"], tokens)
-    rss_fp32 = peak_rss(bundles["fp32"], tokens)
+    rss = peak_rss(bundles["int8"], tokens, workdir / "image.npy")
+    rss_fp32 = peak_rss(bundles["fp32"], tokens, workdir / "image.npy")
     result = {
         "config": config_name,
         "tokens": tokens,

@@ -42,7 +42,7 @@ def plot_losses(metrics: Path, out: Path, title: str) -> Path:
 
     rows = read_metrics(metrics)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    skip = {"step", "lr", "grad_norm", "time", "samples", "epoch", "stage", "logit_scale", "correct_rate", "distilled_tokens"}
+    skip = {"step", "lr", "grad_norm", "time", "samples", "epoch", "stage", "logit_scale", "confidence_target", "distilled_tokens"}
     keys = [k for k in rows[0] if k not in skip] if rows else []
     steps = [r["step"] for r in rows]
     for k in keys:

@@ -62,8 +62,11 @@ def save_train_checkpoint(
     position: DataPosition,
     rng_states: list[dict[str, Any]],
     total_steps: int,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    extra = {
+    """Model part + optimizer/scheduler/scaler/RNG/data position (+ `extra` top-level keys such as
+    `metrics` and `robot_thresholds`, which ember-export reads)."""
+    extra = dict(extra or {}) | {
         "stage": stage,
         "total_steps": total_steps,
         "optimizer": optimizer.state_dict(),

@@ -14,7 +14,8 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from tqdm import tqdm
 
 from .checkpoint_format import load_checkpoint
 from .config import STAGE_NAMES, Config, InstructStage
-from .data.build import SourceCache, build_stage_dataset, corpus, resolve_dirs
+from .data.build import SourceCache, build_eval_dataset, build_stage_dataset, corpus, resolve_dirs
 from .data.dataset import Collator
 from .data.sampler import ResumableSampler
 from .data.synth import synth_all
 from .distill import TeacherLogits
 from .distributed import DistContext
+from .evaluate import generation_metrics, head_metrics, head_outputs
 from .model import EmberVLM
 from .optim import build_optimizer, build_scheduler
 from .stages import STAGE_LOSSES
@@ -54,6 +56,29 @@ class TrainError(RuntimeError):
 
 
 @dataclass
+class StageRun:
+    """Everything one stage's loop holds (the model may be DDP-wrapped; `core` never is)."""
+
+    k: int
+    name: str
+    st: Any
+    sdir: Path
+    core: EmberVLM
+    model: torch.nn.Module
+    dataset: Any
+    sampler: ResumableSampler
+    loader: DataLoader
+    batch_size: int
+    total: int
+    autocast: Callable[[], Any]
+    opt: Any = None
+    sched: Any = None
+    scaler: Any = None
+    pos: DataPosition = field(default_factory=DataPosition)
+    step: int = 0
+
+
+@dataclass
 class StageResult:
     stage: int
     name: str
@@ -64,6 +89,7 @@ class StageResult:
     emissions_kg: float | None
     checkpoint: str
     skipped: bool = False
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 def stage_dir(out: Path, k: int) -> Path:
@@ -188,142 +214,177 @@ class Trainer:
 
         `stop_at` ends this call after that step with a step checkpoint (and no final.pt),
         as an interruption would: a later call with resume=True continues from there."""
+        name = STAGE_NAMES[k - 1]
+        sdir = stage_dir(self.out, k)
+        if (sdir / "final.pt").is_file():
+            if not self.resume:
+                raise TrainError(f"{sdir / 'final.pt'} exists: pass --resume to continue this run, or use a new --output-dir")
+            log.info("stage %d (%s) already complete: %s", k, name, sdir / "final.pt")
+            return self._result_from_disk(k, sdir, skipped=True)
+        if not self.resume and (sdir / "checkpoints").is_dir() and any((sdir / "checkpoints").iterdir()):
+            raise TrainError(f"{sdir} has checkpoints: pass --resume to continue, or use a new --output-dir")
+        if self.ctx.is_main:
+            sdir.mkdir(parents=True, exist_ok=True)
+        run = self._setup(k, latest_checkpoint(sdir) if self.resume else None)
+        t_start = time.time()
+        emissions = Emissions(sdir, f"ember-stage{k}-{name}", self.cfg.tracking.country_iso_code,
+                              self.cfg.tracking.codecarbon and self.ctx.is_main)
+        with emissions:
+            finished = self._train(run, stop_at, t_start)
+        evaluation: dict[str, Any] = {}
+        if finished:
+            evaluation = self._evaluate(run)
+            self._save(sdir / "final.pt", run, evaluation)
+        if self.ctx.is_main and self.cfg.tracking.plots:
+            plot_losses(sdir / "metrics.jsonl", sdir / "loss.png", f"stage {k}: {name}")
+        self.ctx.barrier()
+        return self._result_from_disk(k, sdir, seconds=time.time() - t_start, emissions_kg=emissions.kg)
+
+    def _setup(self, k: int, ckpt: dict[str, Any] | None) -> StageRun:
+        """Model (from the previous stage or the resume checkpoint), data, optimizer, schedule, state."""
         cfg, ctx = self.cfg, self.ctx
         name = STAGE_NAMES[k - 1]
         st = cfg.stages.get(name)
-        sdir = stage_dir(self.out, k)
-        final = sdir / "final.pt"
-        if final.is_file():
-            if not self.resume:
-                raise TrainError(f"{final} exists: pass --resume to continue this run, or use a new --output-dir")
-            log.info("stage %d (%s) already complete: %s", k, name, final)
-            return self._result_from_disk(k, sdir, skipped=True)
-        ckpt = latest_checkpoint(sdir) if self.resume else None
-        if not self.resume and (sdir / "checkpoints").is_dir() and any((sdir / "checkpoints").iterdir()):
-            raise TrainError(f"{sdir} has checkpoints: pass --resume to continue, or use a new --output-dir")
-        if ctx.is_main:
-            sdir.mkdir(parents=True, exist_ok=True)
         batch_size = st.batch_size or cfg.train.batch_size
-        total = st.steps
-
         torch.manual_seed(cfg.train.seed + k)
         model = EmberVLM(cfg.model)
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
         else:
             self._init_weights(k, model)
-        model.to(ctx.device)
-        model.train()
-        core = model
-        loss_fn = STAGE_LOSSES[name]
+        model.to(ctx.device).train()
         dataset, sampler, loader = self._loader(name, batch_size)
-        cuda = ctx.device.type == "cuda"
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.train.precision]
-        use_amp = cuda and dtype != torch.float32
+        use_amp = ctx.device.type == "cuda" and dtype != torch.float32
+        run = StageRun(k=k, name=name, st=st, sdir=stage_dir(self.out, k), core=model, model=model,
+                       dataset=dataset, sampler=sampler, loader=loader, batch_size=batch_size, total=st.steps,
+                       autocast=lambda: torch.autocast(ctx.device.type, dtype=dtype, enabled=use_amp))
         probe = _to_device(loader.collate_fn([dataset[i] for i in range(batch_size)]), ctx.device)
-        autocast = torch.autocast(ctx.device.type, dtype=dtype, enabled=use_amp)
-        frozen = freeze_unused(core, lambda m, b: loss_fn(m, b, st), probe, autocast)
+        frozen = freeze_unused(model, lambda m, b: STAGE_LOSSES[name](m, b, st), probe, run.autocast())
         if frozen:
             log.info("stage %d (%s) does not train: %s", k, name, ", ".join(_prefixes(frozen)))
         if ctx.enabled:
-            model = DDP(model, device_ids=[ctx.local_rank] if cuda else None, find_unused_parameters=True)
-        opt = build_optimizer(core, cfg.train, st.lr or cfg.train.lr)
-        sched = build_scheduler(opt, cfg.train, total)
-        scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
-        pos, step = DataPosition(), 0
+            run.model = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+                            find_unused_parameters=True)
+        run.opt = build_optimizer(model, cfg.train, st.lr or cfg.train.lr)
+        run.sched = build_scheduler(run.opt, cfg.train, st.steps)
+        run.scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
         if ckpt is not None:
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            pos = DataPosition(**ckpt["data_position"])
-            step = int(ckpt["step"])
+            run.opt.load_state_dict(ckpt["optimizer"])
+            run.sched.load_state_dict(ckpt["scheduler"])
+            if run.scaler is not None and ckpt.get("scaler"):
+                run.scaler.load_state_dict(ckpt["scaler"])
+            run.pos = DataPosition(**ckpt["data_position"])
+            run.step = int(ckpt["step"])
             rngs = ckpt["rng"]
             set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
-            log.info("stage %d resumes at step %d from %s", k, step, ckpt["path"])
-            del ckpt
+            log.info("stage %d resumes at step %d from %s", k, run.step, ckpt["path"])
+        return run
 
-        metrics = MetricsLog(sdir / "metrics.jsonl", resume_step=step) if ctx.is_main else None
-        wandb = WandbRun(cfg.tracking.wandb_project, f"{self.out.name}-stage{k}", cfg.to_dict()) if ctx.is_main else None
-        batches = self._batches(dataset, sampler, loader, pos, batch_size)
-        bar = tqdm(total=total, initial=step, desc=f"stage {k} {name}", unit="step", dynamic_ncols=True,
-                   disable=not (ctx.is_main and cfg.tracking.progress))
-        t_start = time.time()
-        emissions = Emissions(sdir, f"ember-stage{k}-{name}", cfg.tracking.country_iso_code,
-                              cfg.tracking.codecarbon and ctx.is_main)
-        with emissions:
-            while step < total:
-                logs: dict[str, float] = {}
-                for micro in range(cfg.train.grad_accum):
-                    batch = _to_device(next(batches), ctx.device)
-                    last = micro == cfg.train.grad_accum - 1
-                    sync = contextlib.nullcontext() if last or not ctx.enabled else model.no_sync()
-                    with sync, torch.autocast(ctx.device.type, dtype=dtype, enabled=use_amp):
-                        loss, parts = loss_fn(model, batch, st)
-                    scaled = loss / cfg.train.grad_accum
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                    for key, value in {"loss": loss.item(), **parts}.items():
-                        logs[key] = logs.get(key, 0.0) + value / cfg.train.grad_accum
-                if scaler:
-                    scaler.unscale_(opt)
-                clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), clip)
-                if scaler:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                opt.zero_grad(set_to_none=True)
-                lr = sched.get_last_lr()[0]
-                sched.step()
-                step += 1
-                logs["loss"] = ctx.mean(logs["loss"])
-                record = {"step": step, **logs, "lr": lr, "grad_norm": float(grad_norm), "epoch": pos.epoch,
-                          "time": round(time.time() - t_start, 3)}
+    def _train(self, run: StageRun, stop_at: int | None, t_start: float) -> bool:
+        """Optimizer steps until the stage's total (True) or `stop_at` (False)."""
+        cfg, ctx = self.cfg, self.ctx
+        metrics = MetricsLog(run.sdir / "metrics.jsonl", resume_step=run.step) if ctx.is_main else None
+        wandb = WandbRun(cfg.tracking.wandb_project, f"{self.out.name}-stage{run.k}", cfg.to_dict()) if ctx.is_main else None
+        bar = tqdm(total=run.total, initial=run.step, desc=f"stage {run.k} {run.name}", unit="step",
+                   dynamic_ncols=True, disable=not (ctx.is_main and cfg.tracking.progress))
+        batches = self._batches(run)
+        finished = True
+        while run.step < run.total:
+            logs, lr, grad_norm = self._step(run, batches)
+            record = {"step": run.step, **logs, "lr": lr, "grad_norm": grad_norm, "epoch": run.pos.epoch,
+                      "time": round(time.time() - t_start, 3)}
+            if ctx.is_main:
+                if run.step % cfg.train.log_every == 0 or run.step == run.total:
+                    metrics.write(record)
+                    wandb.log(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
+            stopping = stop_at is not None and stop_at <= run.step < run.total
+            if (run.step % cfg.train.checkpoint_every == 0 and run.step < run.total) or stopping:
+                self._save(run.sdir / "checkpoints" / f"step_{run.step:06d}.pt", run)
                 if ctx.is_main:
-                    if step % cfg.train.log_every == 0 or step == total:
-                        metrics.write(record)
-                        wandb.log(record)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
-                stopping = stop_at is not None and step >= stop_at and step < total
-                if (step % cfg.train.checkpoint_every == 0 and step < total) or stopping:
-                    path = sdir / "checkpoints" / f"step_{step:06d}.pt"
-                    self._save(path, core, step, name, opt, sched, scaler, pos, total)
-                    if ctx.is_main:
-                        prune(sdir, cfg.train.keep_checkpoints)
-                if stopping:
-                    break
-            else:
-                self._save(final, core, step, name, opt, sched, scaler, pos, total)
+                    prune(run.sdir, cfg.train.keep_checkpoints)
+            if stopping:
+                finished = False
+                break
         bar.close()
         if ctx.is_main:
             metrics.close()
             wandb.finish()
-            if cfg.tracking.plots:
-                plot_losses(sdir / "metrics.jsonl", sdir / "loss.png", f"stage {k}: {name}")
-        ctx.barrier()
-        return self._result_from_disk(k, sdir, seconds=time.time() - t_start, emissions_kg=emissions.kg)
+        return finished
 
-    def _batches(self, dataset, sampler: ResumableSampler, loader: DataLoader, pos: DataPosition, batch_size: int):
-        """Endless batches across epochs; `pos` tracks epoch and batches consumed (for checkpoints)."""
+    def _step(self, run: StageRun, batches) -> tuple[dict[str, float], float, float]:
+        """One optimizer step over train.grad_accum micro-batches; returns (logs, lr used, grad norm)."""
+        cfg, ctx = self.cfg, self.ctx
+        accum = cfg.train.grad_accum
+        loss_fn = STAGE_LOSSES[run.name]
+        logs: dict[str, float] = {}
+        for micro in range(accum):
+            batch = _to_device(next(batches), ctx.device)
+            sync = run.model.no_sync() if ctx.enabled and micro < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with run.autocast():
+                    loss, parts = loss_fn(run.model, batch, run.st)
+                scaled = loss / accum
+                (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+            for key, value in {"loss": loss.item(), **parts}.items():
+                logs[key] = logs.get(key, 0.0) + value / accum
+        if run.scaler:
+            run.scaler.unscale_(run.opt)
+        clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(run.core.parameters(), clip))
+        if run.scaler:
+            run.scaler.step(run.opt)
+            run.scaler.update()
+        else:
+            run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+        lr = run.sched.get_last_lr()[0]
+        run.sched.step()
+        run.step += 1
+        logs["loss"] = ctx.mean(logs["loss"])
+        return logs, lr, grad_norm
+
+    def _evaluate(self, run: StageRun) -> dict[str, Any]:
+        """Held-out evaluation after stages 3 and 4 (rank 0): metrics and robot thresholds."""
+        if run.name not in ("incidents", "reasoning") or self.cfg.data.val_fraction == 0 or not self.ctx.is_main:
+            return {}
+        model = run.core
+        heads_set = build_eval_dataset(self.cfg, self.cache, self.tok, False, ("incidents", "robot_single"))
+        if not len(heads_set):
+            return {}
+        metrics, thresholds = head_metrics(head_outputs(model, heads_set, self.tok, self.ctx.device, run.batch_size))
+        if run.name == "reasoning":
+            robots = build_eval_dataset(self.cfg, self.cache, self.tok, True, ("robot_single", "robot_multi"))
+            metrics.update(generation_metrics(model, robots, self.tok, self.ctx.device, self.cfg.data.max_target_tokens))
+        model.train()
+        result = {"metrics": {f"stage{run.k}_{k}": v for k, v in metrics.items()}, "robot_thresholds": thresholds}
+        (run.sdir / "eval.json").write_text(json.dumps(result, indent=2))
+        log.info("stage %d held-out: %s", run.k, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        return result
+
+    @staticmethod
+    def _batches(run: StageRun):
+        """Endless batches across epochs; run.pos tracks epoch and batches consumed (for checkpoints)."""
+        pos = run.pos
         while True:
-            sampler.set_epoch(pos.epoch)
-            dataset.set_epoch(pos.epoch)
-            sampler.set_start(pos.batches * batch_size)
-            for batch in loader:
+            run.sampler.set_epoch(pos.epoch)
+            run.dataset.set_epoch(pos.epoch)
+            run.sampler.set_start(pos.batches * run.batch_size)
+            for batch in run.loader:
                 pos.batches += 1
                 yield batch
             pos.epoch += 1
             pos.batches = 0
 
-    def _save(self, path: Path, model: EmberVLM, step: int, stage: str, opt, sched, scaler,
-              pos: DataPosition, total: int) -> None:
+    def _save(self, path: Path, run: StageRun, extra: dict[str, Any] | None = None) -> None:
         rngs = self.ctx.gather(rng_state())  # every rank's RNG (collective: all ranks call it)
         if self.ctx.is_main:
             save_train_checkpoint(
-                path, model=model, config=self.cfg.to_dict(), tokenizer=self.tok, step=step, stage=stage,
-                optimizer=opt, scheduler=sched, scaler=scaler, position=pos, rng_states=rngs, total_steps=total,
+                path, model=run.core, config=self.cfg.to_dict(), tokenizer=self.tok, step=run.step, stage=run.name,
+                optimizer=run.opt, scheduler=run.sched, scaler=run.scaler, position=run.pos, rng_states=rngs,
+                total_steps=run.total, extra=extra,
             )
         self.ctx.barrier()
 
@@ -331,10 +392,12 @@ class Trainer:
     def _result_from_disk(self, k: int, sdir: Path, seconds: float = 0.0, emissions_kg: float | None = None,
                           skipped: bool = False) -> StageResult:
         rows = read_metrics(sdir / "metrics.jsonl") if (sdir / "metrics.jsonl").is_file() else []
+        evaluation = json.loads((sdir / "eval.json").read_text()) if (sdir / "eval.json").is_file() else {}
         return StageResult(
             stage=k, name=STAGE_NAMES[k - 1], steps=rows[-1]["step"] if rows else 0,
             first_loss=rows[0]["loss"] if rows else None, last_loss=rows[-1]["loss"] if rows else None,
             seconds=round(seconds, 2), emissions_kg=emissions_kg, checkpoint=str(sdir / "final.pt"), skipped=skipped,
+            evaluation=evaluation.get("metrics", {}),
         )
 
     def _write_summary(self, results: list[StageResult]) -> None:

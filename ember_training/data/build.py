@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,22 +78,39 @@ def load_source(name: str, cfg: Config, dirs: DataDirs) -> tuple[list[Sample], L
     raise ValueError(f"unknown dataset {name!r}")
 
 
+def is_held_out(sample: Sample, fraction: float) -> bool:
+    """Deterministic split by the sample's split key (same answer in every stage and run)."""
+    return zlib.crc32(sample.split_key.encode()) % 10_000 < fraction * 10_000
+
+
 class SourceCache:
-    """Loads each dataset once per run (stages share sources)."""
+    """Loads each dataset once per run (stages share sources) and splits off the held-out rows."""
 
     def __init__(self, cfg: Config, dirs: DataDirs) -> None:
         self.cfg, self.dirs = cfg, dirs
-        self._cache: dict[str, tuple[list[Sample], LoadReport]] = {}
+        self._cache: dict[str, tuple[list[Sample], list[Sample], LoadReport]] = {}
+
+    def _load(self, name: str) -> tuple[list[Sample], list[Sample], LoadReport]:
+        if name not in self._cache:
+            samples, report = load_source(name, self.cfg, self.dirs)
+            frac = self.cfg.data.val_fraction
+            train = [s for s in samples if not is_held_out(s, frac)]
+            val = [s for s in samples if is_held_out(s, frac)][: self.cfg.data.max_eval_samples]
+            if not train:
+                raise ValueError(f"{report.summary()}: no usable training samples")
+            self._cache[name] = (train, val, report)
+        return self._cache[name]
 
     def get(self, name: str) -> list[Sample]:
-        if name not in self._cache:
-            self._cache[name] = load_source(name, self.cfg, self.dirs)
-            if not self._cache[name][0]:
-                raise ValueError(f"{self._cache[name][1].summary()}: no usable samples")
-        return self._cache[name][0]
+        """Training samples of a dataset."""
+        return self._load(name)[0]
+
+    def held_out(self, name: str) -> list[Sample]:
+        """Held-out samples (at most data.max_eval_samples)."""
+        return self._load(name)[1]
 
     def reports(self) -> dict[str, str]:
-        return {name: rep.summary() for name, (_, rep) in self._cache.items()}
+        return {name: f"{rep.summary()}; {len(val)} held out" for name, (_, val, rep) in self._cache.items()}
 
 
 def stage_samples(stage: str, cfg: Config, cache: SourceCache) -> tuple[list[Sample], list[Sample]]:
@@ -100,6 +118,18 @@ def stage_samples(stage: str, cfg: Config, cache: SourceCache) -> tuple[list[Sam
     samples = [s for name in cfg.stages.get(stage).datasets for s in cache.get(name)]
     pool = cache.get("incidents") if any(s.image is None for s in samples) else []
     return samples, pool
+
+
+def build_eval_dataset(cfg: Config, cache: SourceCache, tok: Tokenizer, robot_targets: bool,
+                       sources: tuple[str, ...] = ("incidents", "robot_single", "robot_multi")) -> StageDataset:
+    """Held-out incidents and robot-selection rows (robot rows paired with held-out scenes), no augmentation."""
+    samples = [s for name in sources for s in cache.held_out(name)]
+    pool = cache.held_out("incidents") or cache.get("incidents")
+    m = cfg.model
+    return StageDataset(
+        samples, tok, ImageSpec(m.image_size, m.image_mean, m.image_std, False), cfg.data.max_prompt_tokens,
+        cfg.data.max_target_tokens, cfg.train.seed, pool=pool, robot_targets=robot_targets,
+    )
 
 
 def build_stage_dataset(

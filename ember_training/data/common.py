@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,15 @@ class Sample:
     robot_set: tuple[int, ...] = ()  # robot-selection rows: the answer set (sorted indices)
     steps: tuple[tuple[int, str, int], ...] = ()  # (order, description, robot index) plan steps
     capabilities: dict[int, list[str]] = field(default_factory=dict)  # robot -> phrases (CoT)
+
+    @property
+    def split_key(self) -> str:
+        """What decides train/held-out: the image file name (all its captions and turns go together,
+        wherever the data directory is), or for text-only rows the task's letters (the single and
+        multi files share tasks)."""
+        if self.image is not None:
+            return "image:" + Path(self.image).name
+        return "task:" + re.sub(r"[^a-z]", "", self.task.lower())
 
 
 @dataclass

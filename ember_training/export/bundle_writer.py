@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from onnxruntime import __version__ as ort_version
 from tokenizers import Tokenizer
 
 from ember.engine.bundle import BUNDLE_JSON, FORMAT_VERSION, MODEL_FILES, sha256_file
@@ -19,7 +20,7 @@ from ember.labels import INCIDENT_LABELS, PLACE_LABELS, ROBOT_DISPLAY_NAMES, ROB
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, PROMPT_TEMPLATE, format_prompt
 from ember_training.export.calibration import calibration_batch, generated_images, load_images
 from ember_training.export.onnx_export import export_decoder, export_vision
-from ember_training.export.quantize import quantize_decoder, quantize_vision
+from ember_training.export.quantize import optimize_for_ort, quantize_decoder, quantize_vision
 from ember_training.export.verify import OnnxPair, compare_fp32, compare_int8, torch_trace
 from ember_training.model import EmberVLM
 from ember_training.tokenizer import special_token_ids
@@ -123,8 +124,10 @@ def export_bundle(
         work, stage = tmp / "work", tmp / "bundle"
         work.mkdir()
         stage.mkdir()
-        export_vision(model, work / "vision_fp32.onnx")
-        export_decoder(model, work / "decoder_fp32.onnx")
+        export_vision(model, work / "vision_raw.onnx")
+        export_decoder(model, work / "decoder_raw.onnx")
+        for name in ("vision", "decoder"):  # what the robot runs, pre-optimized for onnxruntime
+            optimize_for_ort(work / f"{name}_raw.onnx", work / f"{name}_fp32.onnx")
         n_heads, head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
         n_layers = model.decoder.lm.config.n_layer
 
@@ -151,8 +154,10 @@ def export_bundle(
             )
 
         if opts.precision == "int8":
-            quantize_vision(work / "vision_fp32.onnx", stage / "vision.onnx", pixels)
-            quantize_decoder(work / "decoder_fp32.onnx", stage / "decoder.onnx")
+            quantize_vision(work / "vision_raw.onnx", work / "vision_int8.onnx", pixels)
+            quantize_decoder(work / "decoder_raw.onnx", work / "decoder_int8.onnx")
+            for name in ("vision", "decoder"):
+                optimize_for_ort(work / f"{name}_int8.onnx", stage / f"{name}.onnx")
             int8 = OnnxPair(
                 str(stage / "vision.onnx"), str(stage / "decoder.onnx"), n_layers, n_heads, head_dim
             )
@@ -212,6 +217,8 @@ def export_bundle(
             "eos_token_id": specials[EOS_TOKEN],
             "robot_thresholds": thresholds,
             "calibration": calib_source if opts.precision == "int8" else None,
+            "onnxruntime_version": ort_version,
+            "onnx_optimization": "onnxruntime ORT_ENABLE_EXTENDED (offline, hardware independent)",
             "source": src,
             "metrics": dict(opts.metrics or {}),
             "export_checks": checks,

@@ -9,11 +9,37 @@ from pathlib import Path
 import onnx
 import torch
 
-from ember_training.export.wrappers import DecoderExport, VisionExport, decoder_io_names
+from ember_training.export.wrappers import PLACEHOLDER_ATTENTION, DecoderExport, VisionExport, decoder_io_names
 from ember_training.model import EmberVLM
 
 log = logging.getLogger(__name__)
-OPSET = 17
+OPSET = 20  # Gelu is one op from opset 20: fewer nodes, less memory on the robot
+
+
+def _rewrite_attention(path: Path) -> None:
+    """Turn the exporter's placeholder attention nodes into com.microsoft.GroupQueryAttention."""
+    model = onnx.load(str(path))
+    domain, op = PLACEHOLDER_ATTENTION.split("::")
+    found = 0
+    for node in model.graph.node:
+        if node.domain == domain and node.op_type == op:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            del node.attribute[:]  # inputs keep their order: q, k, v, past_key, past_value, seqlens_k, total
+            node.attribute.extend(
+                [
+                    onnx.helper.make_attribute("num_heads", int(attrs["num_heads"])),
+                    onnx.helper.make_attribute("kv_num_heads", int(attrs["num_heads"])),
+                    onnx.helper.make_attribute("scale", float(attrs["scale"])),
+                ]
+            )
+            node.op_type, node.domain = "GroupQueryAttention", "com.microsoft"
+            found += 1
+    opsets = [o for o in model.opset_import if o.domain not in (domain, "com.microsoft")]
+    del model.opset_import[:]
+    model.opset_import.extend([*opsets, onnx.helper.make_opsetid("com.microsoft", 1)])
+    if not found:
+        raise RuntimeError("decoder export produced no attention node to rewrite")
+    onnx.save(model, str(path))
 
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, inputs, outputs, dynamic_axes) -> None:
@@ -30,6 +56,8 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, inputs, outputs, d
             do_constant_folding=True,
             dynamo=False,
         )
+    if any(n.domain == PLACEHOLDER_ATTENTION.split("::")[0] for n in onnx.load(str(path)).graph.node):
+        _rewrite_attention(path)
     onnx.checker.check_model(str(path))
 
 
@@ -60,14 +88,14 @@ def export_decoder(model: EmberVLM, path: str | Path) -> Path:
     n_layers = len(wrapper.layers)
     inputs, outputs = decoder_io_names(n_layers)
     # batch 1 (the engine's); other sizes non-degenerate so no dimension is specialised to 0 or 1
-    b, t, v, p = 1, 3, cfg.num_visual_tokens, 2
+    b, t, v, p, capacity = 1, 3, cfg.num_visual_tokens, 2, 16
     ids = torch.randint(0, cfg.vocab_size, (b, t))
     vis = torch.randn(b, v, cfg.d_model)
-    past = [torch.randn(b, wrapper.n_heads, p, wrapper.head_dim) for _ in range(2 * n_layers)]
+    total = torch.tensor(p + v + t, dtype=torch.int32)
+    seqlens = (total - 1).reshape(1)
+    cache = [torch.randn(b, wrapper.n_heads, capacity, wrapper.head_dim) for _ in range(2 * n_layers)]
     axes = {"input_ids": {1: "tokens"}, "visual_embeds": {1: "visual"}}
-    for name in inputs[2:]:
-        axes[name] = {2: "past"}
-    for name in outputs[5:]:
-        axes[name] = {2: "total"}
-    _export(wrapper, (ids, vis, *past), path, inputs, outputs, axes)
+    for name in inputs[4:] + outputs[5:]:
+        axes[name] = {2: "capacity"}
+    _export(wrapper, (ids, vis, seqlens, total, *cache), path, inputs, outputs, axes)
     return path

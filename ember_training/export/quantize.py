@@ -100,3 +100,20 @@ def quantize_decoder(fp32_path: str | Path, out_path: str | Path) -> Path:
     if "wte_t" in names:
         raise RuntimeError("decoder quantization kept an FP32 copy of the tied embedding")
     return out_path
+
+
+def optimize_for_ort(src: str | Path, dst: str | Path) -> Path:
+    """Apply onnxruntime's hardware-independent (EXTENDED) graph optimizations offline.
+
+    QDQ pairs become QLinearConv, MatMul chains DynamicQuantizeMatMul, LayerNorm/GELU are
+    fused: the robot loads a graph with fewer nodes, sooner and with a lower peak. The
+    hardware-specific level (layouts) is left to the robot's own session.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    return Path(dst)

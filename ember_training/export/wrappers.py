@@ -64,27 +64,77 @@ class _Lin(nn.Module):
         return _linear(x, self.weight, self.bias)
 
 
+class _CachedAttention(torch.autograd.Function):
+    """Causal multi-head attention over an in-place KV cache, exported as one onnxruntime
+    `com.microsoft.GroupQueryAttention` node (kv_num_heads = num_heads; via a placeholder
+    that `export_decoder` rewrites).
+
+    q, k, v: [1, S, D] for the new positions; cache_k/cache_v: [1, H, C, hd] buffers of
+    capacity C whose first `total - S` positions hold the past. Returns (out [1, S, D],
+    cache_k, cache_v) with the new keys/values written at positions total-S .. total-1;
+    the engine binds each present output to its past buffer, so the update is in place.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, cache_k, cache_v, seqlens_k, total, num_heads: int, scale: float):  # noqa: ARG004
+        s, d = q.shape[1], q.shape[2]
+        hd = d // num_heads
+        t = int(total)
+        p = t - s
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(1, -1, num_heads, hd).transpose(1, 2)
+
+        cache_k, cache_v = cache_k.clone(), cache_v.clone()
+        cache_k[:, :, p:t] = heads(k)
+        cache_v[:, :, p:t] = heads(v)
+        causal = torch.arange(t)[None, :] <= (p + torch.arange(s))[:, None]
+        att = torch.matmul(heads(q), cache_k[:, :, :t].transpose(-1, -2)) * scale
+        att = torch.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
+        out = torch.matmul(att, cache_v[:, :, :t]).transpose(1, 2).reshape(1, s, d)
+        return out, cache_k, cache_v
+
+    @staticmethod
+    def symbolic(g, q, k, v, cache_k, cache_v, seqlens_k, total, num_heads, scale):
+        out, pk, pv = g.op(
+            PLACEHOLDER_ATTENTION,
+            q,
+            k,
+            v,
+            cache_k,
+            cache_v,
+            seqlens_k,
+            total,
+            num_heads_i=num_heads,
+            scale_f=scale,
+            outputs=3,
+        )
+        out.setType(q.type())
+        pk.setType(cache_k.type())
+        pv.setType(cache_v.type())
+        return out, pk, pv
+
+
+PLACEHOLDER_ATTENTION = "ember::CachedCausalAttention"
+
+
 class _DecoderLayer(nn.Module):
-    """One GPT-2 block with explicit past/present k/v, batch 1, constant reshape shapes."""
+    """One GPT-2 block: q/k/v projection, fused causal attention with the KV cache, MLP."""
 
     def __init__(self, block: nn.Module, n_heads: int, scale: float, activation: nn.Module) -> None:
         super().__init__()
         d = block.ln_1.weight.shape[0]
-        self.d, self.h, self.hd = d, n_heads, d // n_heads
+        self.d, self.h, self.scale = d, n_heads, scale
         self.ln_1, self.ln_2 = copy.deepcopy(block.ln_1), copy.deepcopy(block.ln_2)
-        self.c_attn = _Lin(block.attn.c_attn, (0, d, scale))
+        self.c_attn = _Lin(block.attn.c_attn)
         self.c_proj = _Lin(block.attn.c_proj)
         self.c_fc = _Lin(block.mlp.c_fc)
         self.mlp_proj = _Lin(block.mlp.c_proj)
         self.act = copy.deepcopy(activation)
 
-    def forward(self, x, past_k, past_v, bias):
-        qkv = self.c_attn(self.ln_1(x)).reshape(1, -1, 3, self.h, self.hd).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # [1, H, S, hd]
-        k = torch.cat([past_k, k], dim=2)
-        v = torch.cat([past_v, v], dim=2)
-        w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + bias, dim=-1)
-        a = torch.matmul(w, v).transpose(1, 2).reshape(1, -1, self.d)
+    def forward(self, x, cache_k, cache_v, seqlens_k, total):
+        q, k, v = self.c_attn(self.ln_1(x)).split(self.d, dim=2)
+        a, k, v = _CachedAttention.apply(q, k, v, cache_k, cache_v, seqlens_k, total, self.h, self.scale)
         x = x + self.c_proj(a)
         x = x + self.mlp_proj(self.act(self.c_fc(self.ln_2(x))))
         return x, k, v
@@ -105,18 +155,22 @@ class _ReasoningLayer(nn.Module):
         self.act = copy.deepcopy(block.ff[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(self.norm1(x)).reshape(1, -1, 3, self.h, self.hd).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        qkv = self.qkv(self.norm1(x)).reshape(1, -1, 3 * self.h, self.hd).transpose(1, 2)
+        q, k, v = qkv.split(self.h, dim=1)
         a = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1), v)
         x = x + self.out(a.transpose(1, 2).reshape(1, -1, self.d))
         return x + self.ff2(self.act(self.ff1(self.norm2(x))))
 
 
 class DecoderExport(nn.Module):
-    """(input_ids, visual_embeds, past k/v per layer) -> (logits of the last position, heads, present k/v).
+    """(input_ids, visual_embeds, seqlens_k, total_sequence_length, KV cache per layer)
+    -> (logits of the last position, heads, updated KV cache).
 
-    Batch size 1 (the engine's). Positions continue from the past length; visual_embeds has
-    V rows on the prefill call and 0 rows on decode steps. The reasoning module and heads
+    Batch size 1 (the engine's). The KV cache of each layer is a [1, H, capacity, hd]
+    buffer (GroupQueryAttention's shared past/present buffer): `total_sequence_length` is
+    the number of valid positions after this call and `seqlens_k` = [total - 1]; the new
+    tokens take positions total-S .. total-1. visual_embeds has V rows on the prefill call
+    and 0 rows on decode steps. The reasoning module and heads
     read every position of a call that has visual rows (the prefill: exactly the prefix,
     visual + prompt, as in training); on decode steps they run over zero positions, so a
     step costs only the decoder (their outputs are then meaningless and unused).
@@ -149,18 +203,22 @@ class DecoderExport(nn.Module):
         self.r_norm = copy.deepcopy(r.norm)
         self.heads = copy.deepcopy(model.heads).eval()
 
-    def forward(self, input_ids: torch.Tensor, visual_embeds: torch.Tensor, *past: torch.Tensor):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        visual_embeds: torch.Tensor,
+        seqlens_k: torch.Tensor,
+        total_sequence_length: torch.Tensor,
+        *past: torch.Tensor,
+    ):
         tok = self.wte_t[:, input_ids].permute(1, 2, 0)  # [1, T, D]: Gather(axis=1) on the shared table
         x = torch.cat([visual_embeds, tok], dim=1)
         s = torch._shape_as_tensor(x)[1]
-        p = torch._shape_as_tensor(past[0])[2]
-        q_pos = torch.arange(s) + p
-        x = x + self.wpe[q_pos].unsqueeze(0)
-        k_pos = torch.arange(p + s)
-        bias = torch.where(k_pos[None, :] <= q_pos[:, None], 0.0, torch.finfo(x.dtype).min)
+        p = total_sequence_length.to(torch.int64) - s  # positions already in the cache
+        x = x + self.wpe[torch.arange(s) + p].unsqueeze(0)
         presents = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, past[2 * i], past[2 * i + 1], bias)
+            x, k, v = layer(x, past[2 * i], past[2 * i + 1], seqlens_k, total_sequence_length)
             presents += [k, v]
         h = self.ln_f(x)
         logits = torch.matmul(h[:, -1], self.wte_t if self.head_t is None else self.head_t)
@@ -186,6 +244,6 @@ def decoder_io_names(n_layers: int) -> tuple[list[str], list[str]]:
     """ONNX input and output names of decoder.onnx."""
     past = [f"past_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
     present = [f"present_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
-    inputs = ["input_ids", "visual_embeds", *past]
+    inputs = ["input_ids", "visual_embeds", "seqlens_k", "total_sequence_length", *past]
     outputs = ["logits", "robot_logits", "confidence_logit", "incident_logits", "place_logits", *present]
     return inputs, outputs

@@ -21,11 +21,29 @@ def head_losses(out, batch: dict) -> dict[str, torch.Tensor]:
 
 
 def confidence_target(out, batch: dict) -> torch.Tensor:
-    """1 where the model's thresholded incident and robot predictions are all right, else 0:
-    the confidence head learns the probability that the current answer is correct."""
+    """How right the model's current answers are, per row: the mean of (a) the incident answer is
+    right (the top incident is a known positive; for a row without positives, every known incident
+    is predicted absent) and (b) the robot set (sigmoid > 0.5) equals the label set; each only
+    where the row has those labels. The confidence head learns to predict it (stage 3, 4)."""
     with torch.no_grad():
-        ok = multilabel_correct(out.incident_logits, batch["incidents"]) & multilabel_correct(out.robot_logits, batch["robots"])
-    return ok.float()
+        inc, rob = batch["incidents"], batch["robots"]
+        top = out.incident_logits.argmax(1, keepdim=True)
+        has_pos = (inc == 1).any(1)
+        incident_ok = torch.where(has_pos, inc.gather(1, top).squeeze(1) == 1, multilabel_correct(out.incident_logits, inc))
+        robot_ok = multilabel_correct(out.robot_logits, rob)
+        parts = torch.stack([incident_ok.float(), robot_ok.float()], 1)
+        known = torch.stack([(inc >= 0).any(1), (rob >= 0).any(1)], 1).float()
+        return (parts * known).sum(1) / known.sum(1).clamp(min=1)
+
+
+def heads_loss(out, batch: dict, confidence_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean head cross-entropy + confidence_weight x confidence BCE, and the values to log."""
+    heads = head_losses(out, batch)
+    target = confidence_target(out, batch)
+    conf = F.binary_cross_entropy_with_logits(out.confidence_logit.float(), target)
+    logs = {f"{k}_ce": v.item() for k, v in heads.items()}
+    logs.update(confidence=conf.item(), confidence_target=target.mean().item())
+    return torch.stack(list(heads.values())).mean() + confidence_weight * conf, logs
 
 
 def _probs(out) -> list[torch.Tensor]:
@@ -54,12 +72,7 @@ def incidents_loss(model: nn.Module, batch: dict, st: IncidentsStage) -> tuple[t
     twice = [batch[k].repeat(2, *[1] * (batch[k].dim() - 1)) for k in ("input_ids", "attention_mask", "prompt_lengths")]
     out = model(pixels, *twice)  # both views in one forward (one DDP pass)
     v1, v2 = _Half(out, slice(0, b)), _Half(out, slice(b, 2 * b))
-    heads = head_losses(v1, batch)
-    conf_target = confidence_target(v1, batch)
-    conf = F.binary_cross_entropy_with_logits(v1.confidence_logit.float(), conf_target)
-    ce = torch.stack(list(heads.values())).mean() + st.confidence_weight * conf
+    ce, logs = heads_loss(v1, batch, st.confidence_weight)
     consistency = consistency_loss(v1, v2)
-    loss = st.ce_weight * ce + st.consistency_weight * consistency
-    logs = {f"{k}_ce": v.item() for k, v in heads.items()}
-    logs.update(confidence=conf.item(), consistency=consistency.item(), correct_rate=conf_target.mean().item())
-    return loss, logs
+    logs["consistency"] = consistency.item()
+    return st.ce_weight * ce + st.consistency_weight * consistency, logs

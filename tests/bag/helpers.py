@@ -100,3 +100,36 @@ def truncate(bag: Path, fraction: float = 0.5) -> Path:
     with open(files[0], "r+b") as fh:
         fh.truncate(int(size * fraction))
     return bag
+
+
+def labelled_image_bag(path: Path, storage: str, n: int, period_s: float = 0.25, malformed: tuple[int, ...] = (),
+                       size: tuple[int, int] = (48, 64), seed: int = 1) -> list[np.ndarray]:
+    """A bag of `n` rgb8 images with ground truth (LABELS cycled); frames in `malformed` get a
+    wrong `step` (undecodable). Returns the pixels."""
+    from ember.bag.ground_truth import GroundTruth
+
+    rng = np.random.default_rng(seed)
+    writer = create_writer(path, storage)
+    cam = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=KILTED,
+                                offered_qos_profiles=[reliable_qos()])
+    gt = writer.add_connection("/ember/ground_truth", "std_msgs/msg/String", typestore=KILTED,
+                               offered_qos_profiles=[reliable_qos()])
+    T = KILTED.types
+    pixels = []
+    for k in range(n):
+        t = START_NS + round(k * period_s * 1e9)
+        h, w = size
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        pixels.append(rgb)
+        header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9),
+                                          frame_id="camera")
+        step = w * 3 - (1 if k in malformed else 0)
+        img = T["sensor_msgs/msg/Image"](header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=step,
+                                         data=rgb.reshape(-1))
+        writer.write(cam, t, KILTED.serialize_cdr(img, "sensor_msgs/msg/Image"))
+        incidents, robots = LABELS[k % len(LABELS)]
+        truth = GroundTruth(stamp_ns=t, source=f"frame{k}", incidents=incidents, robot_types=robots,
+                            image_topic="/camera/image_raw")
+        writer.write(gt, t, KILTED.serialize_cdr(T["std_msgs/msg/String"](data=truth.to_json()), "std_msgs/msg/String"))
+    writer.close()
+    return pixels

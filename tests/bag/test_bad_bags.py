@@ -8,7 +8,15 @@ from ember.bag.errors import BagError
 from ember.bag.frames import camera_connection
 from ember.bag.io import create_writer, open_bag
 from ember.bag.make import make_bag
-from tests.bag.helpers import KILTED, START_NS, cli, custom_type_bag, string_bag, truncate, write_labelled_images
+from tests.bag.helpers import (
+    KILTED,
+    START_NS,
+    cli,
+    custom_type_bag,
+    string_bag,
+    truncate,
+    write_labelled_images,
+)
 
 
 @pytest.fixture
@@ -95,3 +103,15 @@ def test_a_definition_that_differs_from_the_installed_interface_is_refused(tmp_p
     assert res.returncode == 2
     assert "the installed std_msgs/msg/String" in res.stderr and "differs from the one recorded" in res.stderr
     assert KILTED.hash_rihs01("std_msgs/msg/String") in res.stderr
+
+
+def test_bags_without_definitions_fall_back_to_kilted_definitions(tmp_path):
+    """Bags of rosbag2 before Iron hold no definitions: standard types still read."""
+    writer = create_writer(tmp_path / "old", "sqlite3")
+    conn = writer.add_connection("/chatter", "std_msgs/msg/String", msgdef="", rihs01="RIHS01_" + "0" * 64)
+    writer.write(conn, START_NS, KILTED.serialize_cdr(KILTED.types["std_msgs/msg/String"](data="old"), "std_msgs/msg/String"))
+    writer.close()
+    with open_bag(tmp_path / "old") as bag:
+        assert not bag.unknown_types
+        (c, _, raw), = list(bag.messages())
+        assert bag.deserialize(raw, c.msgtype).data == "old"

@@ -35,6 +35,9 @@ def _replay(*args: str) -> subprocess.Popen:
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 30) -> str:
+    """Stop a replay whose messages all arrived (SIGINT skips its wait for acknowledgements)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out
     return out
@@ -62,7 +65,7 @@ def test_replay_keeps_recorded_intervals_within_ten_percent(tmp_path, storage, r
 def _mixed_bag(path, storage: str) -> tuple[RobotSelection, Image]:
     """A bag with an ember_msgs type and a sensor image, serialised by rclpy itself."""
     sel = RobotSelection(robot_id="drone_1", task="Find survivors", robot_types=["drone", "legged"],
-                         scores=[0.9, 0.1, 0.2, 0.7, 0.0], confidence=0.8, reasoning="rubble")
+                         scores=[0.875, 0.125, 0.25, 0.75, 0.0], confidence=0.5, reasoning="rubble")
     sel.header.stamp.sec, sel.header.frame_id = 42, "cam"
     img = numpy_to_image(np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3), "rgb8", header=sel.header)
     store = typestore_with(["ember_msgs/msg/RobotSelection", "sensor_msgs/msg/Image"])
@@ -89,9 +92,8 @@ def test_replay_publishes_any_installed_type_with_remapping(tmp_path, storage):
             assert spin_until(executor, lambda: len(got) == 2, timeout=45), got
         finally:
             _finish(proc)
-    # byte-identical to what rclpy serialised (float32 fields compare exactly this way)
-    assert serialize_message(got["sel"]) == serialize_message(sel)
-    assert serialize_message(got["img"]) == serialize_message(img)
+    # field for field (floats are binary fractions, exact in float32); CDR padding bytes are not compared
+    assert got["sel"] == sel and got["img"] == img
     assert list(got["sel"].robot_types) == ["drone", "legged"] and bytes(got["img"].data) == bytes(range(72))
 
 
@@ -104,7 +106,6 @@ def test_replay_loops_until_interrupted_and_skips_unknown_types_on_request(tmp_p
         try:
             assert spin_until(executor, lambda: len(got) >= 8, timeout=45), got
         finally:
-            proc.send_signal(signal.SIGINT)
             out = _finish(proc)
     assert got[:8] == ["m0", "m1", "m2"] * 2 + ["m0", "m1"]
     assert "skipping /widgets" in out and "passes" in out
@@ -126,7 +127,7 @@ def test_record_then_replay_round_trips_messages(tmp_path, storage):
                               timeout=30), "recorder did not subscribe"
             for k, text in enumerate(texts):
                 pub_s.publish(String(data=text))
-                status = RobotStatus(robot_id=f"r{k}", robot_type="drone", available=True, battery=k / 20)
+                status = RobotStatus(robot_id=f"r{k}", robot_type="drone", available=True, battery=(k % 16) / 16)
                 statuses.append(status)
                 pub_r.publish(status)
             assert pub_s.wait_for_all_acked(Duration(seconds=10)) and pub_r.wait_for_all_acked(Duration(seconds=10))
@@ -149,5 +150,5 @@ def test_record_then_replay_round_trips_messages(tmp_path, storage):
             assert spin_until(executor, lambda: len(got) == 20, timeout=45)
         finally:
             _finish(proc)
-    assert [serialize_message(m) for m in got] == [serialize_message(m) for m in statuses]
+    assert got == statuses
     assert [m.robot_id for m in got] == [f"r{k}" for k in range(20)]

@@ -71,6 +71,8 @@ class ManagerConfig:
     low_battery: float = 0.2
     selection_threshold: float = 0.5
     max_robot_types: int = 3
+    task_wait_s: float = 10.0
+    """how long a task waits for a first incident report with a robot selection"""
     weights: CostWeights = field(default_factory=CostWeights)
 
 
@@ -180,6 +182,7 @@ def manager_description(cfg: FleetConfig) -> NodeDescription:
         "low_battery": float(m.low_battery),
         "selection_threshold": float(m.selection_threshold),
         "max_robot_types": int(m.max_robot_types),
+        "task_wait_s": float(m.task_wait_s),
         "weight_suitability": float(m.weights.suitability),
         "weight_type_mismatch": float(m.weights.type_mismatch),
         "weight_battery": float(m.weights.battery),
@@ -330,7 +333,7 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
     weights = _scalars(CostWeights, wdata, f"{where}.manager.weights")
     _non_negative(weights, f"{where}.manager.weights", ("suitability", "type_mismatch", "battery", "load"))
     manager = dataclasses.replace(manager, weights=weights)
-    _non_negative(manager, f"{where}.manager", ("fusion_window_s",))
+    _non_negative(manager, f"{where}.manager", ("fusion_window_s", "task_wait_s"))
     if manager.heartbeat_timeout_s <= 0:
         raise FleetConfigError(f"{where}.manager.heartbeat_timeout_s: must be > 0")
     for n in ("low_battery", "selection_threshold"):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from rosbags.interfaces import Connection
 
 from ember.bag.errors import BagError
 from ember.bag.ground_truth import GROUND_TRUTH_TOPIC, GroundTruth
-from ember.bag.io import OpenBag, open_bag
+from ember.bag.io import OpenBag
 from ember.ros.conversions import compressed_to_rgb, image_msg_to_rgb
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -81,16 +80,3 @@ def iter_frames(bag: OpenBag, conn: Connection, truth: dict[int, GroundTruth]) -
         except ValueError as exc:
             rgb, error = None, str(exc)
         yield Frame(index, stamp, t, conn.topic, rgb, error, truth.get(stamp))
-
-
-def load_frames(path: str | Path, topic: str | None = None) -> tuple[str, str, list[Frame]]:
-    """(camera topic, its type, every frame) of a bag; BagError for a bag that is not usable."""
-    with open_bag(path) as bag:
-        conn = camera_connection(bag, topic)
-        if conn.msgtype in bag.unknown_types:
-            raise BagError(f"bag {path} holds no definition of {conn.msgtype}")
-        truth = read_ground_truth(bag)
-        frames = list(iter_frames(bag, conn, truth))
-    if not frames:
-        raise BagError(f"camera topic {conn.topic} in {path} holds no message")
-    return conn.topic, conn.msgtype, frames

@@ -166,15 +166,20 @@ class Replayer:
         return all(p.get_subscription_count() > 0 for p in wanted)
 
     def wait_for_acks(self, timeout: float) -> bool:
-        """Wait until reliable subscribers acknowledged everything (so exiting loses nothing)."""
+        """Wait until reliable subscribers acknowledged everything (so exiting loses nothing).
+
+        Returns early (False) after `stop()`; acknowledgements may take a heartbeat period.
+        """
         from rclpy.duration import Duration
 
         deadline = time.monotonic() + timeout
-        for pub in self.publishers.values():
-            left = max(0.0, deadline - time.monotonic())
-            if not pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
-                return False
-        return True
+        pending = list(self.publishers.values())
+        while pending:
+            pending = [p for p in pending if not p.wait_for_all_acked(Duration(nanoseconds=0))]
+            if not pending or self._stop.is_set() or time.monotonic() >= deadline:
+                break
+            pending[0].wait_for_all_acked(Duration(nanoseconds=int(min(0.1, deadline - time.monotonic()) * 1e9)))
+        return not pending
 
     def stop(self) -> None:
         """Ask `run` to return after the current message."""

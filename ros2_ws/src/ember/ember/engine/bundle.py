@@ -8,7 +8,6 @@ BundleError with a message that names the bundle and what is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +57,21 @@ class Bundle:
         return self.path / name
 
 
+def _sha256():
+    """Python's built-in SHA-256: `hashlib` would load OpenSSL's libcrypto (~3.5 MB resident)."""
+    for name in ("_sha2", "_sha256"):  # 3.12+, 3.10-3.11
+        try:
+            return __import__(name).sha256()
+        except (ImportError, AttributeError):
+            continue
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks (no whole-file copy in memory)."""
-    h = hashlib.sha256()
+    h = _sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)

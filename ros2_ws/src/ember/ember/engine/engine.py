@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 
 from ember.engine.analysis import Analysis
 from ember.engine.bundle import Bundle, BundleError, load_bundle
+from ember.engine.decoder import KVCacheDecoder
 from ember.engine.preprocess import preprocess
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, format_prompt, parse_generation
 
@@ -36,24 +37,30 @@ def _libc():
 
 
 def _tune_malloc() -> None:
-    """glibc: serve buffers >= 64 KiB by mmap and trim freed heap early.
+    """glibc: serve buffers >= 256 KiB by mmap and trim freed heap early.
 
-    With the onnxruntime arena off, activations are malloc'ed and freed every run; glibc's
-    adaptive mmap threshold would otherwise move them onto the heap, where fragmentation
-    makes the resident size creep up run after run.
+    With the onnxruntime arena off, tensors are malloc'ed and freed every run; glibc's
+    adaptive mmap threshold would otherwise grow to tens of MB and keep large freed
+    activations on the heap, where fragmentation makes the resident size creep up. The KV
+    cache tensors (< 256 KiB) stay on the heap, whose warm pages each decode step reuses.
     """
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD (fixed: disables the adaptive threshold)
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    if _LIBC is not None:
+        _LIBC.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD (fixed: disables the adaptive threshold)
+        _LIBC.mallopt(-1, 512 * 1024)  # M_TRIM_THRESHOLD
+
+
+_LIBC = _libc()
+
+
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc malloc_trim; a no-op elsewhere)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _release_free_memory() -> None:
-    """Return freed heap pages to the OS (glibc only; a no-op elsewhere)."""
     gc.collect()
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    _trim_heap()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -65,8 +72,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    """Options for a small, predictable footprint: no arena, sequential, `threads` intra-op threads."""
+def session_options(threads: int = 1, prepack: bool = True) -> ort.SessionOptions:
+    """Options for a small, predictable footprint: no arena, sequential, `threads` intra-op threads.
+
+    `prepack=False` keeps onnxruntime from making packed copies of constant weights.
+    """
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(threads))
     opts.inter_op_num_threads = 1
@@ -76,6 +86,8 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     opts.enable_mem_reuse = True
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if not prepack:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     return opts
 
 
@@ -116,17 +128,14 @@ class EmberEngine:
 
         _tune_malloc()
         opts = session_options(threads)
-        self._decoder = self._session("decoder.onnx", opts)
+        self._decoder = self._session("decoder.onnx", opts)  # the larger model first, while little is resident
         self._vision = self._session("vision.onnx", opts)
         try:
             self.tokenizer = Tokenizer.from_file(str(self.bundle.file("tokenizer.json")))
         except Exception as exc:
             raise BundleError(f"model bundle {self.bundle.path}: cannot load tokenizer.json ({exc})") from exc
         self._check_io()
-        self._past_names = [f"past_{kind}_{i}" for i in range(self.n_layers) for kind in ("key", "value")]
-        self._out_names = [o.name for o in self._decoder.get_outputs()]
-        self._empty_past = np.zeros((1, self.n_heads, 0, self.head_dim), dtype=np.float32)
-        self._no_visual = np.zeros((1, 0, self.d_model), dtype=np.float32)
+        self._kv = KVCacheDecoder(self._decoder, self.n_layers, self.n_heads, self.head_dim, self.d_model)
 
     def _session(self, name: str, opts: ort.SessionOptions) -> ort.InferenceSession:
         try:
@@ -137,7 +146,13 @@ class EmberEngine:
         return sess
 
     def _check_io(self) -> None:
-        want_dec = {"input_ids", "visual_embeds", *(f"past_{k}_{i}" for i in range(self.n_layers) for k in ("key", "value"))}
+        want_dec = {
+            "input_ids",
+            "visual_embeds",
+            "seqlens_k",
+            "total_sequence_length",
+            *(f"past_{k}_{i}" for i in range(self.n_layers) for k in ("key", "value")),
+        }
         have_dec = {i.name for i in self._decoder.get_inputs()}
         if want_dec != have_dec:
             raise BundleError(
@@ -174,12 +189,7 @@ class EmberEngine:
     def encode_image(self, image_rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB HxWx3 -> visual embeddings [1, V, D] (ImageError for a bad image)."""
         pixels = preprocess(image_rgb, self.image_size, self.mean, self.std)
-        return self._vision.run(None, {"pixel_values": pixels})[0]
-
-    def _decoder_step(self, ids: list[int], visual: np.ndarray, past: list[np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {"input_ids": np.asarray([ids], dtype=np.int64), "visual_embeds": visual}
-        feed.update(zip(self._past_names, past, strict=True))
-        return dict(zip(self._out_names, self._decoder.run(None, feed), strict=True))
+        return self._vision.run(["visual_embeds"], {"pixel_values": pixels})[0]
 
     def analyze(
         self,
@@ -200,14 +210,14 @@ class EmberEngine:
         pixels = preprocess(image_rgb, self.image_size, self.mean, self.std)
         prompt_ids = self._prompt_ids(task, max_new_tokens)
         t1 = time.perf_counter()
-        visual = self._vision.run(None, {"pixel_values": pixels})[0]
+        visual = self._vision.run(["visual_embeds"], {"pixel_values": pixels})[0]
         t2 = time.perf_counter()
-        out = self._decoder_step(prompt_ids, visual, [self._empty_past] * (2 * self.n_layers))
+        capacity = visual.shape[1] + len(prompt_ids) + max_new_tokens
+        out = self._kv.start(prompt_ids, visual, capacity)
         t3 = time.perf_counter()
         heads = {k: out[k][0] for k in ("robot_logits", "confidence_logit", "incident_logits", "place_logits")}
         generated: list[int] = []
         logits = out["logits"][0]
-        past = [out[f"present_{kind}_{i}"] for i in range(self.n_layers) for kind in ("key", "value")]
         for step in range(max_new_tokens):
             nxt = int(np.argmax(logits))
             if nxt == self.eos_id and stop_at_eos:
@@ -215,9 +225,10 @@ class EmberEngine:
             generated.append(nxt)
             if step == max_new_tokens - 1:
                 break
-            out = self._decoder_step([nxt], self._no_visual, past)
-            logits = out["logits"][0]
-            past = [out[f"present_{kind}_{i}"] for i in range(self.n_layers) for kind in ("key", "value")]
+            logits = self._kv.step(nxt)
+        self._kv.release()
+        del visual
+        _trim_heap()  # the KV cache just went away: give its pages back before the next frame
         t4 = time.perf_counter()
         text = self.tokenizer.decode(generated, skip_special_tokens=False)
         result = self._to_analysis(heads, text, len(generated))

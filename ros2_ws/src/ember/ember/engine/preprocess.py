@@ -45,29 +45,34 @@ def _area_taps(n: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(idx, n - 1), weights.astype(np.float32)
 
 
-def area_resize(image: np.ndarray, size: int) -> np.ndarray:
+def area_resize(image: np.ndarray, size: int, block: int = 32) -> np.ndarray:
     """Shrink a uint8 HxWxC image to size x size by area averaging (cv2.INTER_AREA semantics).
 
-    Separable, a few taps per output sample, float32 buffers of at most size x W x C.
+    Separable, a few taps per output sample, computed `block` output rows at a time so
+    the float buffers stay small (about block x W x C floats).
     """
-    h, w = image.shape[:2]
+    h, w, c = image.shape
     if h < size or w < size:
         raise ValueError("area_resize only shrinks")
-    c = image.shape[2]
     rows, row_w = _area_taps(h, size)
-    acc = np.zeros((size, w, c), np.float32)
-    tmp = np.empty_like(acc)
-    for idx, wk in zip(rows, row_w, strict=True):
-        np.multiply(image[idx], wk[:, None, None], out=tmp)
-        acc += tmp
     cols, col_w = _area_taps(w, size)
-    out = np.zeros((size, size, c), np.float32)
-    tmp = np.empty_like(out)
-    for idx, wk in zip(cols, col_w, strict=True):
-        np.multiply(acc[:, idx], wk[None, :, None], out=tmp)
-        out += tmp
-    np.rint(out, out=out)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    out = np.empty((size, size, c), np.uint8)
+    for r0 in range(0, size, block):
+        r1 = min(size, r0 + block)
+        acc = np.zeros((r1 - r0, w, c), np.float32)
+        tmp = np.empty_like(acc)
+        for idx, wk in zip(rows[:, r0:r1], row_w[:, r0:r1], strict=True):
+            np.multiply(image[idx], wk[:, None, None], out=tmp)
+            acc += tmp
+        res = np.zeros((r1 - r0, size, c), np.float32)
+        tmp = np.empty_like(res)
+        for idx, wk in zip(cols, col_w, strict=True):
+            np.multiply(acc[:, idx], wk[None, :, None], out=tmp)
+            res += tmp
+        np.rint(res, out=res)
+        np.clip(res, 0, 255, out=res)
+        out[r0:r1] = res
+    return out
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -90,6 +95,8 @@ def preprocess(
 ) -> np.ndarray:
     """uint8 RGB HxWx3 -> [1, 3, S, S] float32: resize (INTER_AREA), /255, (x - mean) / std."""
     image = resize(check_image(image_rgb), image_size)
-    x = image.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    x = image.astype(np.float32)
+    x *= np.float32(1.0 / 255.0)
+    x -= np.asarray(mean, dtype=np.float32)
+    x /= np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

@@ -188,6 +188,7 @@ def run_live(
     record_to: str | Path | None = None,
     startup_timeout: float = 120.0,
     discovery_timeout: float = 30.0,
+    start_delay_s: float = 0.5,
 ) -> EvalRun:
     """Replay `path` into an incident node (started here unless `connect`) and collect its answers."""
     import rclpy
@@ -228,6 +229,9 @@ def run_live(
                     raise LiveError(f"no incident node answered on {namespace} (camera {target}) within "
                                     f"{discovery_timeout:.0f} s" + (":\n" + proc.tail() if proc else ""))
                 before = collector.counters_after(0.0, 3.0)
+                # Matching is not symmetric in time: give the node's best-effort camera subscription
+                # a moment to match our publisher too, or the first frame may be lost in discovery.
+                time.sleep(start_delay_s)
                 sent_at: dict[int, float] = {}
                 stats = replayer.run(on_publish=lambda _t, bag_t, wall: sent_at.__setitem__(stamp_of.get(bag_t, bag_t), wall))
                 decodable = {f.stamp_ns for f in frames if f.error is None}

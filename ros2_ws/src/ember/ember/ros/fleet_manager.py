@@ -89,7 +89,10 @@ class FleetManager(Node):
         check_period = float(p("check_period_s", 0.25).value)
         diag_period = float(p("diagnostics_period_s", 1.0).value)
 
+        self._task_wait = float(p("task_wait_s", 10.0).value)
         self._lock = threading.RLock()
+        self._reports_arrived = threading.Condition(self._lock)
+        self._waiting_tasks: list[tuple[str, float]] = []
         self._alloc = Allocator(policy)
         self._fuser = IncidentFuser(window)
         self._expected: list[str] = list(expected or [])
@@ -162,6 +165,8 @@ class FleetManager(Node):
                 if robot is not None and robot.online and now - seen > self._timeout:
                     self.get_logger().warning(f"robot {rid} offline: no heartbeat for {now - seen:.1f}s")
                     self._apply(self._alloc.set_offline(rid), reason=f"{rid} offline")
+            if self._waiting_tasks:
+                self._retry_waiting_tasks()
 
     # -- reports ---------------------------------------------------------------------------
     def _on_incident(self, msg: IncidentAnalysis) -> None:
@@ -172,6 +177,9 @@ class FleetManager(Node):
         with self._lock:
             self._counts["reports"] += 1
             self._fuser.add_analysis(report)
+            self._reports_arrived.notify_all()
+            if self._waiting_tasks:
+                self._retry_waiting_tasks()
 
     def _on_selection(self, msg: RobotSelection) -> None:
         stamp = _stamp_seconds(msg.header.stamp) or time.time()
@@ -179,12 +187,20 @@ class FleetManager(Node):
             self._fuser.add_selection(
                 msg.robot_id, stamp, list(msg.scores), list(msg.robot_types), float(msg.confidence), msg.reasoning, msg.task
             )
+            self._reports_arrived.notify_all()
+            if self._waiting_tasks:
+                self._retry_waiting_tasks()
 
     # -- tasks -----------------------------------------------------------------------------
     def _on_task_topic(self, msg: String) -> None:
-        ok, message, _, _ = self.plan_task(msg.data)
-        if not ok:
-            self.get_logger().warning(f"task {msg.data!r} not planned: {message}")
+        # never blocks: reports share this callback group. Without reports yet, the task waits.
+        with self._lock:
+            incident = self._plannable(msg.data, None)
+            if incident is not None:
+                self._plan_now(msg.data, incident, time.perf_counter())
+            else:
+                self._waiting_tasks.append((msg.data, time.monotonic() + self._task_wait))
+                self.get_logger().info(f"task {msg.data!r} waits up to {self._task_wait:g}s for incident reports")
 
     def _on_submit(self, request: SubmitTask.Request, response: SubmitTask.Response) -> SubmitTask.Response:
         incident = None
@@ -194,7 +210,7 @@ class FleetManager(Node):
                 response.success, response.message = False, error
                 self._alert({"kind": "task_failed", "task": request.task, "reason": error})
                 return response
-        ok, message, incident_id, plan_ids = self.plan_task(request.task, incident)
+        ok, message, incident_id, plan_ids = self.plan_task(request.task, incident, wait_s=self._task_wait)
         response.success, response.message = ok, message
         response.incident_id, response.plan_ids = incident_id, plan_ids
         return response
@@ -231,28 +247,47 @@ class FleetManager(Node):
                 return self._fuser.incident_of(res.analysis.robot_id, _stamp_seconds(res.analysis.header.stamp)), ""
         return None, "no live robot answered AnalyzeImage for the task's image"
 
-    def plan_task(self, task: str, incident: Incident | None = None) -> tuple[bool, str, str, list[str]]:
-        """Plan an operator task: (success, message, incident_id, plan ids of the robots)."""
-        t0 = time.perf_counter()
-        with self._lock:
-            self._task_count += 1
-            task_id = f"task-{self._task_count:04d}"
-            incident = incident or self._fuser.pick(task)
-            scores = incident.fused_scores() if incident is not None else None
-            if incident is None or scores is None:
-                reason = "no incident reported yet" if incident is None else "no robot selection reported yet"
+    def _plannable(self, task: str, incident: Incident | None) -> Incident | None:
+        """The incident to plan the task for, if it has fused selection scores (lock held)."""
+        incident = incident or self._fuser.pick(task)
+        return incident if incident is not None and incident.fused_scores() is not None else None
+
+    def plan_task(
+        self, task: str, incident: Incident | None = None, wait_s: float = 0.0
+    ) -> tuple[bool, str, str, list[str]]:
+        """Plan an operator task: (success, message, incident_id, plan ids of the robots).
+
+        Waits up to `wait_s` for a report with a robot selection when there is none yet.
+        """
+        deadline = time.monotonic() + wait_s
+        with self._reports_arrived:
+            chosen = self._plannable(task, incident)
+            while chosen is None and time.monotonic() < deadline:
+                self._reports_arrived.wait(deadline - time.monotonic())
+                chosen = self._plannable(task, incident)
+            if chosen is None:
+                picked = incident or self._fuser.pick(task)
+                reason = "no incident reported yet" if picked is None else "no robot selection reported yet"
                 self._counts["tasks_failed"] += 1
-                self._alert({"kind": "task_failed", "task_id": task_id, "task": task, "reason": reason})
-                return False, f"{task_id}: {reason}", "", []
-            types = required_types(scores, self._threshold, self._max_types)
-            steps, source = build_steps(task_id, incident, types)
-            self._tasks[task_id] = {"task": task, "incident_id": incident.incident_id, "types": types}
-            self._counts["tasks"] += 1
-            self._publish_fused(task, incident, types, scores)
-            changes = self._alloc.add_task(task_id, steps, scores)
-            self._apply(changes, reason=f"{task_id} new")
-            robots = self._alloc.robots_of(task_id)
-            pending = [s for s in steps if self._alloc.owner(s.step_id) is None]
+                self._alert({"kind": "task_failed", "task": task, "reason": reason})
+                return False, reason, "", []
+            return self._plan_now(task, chosen, time.perf_counter())
+
+    def _plan_now(self, task: str, incident: Incident, t0: float) -> tuple[bool, str, str, list[str]]:
+        """Allocate a task for a plannable incident (lock held)."""
+        self._task_count += 1
+        task_id = f"task-{self._task_count:04d}"
+        scores = incident.fused_scores()
+        assert scores is not None
+        types = required_types(scores, self._threshold, self._max_types)
+        steps, source = build_steps(task_id, incident, types)
+        self._tasks[task_id] = {"task": task, "incident_id": incident.incident_id, "types": types}
+        self._counts["tasks"] += 1
+        self._publish_fused(task, incident, types, scores)
+        changes = self._alloc.add_task(task_id, steps, scores)
+        self._apply(changes, reason=f"{task_id} new")
+        robots = self._alloc.robots_of(task_id)
+        pending = [s for s in steps if self._alloc.owner(s.step_id) is None]
         self._alloc_ms.append((time.perf_counter() - t0) * 1000.0)
         plan_ids = [self._plan_id(task_id, r) for r in robots]
         msg = (
@@ -262,6 +297,21 @@ class FleetManager(Node):
         )
         self.get_logger().info(msg)
         return bool(robots), msg, incident.incident_id, plan_ids
+
+    def _retry_waiting_tasks(self) -> None:
+        """Plan topic tasks that waited for reports, or give up on them after task_wait_s (lock held)."""
+        now = time.monotonic()
+        still = []
+        for task, deadline in self._waiting_tasks:
+            incident = self._plannable(task, None)
+            if incident is not None:
+                self._plan_now(task, incident, time.perf_counter())
+            elif now >= deadline:
+                self._counts["tasks_failed"] += 1
+                self._alert({"kind": "task_failed", "task": task, "reason": "no incident with a robot selection reported"})
+            else:
+                still.append((task, deadline))
+        self._waiting_tasks = still
 
     def finish_task(self, task_id: str) -> None:
         """Close a task: its robots get cancellations."""

@@ -1,0 +1,107 @@
+"""`ember-eval robot-selection` on the dataset's single and multi formats, with the real engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ember.eval.metrics import robot_selection_metrics
+from ember.eval.robot_selection import DataError, load_rows
+from ember.eval.scenes import neutral_frames
+from ember.labels import ROBOT_TYPES
+from tests.bag.helpers import cli
+
+SINGLE = "robot_selection/single_robot_selection.json"
+MULTI = "robot_selection/multi_robot_selection_dataset.json"
+
+
+def test_shared_files_load_in_both_formats(shared_data):
+    fmt_s, single = load_rows(shared_data / SINGLE)
+    fmt_m, multi = load_rows(shared_data / MULTI)
+    assert (fmt_s, fmt_m, len(single), len(multi)) == ("single", "multi", 198, 198)
+    assert [r.gold for r in single] == [r.gold for r in multi]
+    assert single[0].task == "Inspect a high-rise building\u2019s exterior for damage." and single[0].gold == (0,)
+    assert sum(len(r.gold) > 1 for r in single) == 83  # multi-robot gold sets
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty"),
+        ("   \n", "is empty"),
+        ("[]", "holds no rows"),
+        ('{"input": "Task: x"}', "must hold a JSON list of rows, not a dict"),
+        ("[{]", "is not JSON"),
+        ('[{"input": "Task: Fly.", "output": "Drone"}, {"input": "Task: Jet.", "output": "Drone, Jetpack"},'
+         ' {"input": "Task: Swim.", "output": "Submarine"}]',
+         "2 of 3 rows are bad: row 1: unknown robot type 'Jetpack'; expected one of Drone, Humanoid, Robot with Wheels, "
+         "Robot with Legs, Underwater Robot; row 2: unknown robot type 'Submarine'"),
+        ('[{"input": "Task: Fly."}]', "row 0: no 'output'"),
+        ('[{"input": "Task:  ", "output": "Drone"}]', "row 0: no task text"),
+        ('[{"input": "Task: a", "subtasks": [], "original_single_robot_output": ["Drone", "Wings"]}]',
+         "(multi format): 1 of 1 rows are bad: row 0: unknown robot type 'Wings'"),
+    ],
+)
+def test_bad_data_files_are_refused_with_the_reason(tmp_path, content, message):
+    path = tmp_path / "data.json"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        load_rows(path)
+    assert message in str(err.value)
+
+
+def test_cli_errors_exit_2_without_writing_json(tmp_path, tiny_bundle):
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    res = cli("eval", "robot-selection", "--bundle", tiny_bundle, "--data", empty, "--json", tmp_path / "out.json")
+    assert res.returncode == 2 and res.stderr.strip() == f"ember-eval: error: data file {empty} is empty"
+    assert not (tmp_path / "out.json").exists()
+    missing_bundle = cli("eval", "robot-selection", "--bundle", tmp_path / "nobundle", "--data", empty)
+    assert missing_bundle.returncode == 2
+
+
+def test_cli_writes_metrics_that_match_its_own_rows(tmp_path, shared_data, tiny_bundle):
+    rows = json.loads((shared_data / SINGLE).read_text())[:40]
+    data = tmp_path / "subset.json"
+    data.write_text(json.dumps(rows))
+    out = tmp_path / "rs.json"
+    res = cli("eval", "robot-selection", "--bundle", tiny_bundle, "--data", data, "--json", out)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert report["complete"] is True and report["format"] == "single" and report["n"] == 40
+    for key in ("exact_match", "jaccard", "micro_f1", "macro_f1", "top1_hit"):
+        assert 0.0 <= report[key] <= 1.0, key
+        assert f"{key}={report[key]:.3f}" in res.stdout
+    assert set(report["per_robot"]) == set(ROBOT_TYPES)
+    for rid in ROBOT_TYPES:
+        assert set(report["per_robot"][rid]) >= {"precision", "recall", "f1", "support"}
+        assert rid in res.stdout
+    # the metrics are those of the per-row predictions it wrote
+    again = robot_selection_metrics([r["gold"] for r in report["rows"]], [r["pred"] for r in report["rows"]],
+                                    scores=[r["scores"] for r in report["rows"]])
+    for key in ("exact_match", "jaccard", "micro_f1", "macro_f1", "top1_hit"):
+        assert report[key] == pytest.approx(again[key]), key
+    # and the rows are the engine's: rerun two rows here
+    from ember.engine import EmberEngine
+
+    engine = EmberEngine(tiny_bundle)
+    frames = neutral_frames()
+    for i in (0, 5):
+        a = engine.analyze(frames[i % len(frames)], task=report["rows"][i]["task"], max_new_tokens=0)
+        np.testing.assert_allclose(report["rows"][i]["scores"], a.robot_scores, atol=1e-6)
+        assert report["rows"][i]["pred"] == a.robot_types
+
+
+def test_cli_reads_the_multi_format_and_pairs_given_images(tmp_path, shared_data, tiny_bundle):
+    rows = json.loads((shared_data / MULTI).read_text())[:12]
+    data = tmp_path / "multi.json"
+    data.write_text(json.dumps(rows))
+    out = tmp_path / "rs.json"
+    images = shared_data / "incidents" / "images"
+    res = cli("eval", "robot-selection", "--bundle", tiny_bundle, "--data", data, "--json", out, "--images", images)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert report["format"] == "multi" and report["n"] == 12 and report["images"] == str(images)
+    assert [r["gold"] for r in report["rows"]][:1] == [["drone"]]
