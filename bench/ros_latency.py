@@ -52,14 +52,21 @@ def _start_node(bundle: Path, tmp: Path) -> subprocess.Popen:
               "max_rate_hz": 0.0, "processing_delay_s": 0.0}
     pf = tmp / "params.yaml"
     pf.write_text(yaml.safe_dump({f"{NS}/incident_node": {"ros__parameters": params}}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ember.ros.incident_node", "--ros-args", "-r", f"__ns:={NS}", "--params-file", str(pf)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    for line in proc.stdout:
-        if line.strip() == "READY":
+    log = tmp / "incident_node.log"
+    with open(log, "w") as fh:  # a file, not a pipe: a full pipe would block the node
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ember.ros.incident_node", "--ros-args", "-r", f"__ns:={NS}", "--params-file", str(pf)],
+            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, text=True,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if "READY" in log.read_text().split():
             return proc
-    raise RuntimeError(f"incident node exited with {proc.wait()}")
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"incident node did not start:\n{log.read_text()}")
 
 
 def run(bundle: Path, frames: int) -> dict:
@@ -102,7 +109,7 @@ def run(bundle: Path, frames: int) -> dict:
         engine_ms, raw_ms, jpg_ms, node_raw_ms, node_jpg_ms, lost = [], [], [], [], [], 0
         seq = 0
 
-        def round_trip(pub, msg) -> tuple[float, float] | None:
+        def round_trip(pub, msg) -> tuple[float, float]:
             nonlocal seq, lost
             for _attempt in range(3):
                 seq += 1
@@ -113,7 +120,9 @@ def run(bundle: Path, frames: int) -> dict:
                     t1, m = got[seq]
                     return (t1 - t0) * 1e3, m.latency_ms
                 lost += 1  # best-effort camera QoS: a lost frame is retried, and counted
-            return None
+                if node_proc.poll() is not None:
+                    raise RuntimeError(f"incident node exited ({node_proc.returncode}):\n{(Path(tmp) / 'incident_node.log').read_text()}")
+            raise RuntimeError(f"3 frames in a row got no IncidentAnalysis:\n{(Path(tmp) / 'incident_node.log').read_text()}")
 
         for i in range(frames + 2):  # the first two are warm-up
             rgb = photos[i % len(photos)]
@@ -123,7 +132,7 @@ def run(bundle: Path, frames: int) -> dict:
             e = (time.perf_counter() - t) * 1e3
             r = round_trip(raw_pub, raw)
             j = round_trip(jpg_pub, jpg)
-            if i < 2 or r is None or j is None:
+            if i < 2:
                 continue
             engine_ms.append(e)
             raw_ms.append(r[0])

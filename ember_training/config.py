@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ember_training.model.config import ModelConfig
+from ember_training.robot_selection.config import RobotSelectionConfig
 from ember_training.tokenizer import MAX_BPE_VOCAB, TOKENIZER_KINDS
 
 STAGE_NAMES: tuple[str, ...] = ("alignment", "instruct", "incidents", "reasoning")
@@ -282,6 +283,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # issue 7: robot-selection recipe after stage 4 (ember_training.robot_selection; off by default)
+    robot_selection: RobotSelectionConfig = field(default_factory=RobotSelectionConfig)
     source: str = ""  # the file it was loaded from (not a YAML key)
 
     def __post_init__(self) -> None:

@@ -164,6 +164,10 @@ class Trainer:
             t = self.cfg.tokenizer
             spec = {"kind": t.kind, "vocab_size": t.vocab_size, "path": t.path, "min_frequency": t.min_frequency}
             texts = corpus(self.cfg, self.cache, list(STAGE_NAMES)) if spec["kind"] == "bpe" and not spec["path"] else None
+            if texts is not None and self.cfg.robot_selection.enabled:  # issue 7: generic words for the BPE
+                from .robot_selection.recipe import tokenizer_corpus_extra
+
+                texts = [*texts, *tokenizer_corpus_extra(self.cfg.robot_selection)]
             log.info("building the %s tokenizer -> %s", spec["kind"], path)
             save_tokenizer(build_tokenizer(spec, texts), path)
         self.ctx.barrier()
@@ -174,12 +178,22 @@ class Trainer:
         if self.tok is None:
             self.prepare()
         results = [self.run_stage(k) for k in stages]
+        recipe = None
+        if self.cfg.robot_selection.enabled and 4 in stages and self.ctx.is_main:  # issue 7 recipe phase
+            from .robot_selection.recipe import run_recipe
+
+            recipe = run_recipe(self)
+        self.ctx.barrier()
         if self.ctx.is_main:
-            self._write_summary(results)
+            self._write_summary(results, recipe)
         return results
 
     def _init_weights(self, k: int, model: EmberVLM) -> None:
         if k == 1:
+            if self.cfg.robot_selection.enabled:  # issue 7: token embeddings from the teacher
+                from .robot_selection.recipe import init_token_embeddings
+
+                init_token_embeddings(model, self.tok, self.cfg.robot_selection)
             return
         prev = stage_dir(self.out, k - 1) / "final.pt"
         if not prev.is_file():
@@ -400,7 +414,7 @@ class Trainer:
             evaluation=evaluation.get("metrics", {}),
         )
 
-    def _write_summary(self, results: list[StageResult]) -> None:
+    def _write_summary(self, results: list[StageResult], recipe: dict | None = None) -> None:
         summary = {
             "config": self.cfg.source,
             "output_dir": str(self.out),
@@ -409,6 +423,8 @@ class Trainer:
             "data": self.cache.reports() if self.cache else {},
             "stages": [dataclasses.asdict(r) for r in results],
         }
+        if recipe is not None:
+            summary["robot_selection"] = recipe
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         lines = ["stage          steps  first loss  last loss   seconds  emissions kg"]
         for r in results:

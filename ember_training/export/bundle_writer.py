@@ -22,6 +22,7 @@ from ember_training.export.calibration import calibration_batch, generated_image
 from ember_training.export.onnx_export import export_decoder, export_vision
 from ember_training.export.quantize import optimize_for_ort, quantize_decoder, quantize_vision
 from ember_training.export.verify import OnnxPair, compare_fp32, compare_int8, torch_trace
+from ember_training.export.wrappers import decoder_io_names
 from ember_training.model import EmberVLM
 from ember_training.tokenizer import special_token_ids
 
@@ -218,6 +219,15 @@ def export_bundle(
             "robot_thresholds": thresholds,
             "calibration": calib_source if opts.precision == "int8" else None,
             "onnxruntime_version": ort_version,
+            "decoder_io": {
+                "inputs": decoder_io_names(n_layers)[0],
+                "outputs": decoder_io_names(n_layers)[1],
+                "kv_cache": (
+                    "per layer [1, n_heads, capacity, head_dim], updated in place (GroupQueryAttention): bind "
+                    "past_* and present_* to one buffer; total_sequence_length = valid positions after the "
+                    "call, seqlens_k = [total - 1]; batch 1; visual_embeds has V rows on prefill, 0 after"
+                ),
+            },
             "onnx_optimization": "onnxruntime ORT_ENABLE_EXTENDED (offline, hardware independent)",
             "source": src,
             "metrics": dict(opts.metrics or {}),

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from ember_training.checkpoint_format import CheckpointError, model_from_checkpoint, tokenizer_of
 from ember_training.export.bundle_writer import (
@@ -16,6 +17,40 @@ from ember_training.export.bundle_writer import (
     bundle_size_bytes,
     export_bundle,
 )
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    precision: str = "int8",
+    calibration_images: str | Path | None = None,
+    num_calibration: int = 16,
+    verify_inputs: int = 3,
+    max_new_tokens: int = 50,
+    model_version: str | None = None,
+) -> dict[str, Any]:
+    """Export a checkpoint file to a bundle; returns bundle.json. Thresholds, metrics and the
+    prompt budget come from the checkpoint (robot_thresholds, metrics, config.data.max_prompt_tokens)."""
+    model, ckpt = model_from_checkpoint(checkpoint)
+    config = ckpt["config"]
+    options = ExportOptions(
+        precision=precision,
+        calibration_images=calibration_images,
+        num_calibration=num_calibration,
+        verify_inputs=verify_inputs,
+        max_new_tokens=max_new_tokens,
+        max_prompt_tokens=(config.get("data") or {}).get("max_prompt_tokens"),
+        model_version=model_version,
+        robot_thresholds=ckpt.get("robot_thresholds"),
+        metrics=ckpt.get("metrics"),
+    )
+    source = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "step": int(ckpt.get("step", 0)),
+        "stage": ckpt.get("stage"),
+        "config_name": config.get("name") or Path(str(config.get("path", "ember"))).stem,
+    }
+    return export_bundle(model, tokenizer_of(ckpt), output, options, source)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,34 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        model, ckpt = model_from_checkpoint(args.checkpoint)
-        tokenizer = tokenizer_of(ckpt)
-        config = ckpt["config"]
-        options = ExportOptions(
-            precision=args.precision,
-            calibration_images=args.calibration_images,
-            num_calibration=args.num_calibration,
-            verify_inputs=args.verify_inputs,
-            max_new_tokens=args.max_new_tokens,
-            max_prompt_tokens=(config.get("data") or {}).get("max_prompt_tokens"),
-            model_version=args.model_version,
-            robot_thresholds=ckpt.get("robot_thresholds"),
-            metrics=ckpt.get("metrics"),
+        meta = export_checkpoint(
+            args.checkpoint,
+            args.output,
+            args.precision,
+            args.calibration_images,
+            args.num_calibration,
+            args.verify_inputs,
+            args.max_new_tokens,
+            args.model_version,
         )
-        source = {
-            "checkpoint": str(args.checkpoint),
-            "step": int(ckpt.get("step", 0)),
-            "stage": ckpt.get("stage"),
-            "config_name": config.get("name") or Path(str(config.get("path", "ember"))).stem,
-        }
-        meta = export_bundle(model, tokenizer, args.output, options, source)
     except (CheckpointError, ExportError, FileNotFoundError, ValueError) as exc:
         print(f"ember-export: error: {exc}", file=sys.stderr)
         return 2
-    checks = meta["export_checks"]
-    print(f"bundle: {args.output} ({meta['precision']}, {bundle_size_bytes(args.output) / 1e6:.2f} MB)")
+    print(f"bundle: {args.output} ({meta['precision']}, {bundle_size_bytes(args.output) / 2**20:.2f} MiB)")
     print(f"model_version: {meta['model_version']}")
-    print("checks: " + json.dumps(checks, sort_keys=True))
+    print("checks: " + json.dumps(meta["export_checks"], sort_keys=True))
     return 0
 
 

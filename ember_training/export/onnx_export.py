@@ -9,7 +9,12 @@ from pathlib import Path
 import onnx
 import torch
 
-from ember_training.export.wrappers import PLACEHOLDER_ATTENTION, DecoderExport, VisionExport, decoder_io_names
+from ember_training.export.wrappers import (
+    PLACEHOLDER_ATTENTION,
+    DecoderExport,
+    VisionExport,
+    decoder_io_names,
+)
 from ember_training.model import EmberVLM
 
 log = logging.getLogger(__name__)

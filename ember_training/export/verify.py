@@ -51,39 +51,27 @@ def torch_trace(model: EmberVLM, pixels: np.ndarray, prompt_ids: list[int], step
 
 
 class OnnxPair:
-    """vision.onnx + decoder.onnx sessions (engine options) for traces."""
+    """vision.onnx + decoder.onnx sessions (engine options), run through the engine's KV decoder."""
 
-    def __init__(
-        self, vision_path: str, decoder_path: str, n_layers: int, n_heads: int, head_dim: int
-    ) -> None:
+    def __init__(self, vision_path: str, decoder_path: str, n_layers: int, n_heads: int, head_dim: int) -> None:
+        from ember.engine.decoder import KVCacheDecoder
         from ember.engine.engine import session_options
 
         opts = session_options(threads=1)
         self.vision = ort.InferenceSession(vision_path, opts, providers=["CPUExecutionProvider"])
         self.decoder = ort.InferenceSession(decoder_path, opts, providers=["CPUExecutionProvider"])
-        self.n_layers = n_layers
-        self.empty = np.zeros((1, n_heads, 0, head_dim), np.float32)
-        self.out_names = [o.name for o in self.decoder.get_outputs()]
+        d_model = self.vision.get_outputs()[0].shape[-1]
+        self.kv = KVCacheDecoder(self.decoder, n_layers, n_heads, head_dim, d_model)
 
-    def _run(self, ids: list[int], visual: np.ndarray, past: list[np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {"input_ids": np.asarray([ids], np.int64), "visual_embeds": visual}
-        for i in range(self.n_layers):
-            feed[f"past_key_{i}"], feed[f"past_value_{i}"] = past[2 * i], past[2 * i + 1]
-        return dict(zip(self.out_names, self.decoder.run(None, feed), strict=True))
-
-    def trace(
-        self, pixels: np.ndarray, prompt_ids: list[int], steps: int, forced: list[int] | None = None
-    ) -> Trace:
+    def trace(self, pixels: np.ndarray, prompt_ids: list[int], steps: int, forced: list[int] | None = None) -> Trace:
         """Greedy run (or teacher-forced on `forced` tokens)."""
         visual = self.vision.run(None, {"pixel_values": pixels})[0]
-        out = self._run(prompt_ids, visual, [self.empty] * (2 * self.n_layers))
+        out = self.kv.start(prompt_ids, visual, visual.shape[1] + len(prompt_ids) + steps)
         trace = Trace(visual, {k: out[k] for k in HEAD_NAMES}, [out["logits"][0]])
-        no_visual = np.zeros((1, 0, visual.shape[-1]), np.float32)
         for step in range(steps):
             nxt = forced[step] if forced is not None else int(np.argmax(trace.logits[-1]))
-            past = [out[f"present_{k}_{i}"] for i in range(self.n_layers) for k in ("key", "value")]
-            out = self._run([nxt], no_visual, past)
-            trace.logits.append(out["logits"][0])
+            trace.logits.append(self.kv.step(nxt).copy())
+        self.kv.release()
         return trace
 
 

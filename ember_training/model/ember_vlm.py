@@ -82,7 +82,10 @@ class EmberVLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        visual_embeds: torch.Tensor | None = None,
     ) -> EmberVLMOutput:
+        # visual_embeds: precomputed encode_image() output [B, V, d_model] (a frozen vision tower,
+        # e.g. the robot-selection recipe); pixel_values is then ignored and may be None
         b, t = input_ids.shape
         v = self.num_visual_tokens
         device = input_ids.device
@@ -94,7 +97,7 @@ class EmberVLM(nn.Module):
         if v + t > self.config.n_positions:
             raise ValueError(f"sequence of {v}+{t} tokens exceeds model.n_positions={self.config.n_positions}")
 
-        visual = self.encode_image(pixel_values)
+        visual = self.encode_image(pixel_values) if visual_embeds is None else visual_embeds
         tok = self.decoder.embed(input_ids)
         embeds = torch.cat([visual, tok.to(visual.dtype)], dim=1)
         full_mask = torch.cat([attention_mask.new_ones(b, v), attention_mask], dim=1)

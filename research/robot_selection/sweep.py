@@ -26,11 +26,13 @@ from ember_training.robot_selection.augment import augment_task  # noqa: E402
 from ember_training.robot_selection.metrics import mean_std, select, set_metrics  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / "cache" / "sweep"
+LAYERS = 0
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class TextModel(nn.Module):
     def __init__(self, vocab, d=384, layers=6, heads=6, rdim=256, tdim=384, n_sets=0):
+        layers = LAYERS or layers
         super().__init__()
         cfg = ModelConfig(d_model=d, n_layers=layers, n_heads=heads, vocab_size=vocab, n_positions=128,
                           dropout=0.1, reasoning_dim=rdim, reasoning_layers=2, reasoning_heads=4,
@@ -190,13 +192,18 @@ if __name__ == "__main__":
     p.add_argument("--powerset", type=float, default=0.0)
     p.add_argument("--teacher-soft", type=float, default=0.0)
     p.add_argument("--fixed-proj", type=int, default=0)
+    p.add_argument("--layers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args()
     torch.set_num_threads(1)
     meta = json.loads((CACHE / "meta.json").read_text())
     E = np.load(CACHE / "emb.npz")["emb"].astype(np.float32)
-    rows = [run_fold(f, a, meta, E) for f in range(a.folds)]
+    LAYERS = a.layers
+    rows = []
+    for f in range(a.folds):
+        rows.append(run_fold(f, a, meta, E))
+        print(a.name, "fold", f, json.dumps({k: (v if k == "seconds" else {m: round(x, 3) for m, x in v.items()}) for k, v in rows[-1].items()}), flush=True)
     summary = {"name": a.name, "args": vars(a)}
     for k in rows[0]:
         if k == "seconds":

@@ -141,6 +141,12 @@ def test_incomplete_or_invalid_bundle_json(bundle_copy):
     _edit_meta(bundle_copy, robot_thresholds=None)
     with pytest.raises(BundleError, match="lacks field.*robot_thresholds"):
         EmberEngine(bundle_copy)
+    _edit_meta(bundle_copy, robot_thresholds=[0.5, 0.5])
+    with pytest.raises(BundleError, match="bad value.*one value per robot type"):
+        EmberEngine(bundle_copy)
+    _edit_meta(bundle_copy, robot_thresholds=[0.5] * 5, image_size="large")
+    with pytest.raises(BundleError, match="bad value"):
+        EmberEngine(bundle_copy)
     (bundle_copy / "bundle.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         EmberEngine(bundle_copy)
@@ -158,17 +164,37 @@ import sys, numpy as np
 import ember, ember.labels, ember.prompting, ember.engine
 from ember.engine import EmberEngine
 engine = EmberEngine(sys.argv[1])
-a = engine.analyze(np.zeros((48, 64, 3), np.uint8), "Find people", max_new_tokens=4)
-heavy = sorted(m for m in ("torch", "transformers", "timm", "torchvision") if m in sys.modules)
+a = engine.analyze(np.zeros((96, 128, 3), np.uint8), "Find people", max_new_tokens=4)
+heavy = sorted(m for m in ("torch", "transformers", "timm", "torchvision", "cv2") if m in sys.modules)
 print("HEAVY=" + ",".join(heavy))
 print("TOKENS=%d" % a.num_generated_tokens)
 """
 
 
 def test_importing_ember_and_running_the_engine_loads_no_torch(tiny_bundle):
+    """No torch/transformers/timm ever; not even OpenCV (~17 MB) for a frame the engine shrinks."""
     proc = subprocess.run(
         [sys.executable, "-c", NO_TORCH, str(tiny_bundle)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY=\n" in proc.stdout, proc.stdout
     assert "TOKENS=" in proc.stdout
+
+
+def test_area_resize_matches_opencv_inter_area():
+    import cv2
+
+    from ember.engine.preprocess import preprocess, resize
+
+    rng = np.random.default_rng(3)
+    for shape in ((480, 640, 3), (1080, 1920, 3), (300, 225, 3), (448, 448, 3), (448, 672, 3), (224, 224, 3)):
+        image = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 1.0)
+        ours = resize(image, 224)
+        ref = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA)
+        diff = np.abs(ours.astype(int) - ref.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01, shape  # same filter; float rounding may differ by one level
+    small = rng.integers(0, 256, (100, 300, 3), dtype=np.uint8)  # enlarging one axis: OpenCV itself
+    assert np.array_equal(resize(small, 224), cv2.resize(small, (224, 224), interpolation=cv2.INTER_AREA))
+    x = preprocess(image, 224, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    assert np.allclose(x[0, :, 5, 7], (image[5, 7] / 255.0 - 0.5) / 0.25, atol=1e-5)

@@ -82,6 +82,6 @@ def test_live_connects_to_a_node_that_is_already_running(tmp_path, tiny_bundle):
     assert rep["frames"]["answered"] == 4 and rep["dropped_breakdown"]["received_by_node"] == 4
 
     missing = cli("eval", "bag", "--bag", tmp_path / "bag", "--out", tmp_path / "none", "--live", "--connect", "/nobody",
-                  timeout=120)
+                  "--discovery-timeout", "3", timeout=120)
     assert missing.returncode == 2 and "no incident node answered on /nobody" in missing.stderr
     assert json.loads((tmp_path / "none" / "report.json").read_text())["complete"] is False

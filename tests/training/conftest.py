@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from training_helpers import SMALL_SYNTH, quick_overrides, record_config_reads, write_config
+
+from .training_helpers import SMALL_SYNTH, quick_overrides, record_config_reads, write_config
 
 
 @pytest.fixture(scope="session", autouse=True)

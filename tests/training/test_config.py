@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from training_helpers import TINY, write_config
 
 from ember_training.cli.train import main as train_main
 from ember_training.config import STAGE_NAMES, ConfigError, load_config
+
+from .training_helpers import TINY, write_config
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "full"])

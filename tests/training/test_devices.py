@@ -9,11 +9,12 @@ import sys
 
 import pytest
 import torch
-from training_helpers import quick_overrides, write_config
 
 from ember_training.checkpoint_format import load_checkpoint
 from ember_training.config import load_config
 from ember_training.trainer import Trainer, stage_dir
+
+from .training_helpers import quick_overrides, write_config
 
 
 def _rows(sdir):
@@ -24,7 +25,8 @@ def _rows(sdir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cuda_mixed_precision_steps(synth_dir, tmp_path, precision):
-    cfg = load_config(write_config(tmp_path / "c.yaml", {**quick_overrides(steps=4), "train.precision": precision}))
+    over = {**quick_overrides(steps=4), "train.precision": precision, "tracking.codecarbon": False}
+    cfg = load_config(write_config(tmp_path / "c.yaml", over))
     trainer = Trainer(cfg, tmp_path / "out", synth_dir)
     assert trainer.ctx.device.type == "cpu"  # DistContext() default; use the CUDA device explicitly
     trainer.ctx.device = torch.device("cuda")

@@ -9,12 +9,13 @@ import sys
 import textwrap
 
 import torch
-from training_helpers import quick_overrides, write_config
 
 from ember_training.checkpoint_format import load_checkpoint
 from ember_training.config import load_config
 from ember_training.train_state import latest_checkpoint, step_checkpoints
 from ember_training.trainer import Trainer, stage_dir
+
+from .training_helpers import quick_overrides, write_config
 
 
 def _stage4_run_dir(tiny_run, dest):

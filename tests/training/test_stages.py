@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_helpers import quick_overrides, write_config
 
 from ember.prompting import ANSWER_TOKEN, REASONING_TOKEN
 from ember_training.config import load_config
@@ -21,6 +20,8 @@ from ember_training.distill import (
 from ember_training.model import EmberVLM
 from ember_training.stages import STAGE_LOSSES
 from ember_training.tokenizer import build_tokenizer, pad_id
+
+from .training_helpers import quick_overrides, write_config
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from ember_training.data.build import DataDirs, load_source
 from ember_training.data.download import SOURCES, check
 from ember_training.data.scenes import RECIPES, draw_scene
 
-from training_helpers import TINY  # isort: skip
+from .training_helpers import TINY  # isort: skip
 
 
 def test_synth_cli_writes_every_format(tmp_path, capsys):
@@ -90,3 +90,31 @@ def test_download_check_only_never_touches_the_network(no_network, synth_dir, tm
     assert not empty.exists()
     report = check(synth_dir)
     assert all(all(v.values()) for v in report.values())
+
+
+def test_download_fetches_unpacks_and_fetches_incident_images(tmp_path):
+    """The download path on file:// urls (no network here): streamed fetch, unzip, and
+    Incidents1M images fetched from the urls of the annotation file (dead urls counted)."""
+    import json
+    import zipfile
+
+    from ember_training.data.download import Remote, Source, download_source, fetch_incident_images
+
+    src_dir = tmp_path / "remote"
+    src_dir.mkdir()
+    with zipfile.ZipFile(src_dir / "ann.zip", "w") as zf:
+        zf.writestr("annotations/captions_train2017.json", "{}")
+    data = tmp_path / "data"
+    source = Source("coco", (Remote((src_dir / "ann.zip").as_uri(), "coco/ann.zip", "coco"),),
+                    ("coco/annotations/captions_train2017.json",))
+    download_source(source, data, None)
+    assert (data / "coco/annotations/captions_train2017.json").read_text() == "{}"
+    assert not (data / "coco/ann.zip").exists() and (data / "coco/ann.zip.unpacked").exists()
+    (src_dir / "a.jpg").write_bytes(b"jpeg bytes")
+    (data / "incidents").mkdir()
+    (data / "incidents/multi_label_train.json").write_text(json.dumps({
+        "flooded/a.jpg": {"incidents": {"flooded": 1}, "places": {}, "url": (src_dir / "a.jpg").as_uri()},
+        "flooded/b.jpg": {"incidents": {"flooded": 1}, "places": {}, "url": (src_dir / "gone.jpg").as_uri()},
+    }))
+    assert fetch_incident_images(data) == (1, 1)
+    assert (data / "incidents/images/flooded/a.jpg").read_bytes() == b"jpeg bytes"

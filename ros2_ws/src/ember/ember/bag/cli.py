@@ -89,7 +89,7 @@ def _replay(args: argparse.Namespace) -> int:
         if args.wait_subscribers > 0 and not replayer.wait_for_subscribers(args.wait_subscribers):
             print(f"ember-bag: warning: not every topic had a subscriber after {args.wait_subscribers} s", file=sys.stderr)
         stats = replayer.run()
-        if not replayer.wait_for_acks(args.ack_timeout):
+        if not replayer.wait_for_acks(args.ack_timeout) and not replayer.stopped:
             print(f"ember-bag: warning: reliable subscribers had not acknowledged everything after {args.ack_timeout} s",
                   file=sys.stderr)
         print(stats.summary(), flush=True)

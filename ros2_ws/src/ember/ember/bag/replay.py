@@ -185,6 +185,11 @@ class Replayer:
         """Ask `run` to return after the current message."""
         self._stop.set()
 
+    @property
+    def stopped(self) -> bool:
+        """True once `stop()` was called (SIGINT in the CLI)."""
+        return self._stop.is_set()
+
     def _wait_until(self, target: float) -> bool:
         while not self._stop.is_set():
             left = target - time.monotonic()

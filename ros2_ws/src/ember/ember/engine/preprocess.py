@@ -54,6 +54,12 @@ def area_resize(image: np.ndarray, size: int, block: int = 32) -> np.ndarray:
     h, w, c = image.shape
     if h < size or w < size:
         raise ValueError("area_resize only shrinks")
+    if h % size == 0 and w % size == 0:  # integer factors: OpenCV's fast box average and its rounding
+        kh, kw = h // size, w // size
+        sums = image.reshape(size, kh, size, kw, c).sum(axis=(1, 3), dtype=np.int32)
+        if kh * kw == 4:
+            return ((sums + 2) >> 2).astype(np.uint8)
+        return np.rint(sums.astype(np.float32) * np.float32(1.0 / (kh * kw))).astype(np.uint8)
     rows, row_w = _area_taps(h, size)
     cols, col_w = _area_taps(w, size)
     out = np.empty((size, size, c), np.uint8)

@@ -2,6 +2,7 @@
 
     ember-eval bag --bag BAG [--bundle build/bundle] [--live] [--out DIR]
     ember-eval robot-selection [--bundle build/bundle] --data FILE.json [--json OUT] [--images DIR]
+    ember-eval robot-selection --cv 5 --config config/train/small.yaml --data FILE.json [--json OUT]
 
 Bad input (a truncated bag, an unknown message type, a missing topic, an empty data file,
 rows with unknown robot names) ends with one line `ember-eval: error: ...` and status 2;
@@ -64,6 +65,7 @@ def _bag(args: argparse.Namespace) -> int:
                 args.bag, None if args.connect else args.bundle, task, topic=args.topic, connect=args.connect,
                 replay_rate=args.rate, settle_s=args.settle, node_params=_node_params(args.node_param or []),
                 record_to=(out / "live_outputs") if args.record_outputs else None,
+                discovery_timeout=args.discovery_timeout,
             )
             if args.compare_offline:
                 engine = _engine(args.bundle, args.threads)
@@ -123,6 +125,10 @@ def _load_images(folder: str) -> list:
 
 
 def _robot_selection(args: argparse.Namespace) -> int:
+    if getattr(args, "cv", None):  # issue 7: cross-validation lives on the training side (torch), loaded lazily
+        from ember_training.robot_selection.cv import main_from_args
+
+        return main_from_args(args)
     from ember.eval import robot_selection as rsel
     from ember.eval.scenes import NEUTRAL_SOURCE, neutral_frames
 
@@ -173,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--rate", type=float, default=1.0, help="replay speed factor")
     live.add_argument("--connect", metavar="NS", help="use the incident node already running in namespace NS")
     live.add_argument("--settle", type=float, default=5.0, help="seconds without an answer that end the run")
+    live.add_argument("--discovery-timeout", type=float, default=30.0, metavar="S",
+                      help="seconds to wait for the node's topics to match")
     live.add_argument("--node-param", action="append", metavar="KEY=VALUE", help="extra incident node parameter")
     live.add_argument("--record-outputs", action="store_true", help="also record the node's outputs into OUT/live_outputs")
     live.add_argument("--compare-offline", action="store_true", help="also run the engine here and compare frame by frame")
@@ -185,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--images", help="camera frames to pair the text-only tasks with (default: built-in neutral scenes)")
     rs.add_argument("--threads", type=int, default=1)
     rs.add_argument("--max-new-tokens", type=int, default=0, help="selection comes from the heads; 0 skips generation")
+    try:  # issue 7: `--cv K --config C` options, present where the training side is installed
+        from ember_training.robot_selection.cv import add_cv_arguments
+    except ImportError:
+        add_cv_arguments = None
+    if add_cv_arguments is not None:
+        add_cv_arguments(rs)
     rs.set_defaults(func=_robot_selection)
     return parser
 

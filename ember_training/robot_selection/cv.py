@@ -1,0 +1,352 @@
+"""`ember-eval robot-selection --cv K --config C --data FILE.json [--json OUT]`: grouped K-fold CV.
+
+Per fold (ember_training.robot_selection.folds, the one fold assignment):
+
+1. the train folds' rows (both dataset files, rows untouched) are written to a fold folder that
+   becomes the run's `data.robot_selection_dir`: the tokenizer, every stage, the teacher
+   distillation and the threshold calibration see train-fold tasks only;
+2. `ember-train` stages 1-4 (+ the robot-selection recipe when the config enables it);
+3. export of the final checkpoint to an INT8 bundle (ember_training.export);
+4. the real engine (ember.engine.EmberEngine) on the held-out fold: robot selection from the
+   heads (ember.eval.robot_selection, paired with the built-in neutral frames as ember-eval does),
+   and a generated plan scored against the multi-robot reference (step-to-robot accuracy, BLEU);
+5. baselines on the same split: always-{Drone}, TF-IDF + one-vs-rest logistic regression.
+
+The report (JSON) has every metric per fold and mean/std over folds; a PNG shows them.
+The robot side imports this module lazily (only for --cv): it needs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.labels import NUM_ROBOT_TYPES, ROBOT_DISPLAY_NAMES, ROBOT_TYPES
+
+from .folds import DEFAULT_SEED, grouped_folds, normalize_task, split
+from .tasks import MULTI_FILE, SINGLE_FILE, RobotTask, load_tasks, resolve_files
+
+log = logging.getLogger("ember_training.robot_selection.cv")
+SCHEMA = "ember.eval.robot_selection_cv/1"
+HEADLINE = ("exact_match", "jaccard", "top1_hit", "micro_f1", "macro_f1")
+
+
+# ---------------------------------------------------------------------------- data per fold
+def write_split(data_path: str | Path, indices: Sequence[int], dest: Path) -> Path:
+    """Copy the rows at `indices` of both dataset files (as they are) into `dest`."""
+    single, multi = resolve_files(data_path)
+    dest.mkdir(parents=True, exist_ok=True)
+    for src, name in ((single, SINGLE_FILE), (multi, MULTI_FILE)):
+        if src is None:
+            continue
+        rows = json.loads(src.read_text(encoding="utf-8"))
+        (dest / name).write_text(json.dumps([rows[i] for i in indices], ensure_ascii=False, indent=1), encoding="utf-8")
+    return dest
+
+
+def check_no_leak(train: Sequence[RobotTask], test: Sequence[RobotTask]) -> None:
+    """No held-out task text (normalised) among the training tasks."""
+    seen = {normalize_task(t.task) for t in train}
+    leaked = [t.task for t in test if normalize_task(t.task) in seen]
+    if leaked:
+        raise RuntimeError(f"test-fold tasks found in the training split: {leaked[:3]}")
+
+
+# ---------------------------------------------------------------------------- plan metrics
+def plan_lines(steps: Sequence[tuple[int, str, str]]) -> str:
+    """Plan text in the training target's format: '1. subtask [Robot]' lines."""
+    names = dict(zip(ROBOT_TYPES, ROBOT_DISPLAY_NAMES))
+    return "\n".join(f"{o}. {d.strip()} [{names.get(r, r)}]" for o, d, r in steps)
+
+
+def plan_metrics(refs: Sequence[Sequence[tuple[int, str, int]]], hyps: Sequence[Sequence[tuple[int, str, str]]]) -> dict:
+    """Step-to-robot assignment accuracy (the k-th generated step's robot vs the k-th reference
+    step's, by execution order; missing steps count wrong), plan rate and corpus BLEU of the plan
+    text against the reference plan text."""
+    correct = total = with_plan = 0
+    ref_txt, hyp_txt = [], []
+    for ref, hyp in zip(refs, hyps, strict=True):
+        hyp = list(hyp)
+        with_plan += bool(hyp)
+        for k, (_, _, robot) in enumerate(ref):
+            total += 1
+            correct += k < len(hyp) and hyp[k][2] == ROBOT_TYPES[robot]
+        ref_txt.append(plan_lines([(o, d, ROBOT_TYPES[r]) for o, d, r in ref]))
+        hyp_txt.append(plan_lines(hyp))
+    return {"step_robot_accuracy": correct / max(total, 1), "plan_rate": with_plan / max(len(refs), 1),
+            "plan_bleu": bleu(hyp_txt, ref_txt)}
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus BLEU-4 (sacrebleu, default tokenisation), 0..100."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score)
+
+
+# ---------------------------------------------------------------------------- baselines
+def set_metrics(gold, sets, top1) -> dict:
+    from ember.eval.metrics import robot_selection_metrics
+
+    m = robot_selection_metrics([list(g) for g in gold], sets, top1=top1)
+    return {k: float(m[k]) for k in HEADLINE}
+
+
+def baseline_always_drone(train: list[RobotTask], test: list[RobotTask]) -> dict:
+    return set_metrics([t.robots for t in test], [[0]] * len(test), [0] * len(test))
+
+
+def baseline_tfidf_lr(train: list[RobotTask], test: list[RobotTask], c: float = 10.0) -> dict:
+    """TF-IDF (unigrams, sublinear tf) + one-vs-rest logistic regression, 0.5 thresholds."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from .metrics import select
+
+    vec = TfidfVectorizer(sublinear_tf=True)
+    xtr = vec.fit_transform([t.task for t in train])
+    xte = vec.transform([t.task for t in test])
+    probs = np.zeros((len(test), NUM_ROBOT_TYPES))
+    for r in range(NUM_ROBOT_TYPES):
+        y = np.array([r in t.robots for t in train], dtype=int)
+        if y.min() == y.max():
+            probs[:, r] = y[0]
+            continue
+        probs[:, r] = LogisticRegression(C=c, max_iter=3000).fit(xtr, y).predict_proba(xte)[:, 1]
+    sets, top = select(probs, 0.5)
+    return set_metrics([t.robots for t in test], sets, top)
+
+
+# ---------------------------------------------------------------------------- one fold
+def train_fold(config_path: str | Path, robot_dir: Path, out: Path, data_dir: str | None,
+               teacher_cache: Path | None, overrides: dict | None = None) -> Path:
+    """Stages 1-4 (+ recipe) on the fold's train rows; returns the checkpoint to export."""
+    from ember_training.config import load_config
+    from ember_training.trainer import Trainer
+
+    cfg = load_config(config_path)
+    cfg.data.robot_selection_dir = str(robot_dir)
+    if cfg.robot_selection.enabled and teacher_cache is not None and cfg.robot_selection.teacher_cache is None:
+        cfg.robot_selection.teacher_cache = str(teacher_cache)
+    cfg.data.val_fraction = 0.0  # the held-out fold is the evaluation; a --set may change this
+    for dotted, value in (overrides or {}).items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    Trainer(cfg, out, data_dir, resume=True).run([1, 2, 3, 4])
+    recipe = out / "robot_selection" / "final.pt"
+    return recipe if recipe.is_file() else out / "stage4_reasoning" / "final.pt"
+
+
+def export_fold(checkpoint: Path, bundle: Path) -> dict:
+    from ember_training.checkpoint_format import model_from_checkpoint, tokenizer_of
+    from ember_training.export.bundle_writer import ExportOptions, bundle_size_bytes, export_bundle
+
+    model, ckpt = model_from_checkpoint(checkpoint)
+    opts = ExportOptions(precision="int8", robot_thresholds=ckpt.get("robot_thresholds"),
+                         max_prompt_tokens=(ckpt["config"].get("data") or {}).get("max_prompt_tokens"),
+                         metrics=ckpt.get("metrics"))
+    export_bundle(model, tokenizer_of(ckpt), bundle, opts,
+                  {"checkpoint": str(checkpoint), "step": int(ckpt.get("step", 0)), "stage": ckpt.get("stage"),
+                   "config_name": "cv"})
+    return {"bundle_mb": bundle_size_bytes(bundle) / 1e6, "robot_thresholds": ckpt.get("robot_thresholds")}
+
+
+def evaluate_fold(bundle: Path, test: list[RobotTask], max_new_tokens: int, threads: int = 1) -> tuple[dict, list[dict]]:
+    """The engine on the held-out tasks: selection metrics (heads) and plan metrics (generation)."""
+    from ember.engine import EmberEngine
+    from ember.eval.metrics import robot_selection_metrics
+    from ember.eval.scenes import neutral_frames
+
+    engine = EmberEngine(bundle, threads=threads)
+    frames = neutral_frames()
+    sets, scores, plans, rows = [], [], [], []
+    for i, t in enumerate(test):
+        a = engine.analyze(frames[i % len(frames)], task=t.task, max_new_tokens=max_new_tokens)
+        pred = [ROBOT_TYPES.index(r) for r in a.robot_types]
+        steps = [(s.order, s.description, s.robot_type) for s in a.steps]
+        sets.append(pred)
+        scores.append(a.robot_scores)
+        plans.append(steps)
+        rows.append({"index": t.index, "task": t.task, "gold": [ROBOT_TYPES[r] for r in t.robots],
+                     "pred": list(a.robot_types), "scores": [round(float(x), 4) for x in a.robot_scores],
+                     "plan": plan_lines(steps), "generated_robots": list(getattr(a, "generated_robot_types", []) or [])})
+    m = robot_selection_metrics([t.robots for t in test], sets, scores=np.asarray(scores))
+    metrics = {k: float(m[k]) for k in HEADLINE}
+    if max_new_tokens > 0:
+        metrics.update(plan_metrics([t.steps for t in test], plans))
+    return metrics, rows
+
+
+# ---------------------------------------------------------------------------- the CV run
+def run_cv(config: str | Path, data: str | Path, k: int = 5, seed: int = DEFAULT_SEED, work: str | Path = "build/robot_cv",
+           data_dir: str | None = None, max_new_tokens: int = 160, folds: Sequence[int] | None = None,
+           threads: int = 1, overrides: dict | None = None) -> dict[str, Any]:
+    tasks = load_tasks(data)
+    fold_of = grouped_folds([t.task for t in tasks], [t.robots for t in tasks], k, seed)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    teacher_cache = work / "teacher_cache.npz"
+    per_fold: list[dict] = []
+    for f in folds if folds is not None else range(k):
+        t0 = time.time()
+        tr, te = split(fold_of, f)
+        train, test = [tasks[i] for i in tr], [tasks[i] for i in te]
+        check_no_leak(train, test)
+        fdir = work / f"fold{f}"
+        robot_dir = write_split(data, tr, fdir / "robot_selection")
+        assert len(load_tasks(robot_dir)) == len(train)
+        ckpt = train_fold(config, robot_dir, fdir / "run", data_dir, teacher_cache, overrides)
+        t_train = time.time() - t0
+        bundle = fdir / "bundle"
+        if bundle.exists():
+            shutil.rmtree(bundle)
+        exported = export_fold(ckpt, bundle)
+        model, rows = evaluate_fold(bundle, test, max_new_tokens, threads)
+        record = {
+            "fold": f, "n_train": len(train), "n_test": len(test), "checkpoint": str(ckpt),
+            "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **exported,
+            "model": model,
+            "baselines": {"tfidf_lr": baseline_tfidf_lr(train, test), "always_drone": baseline_always_drone(train, test)},
+            "rows": rows,
+        }
+        (fdir / "result.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
+        per_fold.append(record)
+        log.info("fold %d: model %s | tfidf %s", f, _fmt(model), _fmt(record["baselines"]["tfidf_lr"]))
+    return summarise(per_fold, config, data, k, seed, max_new_tokens)
+
+
+def _fmt(m: dict) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float))
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def summarise(per_fold: list[dict], config, data, k: int, seed: int, max_new_tokens: int) -> dict[str, Any]:
+    def agg(getter) -> dict[str, dict[str, float]]:
+        keys = getter(per_fold[0]).keys()
+        return {key: mean_std([getter(r)[key] for r in per_fold]) for key in keys}
+
+    summary = {
+        "schema": SCHEMA, "complete": len(per_fold) == k, "config": str(config), "data": str(data), "k": k,
+        "seed": seed, "folds_run": [r["fold"] for r in per_fold], "max_new_tokens": max_new_tokens,
+        "images": "builtin:neutral-scenes",
+        "model": agg(lambda r: r["model"]),
+        "baselines": {name: agg(lambda r, n=name: r["baselines"][n]) for name in per_fold[0]["baselines"]},
+        "bundle_mb": mean_std([r["bundle_mb"] for r in per_fold]),
+        "per_fold": [{k2: v for k2, v in r.items() if k2 != "rows"} for r in per_fold],
+    }
+    m, b = summary["model"], summary["baselines"]["tfidf_lr"]
+    summary["ratio_to_tfidf_lr"] = {key: m[key]["mean"] / b[key]["mean"] if b[key]["mean"] else None for key in HEADLINE}
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"grouped {s['k']}-fold CV ({len(s['folds_run'])} folds run), mean ± std over folds", "",
+             f"{'metric':<22}{'model (INT8 bundle)':>22}{'TF-IDF + LR':>18}{'always Drone':>16}{'ratio':>8}"]
+    for key in s["model"]:
+        m = s["model"][key]
+        b = s["baselines"]["tfidf_lr"].get(key)
+        d = s["baselines"]["always_drone"].get(key)
+        fb = f"{b['mean']:.3f} ± {b['std']:.3f}" if b else "-"
+        fd = f"{d['mean']:.3f} ± {d['std']:.3f}" if d else "-"
+        ratio = s["ratio_to_tfidf_lr"].get(key)
+        lines.append(f"{key:<22}{m['mean']:>14.3f} ± {m['std']:.3f}{fb:>18}{fd:>16}{(f'{ratio:.2f}' if ratio else '-'):>8}")
+    return "\n".join(lines)
+
+
+def plot_summary(s: dict, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(HEADLINE)
+    series = [("model (INT8)", s["model"]), ("TF-IDF + LR", s["baselines"]["tfidf_lr"]),
+              ("always Drone", s["baselines"]["always_drone"])]
+    x = np.arange(len(keys))
+    w = 0.27
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1.3]})
+    ax = axes[0]
+    for j, (name, d) in enumerate(series):
+        ax.bar(x + (j - 1) * w, [d[k]["mean"] for k in keys], w, yerr=[d[k]["std"] for k in keys], capsize=3, label=name)
+    for target, key in ((0.60, "exact_match"), (0.78, "jaccard"), (0.95, "top1_hit")):
+        i = keys.index(key)
+        ax.hlines(target, i - 1.5 * w, i + 1.5 * w, colors="k", linestyles="dashed")
+    ax.set_xticks(x, keys)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"robot selection, grouped {s['k']}-fold CV (dashes: issue targets)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax2 = axes[1]
+    plan_keys = [k for k in ("step_robot_accuracy", "plan_rate") if k in s["model"]]
+    if plan_keys:
+        ax2.bar(plan_keys, [s["model"][k]["mean"] for k in plan_keys], yerr=[s["model"][k]["std"] for k in plan_keys], capsize=3)
+        ax2.set_ylim(0, 1)
+        if "plan_bleu" in s["model"]:
+            ax2.set_title(f"plans: BLEU {s['model']['plan_bleu']['mean']:.1f} ± {s['model']['plan_bleu']['std']:.1f}")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_cv_arguments(p: argparse.ArgumentParser) -> None:
+    """The --cv options of `ember-eval robot-selection` (added by ember.eval.cli)."""
+    p.add_argument("--cv", type=int, default=None, metavar="K", help="grouped K-fold CV: train, export INT8, evaluate per fold")
+    p.add_argument("--config", help="training config for --cv (config/train/small.yaml)")
+    p.add_argument("--work", default="build/robot_cv", help="--cv work directory (fold runs, bundles; resumable)")
+    p.add_argument("--data-dir", help="--cv: datasets in the official layouts (default: generated, as ember-train)")
+    p.add_argument("--folds", help="--cv: comma-separated fold ids to run (default: all)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="--cv fold seed")
+    p.add_argument("--plot", help="--cv: PNG of the results (default: next to --json)")
+    p.add_argument("--plan-tokens", type=int, default=160, help="--cv: tokens generated per task for the plan (0: no plans)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="--cv: config override, e.g. robot_selection.steps=200 (dotted, YAML value)")
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+    import yaml
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(max(1, int(getattr(args, "threads", 1) or 1)))
+    if not args.config:
+        print("ember-eval: error: --cv needs --config", file=sys.stderr)
+        return 2
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"ember-eval: error: bad --set {item!r}; expected KEY=VALUE", file=sys.stderr)
+            return 2
+        overrides[key] = yaml.safe_load(value)
+    folds = [int(x) for x in args.folds.split(",")] if args.folds else None
+    s = run_cv(args.config, args.data, args.cv, args.seed, args.work, args.data_dir, args.plan_tokens, folds,
+               int(getattr(args, "threads", 1) or 1), overrides)
+    print(format_summary(s))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(s, indent=1))
+        print(f"wrote {args.json}")
+    plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+    if plot:
+        print(f"wrote {plot_summary(s, plot)}")
+    return 0

@@ -1,0 +1,43 @@
+"""`make bundle` (ember_training.bundle_build): checkpoint choice, thresholds carried over, caching."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ember_training.bundle_build import find_checkpoint, main
+from ember_training.checkpoint_format import save_checkpoint
+from ember_training.testing import tiny_corpus, tiny_model
+from ember_training.tokenizer import train_bpe
+
+
+def test_bundle_build_picks_robot_selection_and_caches(tmp_path, shared_data, capsys):
+    model, tok = tiny_model(), train_bpe(tiny_corpus(), 512)
+    run = tmp_path / "run"
+    cfg = {"model": model.config.to_dict(), "data": {"max_prompt_tokens": 64}}
+    save_checkpoint(run / "stage4_reasoning" / "final.pt", model, cfg, tok, 10)
+    assert find_checkpoint(run) == run / "stage4_reasoning" / "final.pt"
+    thresholds = [0.3, 0.4, 0.5, 0.6, 0.7]
+    best = save_checkpoint(
+        run / "robot_selection" / "final.pt", model, cfg, tok, 12,
+        extra={"robot_thresholds": thresholds, "metrics": {"robot_f1": 0.5}},
+    )
+    assert find_checkpoint(run) == best
+
+    out = tmp_path / "bundle"
+    args = ["--output", str(out), "--run-dir", str(run), "--calibration-images", str(shared_data / "incidents" / "images")]
+    assert main(args) == 0
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["robot_thresholds"] == thresholds and meta["metrics"] == {"robot_f1": 0.5}
+    assert meta["max_prompt_tokens"] == 64 and meta["source"]["step"] == 12
+    assert meta["calibration"].endswith("images")
+    built = (out / "bundle.json").stat().st_mtime_ns
+
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (out / "bundle.json").stat().st_mtime_ns == built
+
+    os.utime(best)  # a newer checkpoint: exported again
+    assert main(args) == 0
+    assert (out / "bundle.json").stat().st_mtime_ns > built
