@@ -34,6 +34,8 @@ def _env() -> None:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
     os.environ["EMBER_REQUIRE_LOCAL_DDS"] = "1"
+    # as ember-fleet does (config/fleet.yaml dds_profile): large raw frames over shared memory
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds.xml"))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -163,6 +165,7 @@ def run(bundle: Path, frames: int) -> dict:
         "model_version": engine.model_version,
         "frames": len(engine_ms),
         "image": f"{len(photos)} photos from ../shared/data/incidents/images, first {w}x{h}",
+        "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", ""),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "results": res,

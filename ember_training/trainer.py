@@ -212,9 +212,10 @@ class Trainer:
             if teacher.vocab_size != self.cfg.model.vocab_size:
                 raise TrainError(f"teacher logits have vocab {teacher.vocab_size}, model.vocab_size is {self.cfg.model.vocab_size}")
         dataset = build_stage_dataset(name, self.cfg, self.cache, self.tok, teacher)
-        sampler = ResumableSampler(dataset, self.ctx.world_size, self.ctx.rank, self.cfg.train.seed)
-        if sampler.num_samples < batch_size:
-            raise TrainError(f"stage {name}: {sampler.num_samples} samples per rank, fewer than batch_size {batch_size}")
+        sampler = ResumableSampler(dataset, self.ctx.world_size, self.ctx.rank, self.cfg.train.seed, batch_size)
+        if sampler.repeats > 1:
+            log.info("stage %s: %d samples for %d rank(s) x batch %d: each epoch passes %d times over them",
+                     name, len(dataset), self.ctx.world_size, batch_size, sampler.repeats)
         loader = DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
             collate_fn=Collator(pad_id(self.tok), teacher.k if teacher else 0),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -38,14 +38,15 @@ def _truthy(text: str) -> bool:
 
 
 def _fleet_nodes(context, *args, **kwargs) -> list:
-    from ember.fleet_config import load
+    from ember.fleet_config import dds_environment, load
     from ember.ros.fleet import select
 
     config = LaunchConfiguration("config").perform(context)
     bundle = LaunchConfiguration("bundle").perform(context) or None
     cameras = _truthy(LaunchConfiguration("cameras").perform(context))
     cfg = load(config, bundle=bundle)
-    return [Node(**d.launch_kwargs()) for d in select(cfg, None, cameras, True)]
+    env = [SetEnvironmentVariable(k, v) for k, v in sorted(dds_environment(cfg).items())]
+    return env + [Node(**d.launch_kwargs()) for d in select(cfg, None, cameras, True)]
 
 
 def generate_launch_description() -> LaunchDescription:

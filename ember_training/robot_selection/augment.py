@@ -14,7 +14,7 @@ from functools import lru_cache
 
 _SPLIT_WORDS = ("in", "on", "at", "across", "through", "for", "to", "from", "near", "around", "after",
                 "during", "using", "with", "along", "inside", "under", "over", "between", "within")
-_SPLIT = re.compile(r"\s+(?=(?:%s)\s)" % "|".join(_SPLIT_WORDS), re.IGNORECASE)
+_SPLIT = re.compile(r"\s+(?=(?:{})\s)".format("|".join(_SPLIT_WORDS)), re.IGNORECASE)
 
 
 def augment_task(text: str, rng: random.Random) -> str:

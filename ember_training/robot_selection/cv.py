@@ -63,7 +63,7 @@ def check_no_leak(train: Sequence[RobotTask], test: Sequence[RobotTask]) -> None
 # ---------------------------------------------------------------------------- plan metrics
 def plan_lines(steps: Sequence[tuple[int, str, str]]) -> str:
     """Plan text in the training target's format: '1. subtask [Robot]' lines."""
-    names = dict(zip(ROBOT_TYPES, ROBOT_DISPLAY_NAMES))
+    names = dict(zip(ROBOT_TYPES, ROBOT_DISPLAY_NAMES, strict=False))
     return "\n".join(f"{o}. {d.strip()} [{names.get(r, r)}]" for o, d, r in steps)
 
 

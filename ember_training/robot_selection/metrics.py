@@ -16,7 +16,7 @@ def set_metrics(gold: Sequence[Sequence[int]], pred: Sequence[Sequence[int]], to
     tp = np.zeros(NUM_ROBOT_TYPES)
     fp = np.zeros(NUM_ROBOT_TYPES)
     fn = np.zeros(NUM_ROBOT_TYPES)
-    for g, p, t in zip(gold, pred, top1):
+    for g, p, t in zip(gold, pred, top1, strict=False):
         g, p = set(g), set(p)
         exact += g == p
         jac += len(g & p) / max(len(g | p), 1)

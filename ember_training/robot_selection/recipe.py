@@ -289,7 +289,7 @@ class RecipeLoss:
             bi = [rng.randrange(len(self.data.tasks)) for _ in range(rs.batch_size)]
             vis, vidx = self._visual(len(bi))
             rows, plens, labels = [], [], []
-            for i, v in zip(bi, vidx):
+            for i, v in zip(bi, vidx, strict=False):
                 t = self.data.tasks[i]
                 text = augment_task(t.task, rng) if rng.random() < rs.augment_task_prob else t.task
                 p = encode_prompt(self.tok, text, self.max_prompt)

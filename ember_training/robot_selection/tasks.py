@@ -69,7 +69,7 @@ def load_tasks(path: str | Path) -> list[RobotTask]:
     mrows = json.loads(multi.read_text(encoding="utf-8")) if multi else None
     if srows is not None and mrows is not None:
         joinable = len(srows) == len(mrows) and all(
-            normalize_task(_task_text(a)) == normalize_task(_task_text(b)) for a, b in zip(srows, mrows)
+            normalize_task(_task_text(a)) == normalize_task(_task_text(b)) for a, b in zip(srows, mrows, strict=False)
         )
         if not joinable:  # join by text instead of position
             by_text = {normalize_task(_task_text(b)): b for b in mrows}

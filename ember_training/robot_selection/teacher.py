@@ -30,7 +30,7 @@ class MiniLMTeacher:
         self._cache: dict[str, np.ndarray] = {}
         if self.cache_file and self.cache_file.is_file():
             data = np.load(self.cache_file, allow_pickle=False)
-            self._cache = dict(zip((str(k) for k in data["keys"]), data["vecs"]))
+            self._cache = dict(zip((str(k) for k in data["keys"]), data["vecs"], strict=False))
 
     def _load(self):
         if self._model is None:
@@ -43,11 +43,11 @@ class MiniLMTeacher:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         keys = [_key(t) for t in texts]
-        todo = sorted({k: t for k, t in zip(keys, texts) if k not in self._cache}.items())
+        todo = sorted({k: t for k, t in zip(keys, texts, strict=False) if k not in self._cache}.items())
         if todo:
             vecs = self._load().encode([t for _, t in todo], batch_size=self.batch_size,
                                        normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-            for (k, _), v in zip(todo, vecs):
+            for (k, _), v in zip(todo, vecs, strict=False):
                 self._cache[k] = v.astype(np.float32)
             if self.cache_file:
                 self.save()

@@ -5,7 +5,7 @@ import torch
 
 torch.set_num_threads(1)
 import torch.nn.functional as F  # noqa: E402
-from common import data, np, report, select, set_metrics, split, teacher  # noqa: E402
+from common import data, report, select, set_metrics, split, teacher  # noqa: E402
 
 tasks, folds, Y = data()
 texts = [t.task for t in tasks]

@@ -42,7 +42,7 @@ def decode_powerset(Q, classes, mode="map"):
     for i, c in enumerate(classes):
         M[i, list(c)] = 1
     marg = Q @ M
-    for q, m in zip(Q, marg):
+    for q, m in zip(Q, marg, strict=False):
         if mode == "map":
             s = list(classes[int(np.argmax(q))])
         else:  # maximise expected Jaccard over candidate sets
@@ -53,7 +53,8 @@ def decode_powerset(Q, classes, mode="map"):
     return sets, top, marg
 
 
-def calibrated_thresholds(X, idx, C, grid=np.linspace(0.2, 0.7, 11)):
+def calibrated_thresholds(X, idx, C, grid=None):
+    grid = np.linspace(0.2, 0.7, 11) if grid is None else grid
     fo = inner_folds(texts, keys, idx, 4, 0)
     oof = np.zeros((len(idx), 5))
     idx = np.array(idx)
@@ -63,7 +64,7 @@ def calibrated_thresholds(X, idx, C, grid=np.linspace(0.2, 0.7, 11)):
         oof[b] = ovr_probs(X[idx[a]], Y[idx[a]], X[idx[b]], C)
     # one global threshold maximising exact-set on the inner OOF predictions, then per robot
     thr = np.full(5, 0.5)
-    for it in range(2):
+    for _it in range(2):
         for r in range(5):
             best = (-1, 0.5)
             for g in grid:

@@ -2,7 +2,7 @@
 import torch
 
 torch.set_num_threads(1)
-from common import data, np, report, select, set_metrics, split, teacher  # noqa: E402
+from common import data, report, select, set_metrics, split, teacher  # noqa: E402
 from exp_heads import decode_powerset, powerset_probs  # noqa: E402
 
 tasks, folds, Y = data()

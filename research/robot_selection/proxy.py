@@ -102,7 +102,7 @@ def run_fold(tr, te, a, generic, Gv):
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
     model.train()
-    for step in range(a.steps):
+    for _step in range(a.steps):
         loss = 0
         # supervised robot labels on (augmented) train tasks
         bi = [rng.randrange(len(tr)) for _ in range(a.bs)]

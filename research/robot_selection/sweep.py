@@ -113,7 +113,7 @@ def run_fold(f, a, meta, E):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.05)
     model.train()
     t0 = time.time()
-    for step in range(a.steps):
+    for _step in range(a.steps):
         loss = torch.zeros((), device=dev)
         bi = [rng.randrange(len(tr)) for _ in range(a.bs)]
         bt = [texts[tr[i]] if rng.random() < 0.5 else augment_task(texts[tr[i]], rng) for i in bi]
@@ -193,6 +193,7 @@ if __name__ == "__main__":
     p.add_argument("--teacher-soft", type=float, default=0.0)
     p.add_argument("--fixed-proj", type=int, default=0)
     p.add_argument("--layers", type=int, default=0)
+    p.add_argument("--only-fold", type=int, default=-1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -201,7 +202,7 @@ if __name__ == "__main__":
     E = np.load(CACHE / "emb.npz")["emb"].astype(np.float32)
     LAYERS = a.layers
     rows = []
-    for f in range(a.folds):
+    for f in ([a.only_fold] if a.only_fold >= 0 else range(a.folds)):
         rows.append(run_fold(f, a, meta, E))
         print(a.name, "fold", f, json.dumps({k: (v if k == "seconds" else {m: round(x, 3) for m, x in v.items()}) for k, v in rows[-1].items()}), flush=True)
     summary = {"name": a.name, "args": vars(a)}

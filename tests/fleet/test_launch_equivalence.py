@@ -29,6 +29,10 @@ class DeclareLaunchArgument:
     def __init__(self, name, default_value=None, description=""):
         self.name, self.default_value, self.description = name, default_value, description
 
+class SetEnvironmentVariable:
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
 class OpaqueFunction:
     def __init__(self, function, args=None, kwargs=None):
         self.function, self.args, self.kwargs = function, args or [], kwargs or {}
@@ -68,8 +72,9 @@ def launch_standins(tmp_path, monkeypatch):
         del sys.modules[name]
 
 
-def launch_nodes(arguments: dict[str, str]) -> list[dict]:
-    """Run generate_launch_description() and its OpaqueFunction; the Node kwargs, comparable."""
+def launch_nodes(arguments: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
+    """Run generate_launch_description() and its OpaqueFunction: (the Node kwargs, comparable;
+    the environment variables it sets)."""
     spec = importlib.util.spec_from_file_location("fleet_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -80,8 +85,11 @@ def launch_nodes(arguments: dict[str, str]) -> list[dict]:
     for e in ld.entities:
         if type(e).__name__ == "OpaqueFunction":
             nodes += e.function(_Context(configs), *e.args, **e.kwargs)
+    env = {n.name: n.value for n in nodes if type(n).__name__ == "SetEnvironmentVariable"}
     out = []
     for n in nodes:
+        if type(n).__name__ != "Node":
+            continue
         kw = n.kwargs
         params: dict = {}
         for p in kw["parameters"]:
@@ -96,22 +104,25 @@ def launch_nodes(arguments: dict[str, str]) -> list[dict]:
                 "remappings": [list(r) for r in kw.get("remappings", [])],
             }
         )
-    return out
+    return out, env
 
 
-def fleet_dry_run(*args: str) -> list[dict]:
+def fleet_dry_run(*args: str) -> tuple[list[dict], dict[str, str]]:
     res = subprocess.run(
         [sys.executable, "-m", "ember.ros.fleet", "--dry-run", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, res.stderr
     keys = ("package", "executable", "name", "namespace", "parameters", "remappings")
-    return [{k: n[k] for k in keys} for n in json.loads(res.stdout)["nodes"]]
+    plan = json.loads(res.stdout)
+    return [{k: n[k] for k in keys} for n in plan["nodes"]], plan["environment"]
 
 
-def test_launch_file_and_ember_fleet_start_the_same_nodes(launch_standins):
-    from_launch = launch_nodes({})  # the launch file's default config: config/fleet.yaml of this checkout
-    from_fleet = fleet_dry_run("--config", "config/fleet.yaml", "--mode", "processes")
+def test_launch_file_and_ember_fleet_start_the_same_nodes(launch_standins, monkeypatch):
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    from_launch, env = launch_nodes({})  # the launch file's default config: config/fleet.yaml of this checkout
+    from_fleet, fleet_env = fleet_dry_run("--config", "config/fleet.yaml", "--mode", "processes")
     assert from_launch == from_fleet
+    assert env == fleet_env == {"FASTDDS_DEFAULT_PROFILES_FILE": str((ROOT / "config" / "fastdds.xml").resolve())}
     assert {n["executable"] for n in from_launch} == {"fleet_manager", "incident_node", "ember-camera"}
     assert len(from_launch) == 11
 
@@ -124,12 +135,13 @@ def test_same_nodes_with_bundle_and_camera_arguments(launch_standins, tmp_path):
         "robots:\n  - {id: a1, type: underwater, camera_topic: cam/left}\n  - {id: b2, type: drone, camera: false}\n"
     )
     bundle = str(tmp_path / "my_bundle")
-    from_launch = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "true"})
-    assert from_launch == fleet_dry_run("--config", str(cfg), "--bundle", bundle)
+    from_launch, env = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "true"})
+    assert (from_launch, env) == fleet_dry_run("--config", str(cfg), "--bundle", bundle)
+    assert env == {}  # no dds_profile in this file
     assert [n["name"] for n in from_launch] == ["fleet_manager", "incident_node", "camera", "incident_node"]
     assert from_launch[1]["parameters"]["bundle"] == str(Path(bundle).resolve())
     assert from_launch[1]["parameters"]["image_topic"] == "cam/left"
     assert from_launch[2]["parameters"]["topic"] == "camera/image_raw/compressed"
-    no_cams = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "false"})
-    assert no_cams == fleet_dry_run("--config", str(cfg), "--bundle", bundle, "--no-cameras")
+    no_cams, _ = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "false"})
+    assert no_cams == fleet_dry_run("--config", str(cfg), "--bundle", bundle, "--no-cameras")[0]
     assert "camera" not in [n["name"] for n in no_cams]

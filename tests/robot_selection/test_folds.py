@@ -10,11 +10,6 @@ from ember_training.robot_selection.folds import grouped_folds, inner_folds, nor
 from ember_training.robot_selection.tasks import load_tasks
 
 
-@pytest.fixture(scope="module")
-def tasks(shared_data):
-    return load_tasks(shared_data / "robot_selection" / "single_robot_selection.json")
-
-
 def test_normalize_groups_quote_and_case_variants():
     a = normalize_task("Task: Inspect a high-rise building\u2019s exterior for damage.")
     b = normalize_task("Inspect a high-rise buildings exterior for damage")
@@ -34,7 +29,7 @@ def test_identical_texts_share_a_fold_and_folds_are_balanced(tasks):
     texts = [t.task for t in tasks]
     folds = grouped_folds(texts, [t.robots for t in tasks], k=5, seed=0)
     by_text: dict[str, set[int]] = {}
-    for text, f in zip(texts, folds):
+    for text, f in zip(texts, folds, strict=False):
         by_text.setdefault(normalize_task(text), set()).add(f)
     assert all(len(fs) == 1 for fs in by_text.values())
     assert sum(1 for t in texts if Counter(map(normalize_task, texts))[normalize_task(t)] > 1) >= 8  # duplicates exist

@@ -83,3 +83,17 @@ def test_every_config_key_is_read_by_code(tiny_run):
     # the stage classes inherit StageCommon's fields: they are checked on the subclasses
     missing = sorted(expected - tiny_run.reads)
     assert not missing, f"config keys never read by training code: {missing}"
+
+
+def test_teacher_cli_from_a_checkpoint(tiny_run, tmp_path, capsys):
+    from ember_training.cli.data import main as data_main
+    from ember_training.distill import TeacherLogits
+    from ember_training.tokenizer import load_tokenizer
+
+    out = tmp_path / "teacher.npz"
+    ckpt = stage_dir(tiny_run.out, 2) / "final.pt"
+    assert data_main(["teacher", "--checkpoint", str(ckpt), "--data-dir", str(tiny_run.out / "data"),
+                      "--out", str(out), "--k", "4"]) == 0
+    teacher = TeacherLogits(out, load_tokenizer(tiny_run.out / "tokenizer.json"))
+    assert len(teacher) > 0 and teacher.k == 4
+    assert "wrote teacher logits" in capsys.readouterr().out

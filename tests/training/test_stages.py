@@ -127,3 +127,24 @@ def test_teacher_file_roundtrip_and_distillation(setup, tmp_path):
     other_tok = build_tokenizer({"kind": "bpe", "vocab_size": 300}, ["some other corpus text"] * 10)
     with pytest.raises(TeacherLogitsError, match="another tokenizer"):
         TeacherLogits(path, other_tok)
+
+
+def test_sampler_shards_like_distributed_sampler_and_repeats_small_data():
+    from torch.utils.data import DistributedSampler
+
+    from ember_training.data.sampler import ResumableSampler
+
+    data = list(range(50))
+    for rank in (0, 1):
+        ours, ref = ResumableSampler(data, 2, rank, seed=3), DistributedSampler(data, 2, rank, seed=3, drop_last=True)
+        ours.set_epoch(4)
+        ref.set_epoch(4)
+        assert list(ours) == list(ref)
+        ours.set_epoch(4)
+        ours.set_start(7)
+        assert list(ours) == list(ref)[7:]
+        assert len(list(ours)) == 25  # the skip applies once
+    small = [ResumableSampler(data, 4, r, seed=0, min_per_rank=32) for r in range(4)]
+    shares = [list(s) for s in small]
+    assert small[0].repeats == 3 and all(len(x) == 37 for x in shares)
+    assert sorted(i for x in shares for i in x)[:3] == [0, 0, 0]

@@ -154,6 +154,8 @@ class FleetConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     manager: ManagerConfig = field(default_factory=ManagerConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
+    dds_profile: str = ""
+    """Fast DDS XML profile for FASTDDS_DEFAULT_PROFILES_FILE ('' = none)"""
     path: str = ""
 
     def robot(self, robot_id: str) -> RobotConfig:
@@ -171,6 +173,15 @@ class FleetConfig:
             if self.cameras.enabled and robot.camera:
                 nodes.append(camera_description(self, robot))
         return nodes
+
+
+def dds_environment(cfg: FleetConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables the fleet's processes need: the config's Fast DDS profile, unless
+    the environment already names one."""
+    env = os.environ if environ is None else environ
+    if cfg.dds_profile and not env.get(DDS_PROFILE_ENV):
+        return {DDS_PROFILE_ENV: cfg.dds_profile}
+    return {}
 
 
 def manager_description(cfg: FleetConfig) -> NodeDescription:
@@ -234,7 +245,8 @@ def camera_description(cfg: FleetConfig, robot: RobotConfig) -> NodeDescription:
 # ---------------------------------------------------------------------------------------------
 # loading
 
-_TOP_KEYS = {"bundle", "robots", "inference", "manager", "cameras"}
+_TOP_KEYS = {"bundle", "robots", "inference", "manager", "cameras", "dds_profile"}
+DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def _check_keys(data: Any, cls: type, where: str, extra: set[str] | None = None) -> dict:
@@ -354,6 +366,10 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
     if cameras.enabled and bool(cameras.images) == bool(cameras.video):
         raise FleetConfigError(f"{where}.cameras: give exactly one of images (a directory) or video (a file)")
 
+    dds_profile = _resolve_path(_coerce(top.get("dds_profile", ""), str, f"{where}.dds_profile"), base)
+    if dds_profile and not Path(dds_profile).is_file():
+        raise FleetConfigError(f"{where}.dds_profile: {dds_profile} does not exist")
+
     rdata = top.get("robots")
     if not isinstance(rdata, list) or not rdata:
         raise FleetConfigError(f"{where}.robots: expected a non-empty list of robots")
@@ -390,6 +406,7 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
         inference=inference,
         manager=manager,
         cameras=cameras,
+        dds_profile=dds_profile,
         path=source,
     )
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ember.fleet_config import FleetConfig, FleetConfigError, NodeDescription, load
+from ember.fleet_config import FleetConfig, FleetConfigError, NodeDescription, dds_environment, load
 
 MODES = ("composed", "processes")
 
@@ -227,11 +227,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ember-fleet: {exc}", file=sys.stderr)
         sys.exit(2)
     if args.dry_run:
-        print(json.dumps(plan(nodes, args.mode), indent=2, sort_keys=True))
+        print(json.dumps({**plan(nodes, args.mode), "environment": dds_environment(cfg)}, indent=2, sort_keys=True))
         sys.exit(0)
     if not any(d.executable != "ember-camera" for d in nodes):
         print("ember-fleet: nothing to start", file=sys.stderr)
         sys.exit(2)
+    os.environ.update(dds_environment(cfg))  # before DDS starts here or in the children
     sys.exit(run_composed(nodes) if args.mode == "composed" else run_processes(nodes))
 
 

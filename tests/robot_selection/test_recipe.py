@@ -1,0 +1,182 @@
+"""Robot-selection recipe: no test-fold text reaches training or the teacher, the loss falls,
+thresholds come from inner CV, every config key is read, plan metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ember_training.robot_selection import cv, recipe
+from ember_training.robot_selection.config import RobotSelectionConfig
+from ember_training.robot_selection.folds import grouped_folds, normalize_task, split
+from ember_training.robot_selection.tasks import load_tasks
+
+from .conftest import FakeTeacher
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = dict(enabled=True, steps=30, lr=2e-3, warmup_steps=2, batch_size=8, distill_batch_size=8,
+             variants_per_task=2, recombinations=40, generic_words=200, generic_phrases=40, inner_folds=3)
+
+
+def _fold(tasks, f=0):
+    folds = grouped_folds([t.task for t in tasks], [t.robots for t in tasks])
+    tr, te = split(folds, f)
+    return [tasks[i] for i in tr], [tasks[i] for i in te]
+
+
+def _words(text):
+    return set(normalize_task(text).split())
+
+
+def test_no_test_fold_text_in_distillation_or_teacher_inputs(tasks):
+    train, test = _fold(tasks)
+    teacher = FakeTeacher()
+    data = recipe.build_recipe_data(train, RobotSelectionConfig(**SMALL), seed=0, teacher=teacher)
+    test_keys = {normalize_task(t.task) for t in test}
+    test_subtasks_only = {s for t in test for _, s, _ in t.steps} - {s for t in train for _, s, _ in t.steps}
+    for pool in (data.distill_texts, teacher.seen):
+        keys = {normalize_task(x) for x in pool}
+        assert not keys & test_keys
+        assert not set(pool) & test_subtasks_only
+    # task-derived texts only use words of the train split (generic corpus aside)
+    train_words = set().union(*(_words(t.task) for t in train))
+    n_task = data.info["n_task_texts"]
+    for text in data.distill_texts[:n_task]:
+        if text not in {s for t in train for _, s, _ in t.steps}:
+            assert _words(text) <= train_words, text
+    assert data.labels.shape == (len(train), 5) and data.soft_targets.shape == (len(data.distill_texts), 5)
+
+
+def test_cv_split_files_hold_only_train_rows(tasks, shared_data, tmp_path):
+    train, test = _fold(tasks, 2)
+    src = shared_data / "robot_selection" / "single_robot_selection.json"
+    cv.write_split(src, [t.index for t in train], tmp_path)
+    got = load_tasks(tmp_path)
+    assert [t.task for t in got] == [t.task for t in train] and [t.steps for t in got] == [t.steps for t in train]
+    cv.check_no_leak(got, test)
+    with pytest.raises(RuntimeError):
+        cv.check_no_leak(got, [train[0]])
+
+
+def test_thresholds_from_inner_cv_of_the_train_split(tasks):
+    train, _ = _fold(tasks)
+    emb = FakeTeacher().embed([t.task for t in train])
+    rs = RobotSelectionConfig(**SMALL)
+    th1, info = recipe.calibrate_thresholds(emb, train, rs, seed=0)
+    th2, _ = recipe.calibrate_thresholds(emb, train, rs, seed=0)
+    assert th1 == th2 and len(th1) == 5 and all(0.2 <= t <= 0.7 for t in th1)
+    assert 0 <= info["inner_oof_exact"] <= 1
+
+
+def _tiny_model_and_tok(texts):
+    from ember_training.config import load_config
+    from ember_training.model import EmberVLM
+    from ember_training.tokenizer import train_bpe
+
+    cfg = load_config(ROOT / "config" / "train" / "tiny.yaml")
+    torch.manual_seed(0)
+    tok = train_bpe([*texts] * 3, 512)
+    return EmberVLM(cfg.model), tok, cfg
+
+
+def test_recipe_loss_falls(tasks):
+    train, _ = _fold(tasks)
+    train = train[:48]
+    rs = RobotSelectionConfig(**{**SMALL, "lm_weight": 0.1})
+    data = recipe.build_recipe_data(train, rs, seed=0, teacher=FakeTeacher())
+    model, tok, cfg = _tiny_model_and_tok([t.task for t in train] + data.distill_texts[:200])
+    d = cfg.model.d_model
+    pool = recipe.VisualPool(torch.randn(3, cfg.model.num_visual_tokens, d) * 0.1, [None] * 3, [None] * 3)
+    hist = recipe.train_recipe(model, tok, data, rs, pool, 48, 96, seed=0, device=torch.device("cpu"))
+    first = sum(h["loss"] for h in hist[:5]) / 5
+    last = sum(h["loss"] for h in hist[-5:]) / 5
+    assert last < first * 0.9, (first, last)
+    assert hist[-1]["distill_cos"] > hist[0]["distill_cos"]
+
+
+def test_init_token_embeddings_from_teacher(tasks):
+    model, tok, _ = _tiny_model_and_tok([t.task for t in tasks])
+    rs = RobotSelectionConfig(enabled=True, init_embeddings=0.5)
+    assert recipe.init_token_embeddings(model, tok, rs, FakeTeacher())
+    norms = model.decoder.wte.weight[: tok.get_vocab_size()].norm(dim=-1)
+    assert torch.allclose(norms, torch.full_like(norms, 0.5), atol=1e-4)
+    assert not recipe.init_token_embeddings(model, tok, RobotSelectionConfig(enabled=False), FakeTeacher())
+
+
+def test_config_rejects_bad_values():
+    from ember_training.config import ConfigError, config_from_dict
+
+    with pytest.raises(ValueError):
+        RobotSelectionConfig(steps=0)
+    with pytest.raises(ConfigError, match="robot_selection"):
+        config_from_dict({"model": {}, "tokenizer": {}, "robot_selection": {"stepz": 3}})
+
+
+def test_tiny_run_with_recipe_reads_every_key(tmp_path, monkeypatch):
+    """ember-train on tiny with the recipe enabled: robot_selection/final.pt with thresholds; every
+    RobotSelectionConfig field is read by code."""
+    import sys
+
+    from ember_training.checkpoint_format import load_checkpoint
+    from ember_training.config import load_config
+    from ember_training.trainer import Trainer
+
+    sys.path.insert(0, str(ROOT / "tests" / "training"))
+    from training_helpers import quick_overrides, write_config
+
+    monkeypatch.setattr(recipe, "MiniLMTeacher", FakeTeacher)
+    reads: set[str] = set()
+    names = {f.name for f in dataclasses.fields(RobotSelectionConfig)}
+
+    def getter(self, name):
+        if name in names and sys._getframe(1).f_code.co_name not in ("__post_init__", "__repr__", "__eq__"):
+            reads.add(name)
+        return object.__getattribute__(self, name)
+
+    ov = quick_overrides()
+    ov["robot_selection"] = {**SMALL, "steps": 3, "teacher_cache": None}
+    cfg = load_config(write_config(tmp_path / "tiny.yaml", ov))
+    monkeypatch.setattr(RobotSelectionConfig, "__getattribute__", getter, raising=False)
+    Trainer(cfg, tmp_path / "out").run([1, 2, 3, 4])
+    monkeypatch.undo()
+    ckpt = load_checkpoint(tmp_path / "out" / "robot_selection" / "final.pt")
+    assert len(ckpt["robot_thresholds"]) == 5 and ckpt["stage"] == "robot_selection"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["robot_selection"]["steps"] == 3 and [s["stage"] for s in summary["stages"]] == [1, 2, 3, 4]
+    assert names - reads == set(), f"never read: {sorted(names - reads)}"
+
+
+def test_plan_metrics():
+    ref = [[(1, "Aerial survey", 0), (2, "Ground check", 3)]]
+    perfect = [[(1, "Aerial survey", "drone"), (2, "Ground check", "legged")]]
+    m = cv.plan_metrics(ref, perfect)
+    assert m["step_robot_accuracy"] == 1.0 and m["plan_rate"] == 1.0 and m["plan_bleu"] > 99
+    m = cv.plan_metrics(ref, [[(1, "Aerial survey", "legged")]])
+    assert m["step_robot_accuracy"] == 0.0
+    assert cv.plan_metrics(ref, [[]])["plan_rate"] == 0.0
+
+
+@pytest.mark.slow
+def test_cv_command_on_tiny(tmp_path, shared_data):
+    """One fold of `ember-eval robot-selection --cv 5` with tiny settings: trains, exports INT8, runs the engine."""
+    from ember.eval.cli import main
+
+    sets = ["stages.alignment.steps=2", "stages.instruct.steps=2", "stages.incidents.steps=2", "stages.reasoning.steps=2",
+            "tracking.progress=false", "data.synth.scenes=24", "data.synth.caption_images=8", "train.batch_size=4",
+            "robot_selection.enabled=true", "robot_selection.steps=3", "robot_selection.generic_words=200",
+            "robot_selection.generic_phrases=20", "robot_selection.recombinations=20", "robot_selection.batch_size=4",
+            "robot_selection.distill_batch_size=4"]
+    out = tmp_path / "cv.json"
+    argv = ["robot-selection", "--cv", "5", "--folds", "0", "--config", str(ROOT / "config" / "train" / "tiny.yaml"),
+            "--data", str(shared_data / "robot_selection" / "single_robot_selection.json"), "--json", str(out),
+            "--work", str(tmp_path / "work"), "--plan-tokens", "16"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    s = json.loads(out.read_text())
+    assert s["folds_run"] == [0] and "exact_match" in s["model"] and "tfidf_lr" in s["baselines"]
+    assert (tmp_path / "cv.png").is_file()
