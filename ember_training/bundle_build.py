@@ -4,11 +4,13 @@
         [--run-dir DIR ...] [--train-config config/train/tiny.yaml] [--force]
 
 The checkpoint is `--checkpoint`, else the newest final checkpoint of the first run
-directory that has one (default build/train/small, then build/train/tiny), preferring
+directory that has one (default build/train/small, then build/train/demo), preferring
 robot_selection/final.pt (calibrated robot thresholds) over stage4_reasoning/final.pt over
-any other stage's final.pt. With none, the tiny config is trained here on generated data
-(ember-train --stage all, minutes on a laptop) so `make demo` works from a fresh clone; a
-GPU-trained small checkpoint in build/train/small is what the robots should ship.
+any other stage's final.pt. With none, config/train/demo.yaml (the robots' small.yaml
+architecture on a short CPU schedule: generated scenes + the 198 robot-selection tasks,
+then the robot-selection recipe) is trained here, so `make demo` works from a fresh clone;
+a GPU-trained small checkpoint in build/train/small is what the robots should ship. A demo
+run whose resolved training config differs from the current one is stale and retrained.
 
 Nothing is done when the bundle exists, came from the same checkpoint and is newer than the
 checkpoint and the exporter's code (DESIGN §4).
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RUN_DIRS = (ROOT / "build" / "train" / "small", ROOT / "build" / "train" / "tiny")
+DEFAULT_RUN_DIRS = (ROOT / "build" / "train" / "small", ROOT / "build" / "train" / "demo")
+INPUTS_FILE = ".bundle-inputs.json"
 PREFERRED = ("robot_selection/final.pt", "stage4_reasoning/final.pt")
 
 
@@ -57,10 +61,42 @@ def is_up_to_date(output: Path, checkpoint: Path) -> bool:
     return same_source and built > checkpoint.stat().st_mtime and built > _code_mtime()
 
 
+def config_fingerprint(config: Path) -> str:
+    """Hash of the resolved training config (extends applied) that a run was trained with."""
+    import hashlib
+
+    from ember_training.config import load_config
+
+    resolved = json.dumps(load_config(config).to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(resolved.encode()).hexdigest()[:16]
+
+
+def _recorded_inputs(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / INPUTS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def run_is_current(run_dir: Path, config: Path, complete: bool = True) -> bool:
+    """The run directory was trained (completely, unless complete=False) from exactly this config."""
+    recorded = _recorded_inputs(run_dir)
+    if recorded.get("config_fingerprint") != config_fingerprint(config):
+        return False
+    return recorded.get("complete", False) or not complete
+
+
 def train(config: Path, run_dir: Path) -> None:
+    """Train `config` into `run_dir`, resuming a killed run of the same config, restarting otherwise."""
+    if run_dir.exists() and not run_is_current(run_dir, config, complete=False):
+        print(f"bundle_build: {run_dir} holds a run of another config; starting it over", flush=True)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    inputs = {"config": str(config), "config_fingerprint": config_fingerprint(config), "complete": False}
+    (run_dir / INPUTS_FILE).write_text(json.dumps(inputs))
     print(
-        f"bundle_build: no trained checkpoint found; training {config} into {run_dir} on generated data "
-        "(put a GPU-trained small checkpoint under build/train/small to ship the robots' default model)",
+        f"bundle_build: training {config} into {run_dir} (CPU: about 10 minutes; progress below). "
+        "Put a GPU-trained small checkpoint under build/train/small to ship the robots' default model.",
         flush=True,
     )
     cmd = [
@@ -76,6 +112,7 @@ def train(config: Path, run_dir: Path) -> None:
         "--resume",
     ]
     subprocess.run(cmd, check=True)
+    (run_dir / INPUTS_FILE).write_text(json.dumps({**inputs, "complete": True}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--run-dir", type=Path, action="append", default=None, help="run directories to search, in order"
     )
-    p.add_argument("--train-config", type=Path, default=ROOT / "config" / "train" / "tiny.yaml")
+    p.add_argument("--train-config", type=Path, default=ROOT / "config" / "train" / "demo.yaml")
     p.add_argument(
         "--calibration-images", type=Path, default=ROOT.parent / "shared" / "data" / "incidents" / "images"
     )
@@ -94,10 +131,15 @@ def main(argv: list[str] | None = None) -> int:
 
     checkpoint = args.checkpoint
     run_dirs = [Path(d) for d in (args.run_dir or DEFAULT_RUN_DIRS)]
+    train_dir = run_dirs[-1]
     if checkpoint is None:
-        checkpoint = next((c for c in map(find_checkpoint, run_dirs) if c is not None), None)
+        for run_dir in run_dirs:
+            found = find_checkpoint(run_dir)
+            if found is not None and (run_dir != train_dir or run_is_current(run_dir, args.train_config)):
+                checkpoint = found
+                break
     if checkpoint is None:
-        run_dir = run_dirs[-1]
+        run_dir = train_dir
         train(args.train_config, run_dir)
         checkpoint = find_checkpoint(run_dir)
         if checkpoint is None:

@@ -307,20 +307,57 @@ class Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Load and validate a YAML training config; ConfigError names any bad key."""
+    """Load and validate a YAML training config; ConfigError names any bad key.
+
+    A config may start with `extends: other.yaml` (relative to its own directory): it is then
+    the other file with this file's mappings merged over it, key by key, so a short-schedule
+    config never repeats (and cannot drift from) the architecture it trains.
+    """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = _read_with_extends(path, seen=())
     try:
         cfg = config_from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     cfg.source = str(path)
     return cfg
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> Any:
+    """The parsed YAML of `path` with its `extends:` chain resolved."""
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle through {', '.join(str(p) for p in seen)}")
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    base_name = raw.pop("extends")
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: 'extends' must name a YAML file, got {base_name!r}")
+    base = _read_with_extends(path.parent / base_name, (*seen, resolved))
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: the config it extends ({base_name}) is not a mapping of sections")
+    return _deep_merge(base, raw)
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    """`base` with `override` merged in: mappings recursively, everything else replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def config_from_dict(raw: Any) -> Config:

@@ -23,7 +23,7 @@ from tests.bag.helpers import START_NS, custom_type_bag, string_bag
 from tests.conftest import ROOT
 from tests.ros.helpers import child_process, ros_node, spin_until
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
 QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # recorded intervals 0.2 .. 0.5 s, uneven on purpose
 OFFSETS = [0.0, 0.3, 0.5, 1.0, 1.2, 1.6, 1.8]
@@ -34,12 +34,15 @@ def _replay(*args: str) -> subprocess.Popen:
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 30) -> str:
-    """Stop a replay whose messages all arrived (SIGINT skips its wait for acknowledgements)."""
+def _finish(proc: subprocess.Popen, node, executor, topic: str, timeout: float = 30) -> str:
+    """Stop a replay whose messages all arrived (SIGINT skips its wait for acknowledgements), then
+    wait until its publisher left the graph: tearing our node down while Fast DDS removes the
+    peer's endpoints can deadlock Fast DDS 3.2 (PDP lock vs. timer thread)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out
+    spin_until(executor, lambda: node.count_publishers(topic) == 0, timeout=15)
     return out
 
 
@@ -53,7 +56,7 @@ def test_replay_keeps_recorded_intervals_within_ten_percent(tmp_path, storage, r
         try:
             assert spin_until(executor, lambda: len(got) == len(texts), timeout=45), got
         finally:
-            out = _finish(proc)
+            out = _finish(proc, node, executor, "/timed")
     assert [t for _, t in got] == texts
     received = np.diff([t for t, _ in got])
     recorded = np.diff(OFFSETS) / rate
@@ -91,7 +94,7 @@ def test_replay_publishes_any_installed_type_with_remapping(tmp_path, storage):
         try:
             assert spin_until(executor, lambda: len(got) == 2, timeout=45), got
         finally:
-            _finish(proc)
+            _finish(proc, node, executor, "/robot_a/sel")
     # field for field (floats are binary fractions, exact in float32); CDR padding bytes are not compared
     assert got["sel"] == sel and got["img"] == img
     assert list(got["sel"].robot_types) == ["drone", "legged"] and bytes(got["img"].data) == bytes(range(72))
@@ -106,7 +109,7 @@ def test_replay_loops_until_interrupted_and_skips_unknown_types_on_request(tmp_p
         try:
             assert spin_until(executor, lambda: len(got) >= 8, timeout=45), got
         finally:
-            out = _finish(proc)
+            out = _finish(proc, node, executor, "/chatter")
     assert got[:8] == ["m0", "m1", "m2"] * 2 + ["m0", "m1"]
     assert "skipping /widgets" in out and "passes" in out
 
@@ -134,6 +137,9 @@ def test_record_then_replay_round_trips_messages(tmp_path, storage):
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=20)
             assert proc.returncode == 0, out
+            # let the recorder's endpoints leave the graph before our node goes (see _finish)
+            spin_until(executor, lambda: pub_s.get_subscription_count() == 0 and pub_r.get_subscription_count() == 0,
+                       timeout=15)
     assert "/rec/chatter 20, /rec/status 20" in out
     with open_bag(bag) as opened:
         topics = {c.topic: c for c in opened.connections}
@@ -149,6 +155,6 @@ def test_record_then_replay_round_trips_messages(tmp_path, storage):
         try:
             assert spin_until(executor, lambda: len(got) == 20, timeout=45)
         finally:
-            _finish(proc)
+            _finish(proc, node, executor, "/again/status")
     assert got == statuses
     assert [m.robot_id for m in got] == [f"r{k}" for k in range(20)]

@@ -9,7 +9,7 @@ import pytest
 from ember.bag.io import open_bag
 from tests.bag.helpers import cli, labelled_image_bag
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 METRICS = ("exact_match", "jaccard", "micro_f1", "macro_f1", "top1_hit")
 
 
@@ -71,7 +71,7 @@ def test_live_connects_to_a_node_that_is_already_running(tmp_path, tiny_bundle):
 
     labelled_image_bag(tmp_path / "bag", "mcap", n=4, period_s=0.2)
     node_args = ["-m", "ember.ros.incident_node", "--ros-args", "-r", "__ns:=/robot_x", "-p", f"bundle:={tiny_bundle}",
-                 "-p", "max_rate_hz:=0.0", "-p", "diagnostics_period_s:=0.5"]
+                 "-p", "max_rate_hz:=0.0", "-p", "diagnostics_period_s:=0.5", "-p", "robot_type:=legged"]
     with child_process(node_args, timeout=90):
         out = tmp_path / "connected"
         res = cli("eval", "bag", "--bag", tmp_path / "bag", "--bundle", tiny_bundle, "--out", out, "--live",

@@ -105,3 +105,11 @@ def test_cli_reads_the_multi_format_and_pairs_given_images(tmp_path, shared_data
     report = json.loads(out.read_text())
     assert report["format"] == "multi" and report["n"] == 12 and report["images"] == str(images)
     assert [r["gold"] for r in report["rows"]][:1] == [["drone"]]
+
+
+def test_cross_validation_options_come_from_the_training_side(tmp_path, shared_data):
+    pytest.importorskip("ember_training.robot_selection.cv")
+    helped = cli("eval", "robot-selection", "--help")
+    assert helped.returncode == 0 and "--cv K" in helped.stdout and "--config" in helped.stdout
+    res = cli("eval", "robot-selection", "--cv", "5", "--data", shared_data / SINGLE)
+    assert res.returncode == 2 and "--cv needs --config" in res.stderr

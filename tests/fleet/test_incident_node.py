@@ -249,12 +249,15 @@ def test_30hz_camera_into_a_slow_model_processes_the_newest_frame_and_counts_dro
     # only about duration / delay analyses are possible; the rest were dropped, not queued
     assert 3 <= processed <= duration / delay + 3, (processed, n_sent)
     assert len(got) == processed
-    assert received >= 0.5 * n_sent, (received, n_sent)
-    assert dropped >= received - processed - 1 and dropped >= 0.5 * n_sent, (received, processed, dropped)
-    assert received == processed + dropped + int(after["frames_pending"]), after
+    assert received >= 0.5 * n_sent, (received, n_sent)  # best-effort QoS may lose a few on the way
+    assert received == processed + dropped + int(after["frames_pending"]), after  # every frame accounted for
+    assert dropped >= 0.5 * received, (received, processed, dropped)
     # newest frame: each analysed frame was at most a few camera periods old when the result came
+    # a queue would make ages grow by ~0.27 s per analysis, past 3 s by the end
     ages = [t - sent[m.header.stamp.sec] for t, m in got]
-    assert max(ages) < delay + 0.9, ages  # a queue would reach seconds: 120 frames x 0.3 s
+    assert max(ages) < delay + 1.5, ages
+    third = max(1, len(ages) // 3)
+    assert statistics.fmean(ages[-third:]) < statistics.fmean(ages[:third]) + 0.5, ages
     assert statistics.median(m.latency_ms for _, m in got) < (delay + 0.6) * 1000
     indices = [m.header.stamp.sec for _, m in got]
     assert indices == sorted(indices)

@@ -145,3 +145,15 @@ def test_same_nodes_with_bundle_and_camera_arguments(launch_standins, tmp_path):
     no_cams, _ = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "false"})
     assert no_cams == fleet_dry_run("--config", str(cfg), "--bundle", bundle, "--no-cameras")[0]
     assert "camera" not in [n["name"] for n in no_cams]
+
+
+def test_ember_fleet_set_overrides_one_nodes_parameter():
+    nodes, _ = fleet_dry_run("--config", "config/fleet.yaml", "--set", "legged_1:processing_delay_s=0.5",
+                             "--set", "/fleet_manager:low_battery=0.3")
+    by_name = {(n["namespace"], n["name"]): n["parameters"] for n in nodes}
+    assert by_name[("/legged_1", "incident_node")]["processing_delay_s"] == 0.5
+    assert by_name[("/drone_1", "incident_node")]["processing_delay_s"] == 0.0
+    assert by_name[("", "fleet_manager")]["low_battery"] == 0.3
+    res = subprocess.run([sys.executable, "-m", "ember.ros.fleet", "--dry-run", "--set", "legged_1:battery=full"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "battery expects float" in res.stderr

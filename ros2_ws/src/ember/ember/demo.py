@@ -152,7 +152,7 @@ def print_report(robot: Any, rep: Any, sel: Any | None) -> None:
     from ember.labels import ROBOT_TYPES
 
     labels = _fmt_scores(list(zip(rep.labels, rep.scores, strict=False)), 3)
-    print(f"  {_bold(robot.id):<14} ({robot.type}) sees {_bold(rep.incident_type)} at {rep.place or '?'}"
+    print(f"  {_bold(robot.id.ljust(13))}({robot.type}) sees {_bold(rep.incident_type)} at {rep.place or '?'}"
           f"  confidence {rep.confidence:.2f}, {rep.latency_ms:.0f} ms")
     print(f"      top labels: {labels}")
     if sel is not None:

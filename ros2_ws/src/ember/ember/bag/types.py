@@ -107,7 +107,7 @@ def _installed_msg_types(msgtype: str) -> dict:
 def typestore_with(msgtypes: Iterable[str]) -> Typestore:
     """A Kilted typestore extended with the installed definitions of `msgtypes` and their dependencies."""
     store = get_typestore(DEFAULT_STORE)
-    todo = [t for t in msgtypes]
+    todo = list(msgtypes)
     while todo:
         msgtype = todo.pop()
         pkg, kind, name = split_type(msgtype)

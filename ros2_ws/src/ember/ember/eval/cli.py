@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -57,14 +58,18 @@ def _bag(args: argparse.Namespace) -> int:
     context = {"bag": str(args.bag), "bundle": str(args.bundle)}
     try:
         task = args.task or bag_task(args.bag, args.topic) or DEFAULT_TASK
-        engine = None
         if args.live:
             from ember.eval.live import run_live
 
+            shutil.rmtree(out / rep.OUTPUTS_BAG, ignore_errors=True)  # an earlier run's recording
+
+            params = {"threads": args.threads, **_node_params(args.node_param or [])}
+            if args.max_new_tokens is not None:
+                params.setdefault("max_new_tokens", args.max_new_tokens)
             run = run_live(
                 args.bag, None if args.connect else args.bundle, task, topic=args.topic, connect=args.connect,
-                replay_rate=args.rate, settle_s=args.settle, node_params=_node_params(args.node_param or []),
-                record_to=(out / "live_outputs") if args.record_outputs else None,
+                replay_rate=args.rate, settle_s=args.settle, node_params=params,
+                record_to=(out / rep.OUTPUTS_BAG) if args.record_outputs else None,
                 discovery_timeout=args.discovery_timeout,
             )
             if args.compare_offline:

@@ -50,6 +50,7 @@ class NodeProcess:
 
     def __init__(self, bundle: str | Path, namespace: str, task: str, params: dict, workdir: Path) -> None:
         values = {"bundle": str(Path(bundle).resolve()), "robot_id": namespace.strip("/").split("/")[-1],
+                  "robot_type": "drone",  # heartbeats only: the analysis does not depend on it
                   "max_rate_hz": 0.0, "default_task": task, "heartbeat_period_s": 1.0,
                   "diagnostics_period_s": 0.5, **params}
         params_file = workdir / "incident_node_params.yaml"

@@ -8,6 +8,7 @@ part-way replaces whatever an earlier run left in the directory with a report th
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from ember.eval.bag_eval import EvalRun, per_frame
 REPORT_SCHEMA = "ember.eval.bag/1"
 PLOTS = ("confusion_matrix.png", "per_robot_f1.png", "latency_hist.png")
 FILES = ("report.json", "summary.md", *PLOTS)
+OUTPUTS_BAG = "live_outputs"
+"""The bag of a live run's recorded node outputs (--record-outputs), inside the report directory."""
 
 
 def _clear(out: Path) -> None:
@@ -28,6 +31,7 @@ def write_failure(out: Path, mode: str, error: str, context: dict | None = None)
     """An incomplete report (no metrics) explaining why the run failed."""
     out.mkdir(parents=True, exist_ok=True)
     _clear(out)
+    shutil.rmtree(out / OUTPUTS_BAG, ignore_errors=True)
     report = {"schema": REPORT_SCHEMA, "complete": False, "mode": mode, "error": error,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(context or {})}
     (out / "report.json").write_text(json.dumps(report, indent=1))

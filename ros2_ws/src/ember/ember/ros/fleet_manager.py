@@ -30,11 +30,14 @@ import time
 from collections import deque
 from typing import Any
 
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from ember_msgs.msg import ActionPlan, ActionStep, IncidentAnalysis, RobotSelection, RobotStatus
 from ember_msgs.srv import AnalyzeImage, SubmitTask
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
@@ -107,15 +110,23 @@ class FleetManager(Node):
         self._alloc_ms: deque[float] = deque(maxlen=200)
         self._warned: set[str] = set()
 
-        self._io_group = ReentrantCallbackGroup()
         self._pub_alerts = self.create_publisher(String, alerts_topic, LATCHED_QOS)
         self._pub_fused = self.create_publisher(RobotSelection, fused_topic, LATCHED_QOS)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_subscription(RobotStatus, status_topic, self._on_status, STATUS_QOS)
         self.create_subscription(String, tasks_topic, self._on_task_topic, TASK_QOS)
-        self.create_service(
-            SubmitTask, submit_service, self._on_submit, callback_group=MutuallyExclusiveCallbackGroup()
+        # SubmitTask may wait (for a first report, for a robot's AnalyzeImage): it lives on a
+        # helper node with its own small executor thread, so this node's callbacks never block
+        # and this node can be spun by a single-threaded executor.
+        self._task_node = rclpy.create_node(
+            f"{self.get_name()}_tasks", namespace=self.get_namespace(), context=self.context, use_global_arguments=False
         )
+        self._io_group = ReentrantCallbackGroup()
+        self._task_node.create_service(SubmitTask, submit_service, self._on_submit, callback_group=self._io_group)
+        self._task_executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self._task_executor.add_node(self._task_node)
+        self._task_thread = threading.Thread(target=self._spin_tasks, name="fleet-manager-tasks", daemon=True)
+        self._task_thread.start()
         timers = MutuallyExclusiveCallbackGroup()
         self.create_timer(check_period, self._check_liveness, callback_group=timers)
         self.create_timer(diag_period, self._publish_diagnostics, callback_group=timers)
@@ -128,14 +139,35 @@ class FleetManager(Node):
 
     # -- robots ----------------------------------------------------------------------------
     def _ensure_robot_endpoints(self, robot_id: str) -> None:
+        """Report subscriptions for a robot (its plan publisher comes with its first plan).
+
+        Per-robot endpoints go without rclpy's default QoS-event handlers: every handler is
+        one more entity in each executor wait, and with hundreds of robots that cost dominates.
+        """
         if robot_id in self._report_subs:
             return
         ns = f"/{robot_id}/"
+        quiet = SubscriptionEventCallbacks(use_default_callbacks=False)
         self._report_subs[robot_id] = [
-            self.create_subscription(IncidentAnalysis, ns + self._incident_topic, self._on_incident, REPORT_QOS),
-            self.create_subscription(RobotSelection, ns + self._selection_topic, self._on_selection, REPORT_QOS),
+            self.create_subscription(
+                IncidentAnalysis, ns + self._incident_topic, self._on_incident, REPORT_QOS, event_callbacks=quiet
+            ),
+            self.create_subscription(
+                RobotSelection, ns + self._selection_topic, self._on_selection, REPORT_QOS, event_callbacks=quiet
+            ),
         ]
-        self._plan_pubs[robot_id] = self.create_publisher(ActionPlan, ns + self._plan_topic, PLAN_QOS)
+
+    def _plan_publisher(self, robot_id: str) -> Any:
+        pub = self._plan_pubs.get(robot_id)
+        if pub is None:
+            pub = self.create_publisher(
+                ActionPlan,
+                f"/{robot_id}/{self._plan_topic}",
+                PLAN_QOS,
+                event_callbacks=PublisherEventCallbacks(use_default_callbacks=False),
+            )
+            self._plan_pubs[robot_id] = pub
+        return pub
 
     def _on_status(self, msg: RobotStatus) -> None:
         rid = msg.robot_id
@@ -222,7 +254,7 @@ class FleetManager(Node):
         for robot in live:
             client = self._clients.get(robot.robot_id)
             if client is None:
-                client = self.create_client(
+                client = self._task_node.create_client(
                     AnalyzeImage, f"/{robot.robot_id}/{self._analyze_service}", callback_group=self._io_group
                 )
                 self._clients[robot.robot_id] = client
@@ -344,8 +376,7 @@ class FleetManager(Node):
                 ActionStep(order=s.order, description=s.description, robot_type=s.robot_type or robot_type, robot_id=pc.robot_id)
                 for s in pc.steps
             ]
-            self._ensure_robot_endpoints(pc.robot_id)
-            self._plan_pubs[pc.robot_id].publish(plan)
+            self._plan_publisher(pc.robot_id).publish(plan)
             self._counts["plans_sent"] += 1
             if pc.status == STATUS_CANCELLED:
                 self.get_logger().info(f"{reason}: plan {plan.plan_id} cancelled")
@@ -431,13 +462,27 @@ class FleetManager(Node):
         self._pub_diag.publish(arr)
 
 
+    def _spin_tasks(self) -> None:
+        try:
+            self._task_executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+
+    def destroy_node(self) -> None:
+        """Stop the helper executor and node, then this node."""
+        self._task_executor.shutdown(timeout_sec=5.0)
+        self._task_thread.join(timeout=10.0)
+        self._task_node.destroy_node()
+        super().destroy_node()
+
+
 def main(args: list[str] | None = None) -> None:
     """`ros2 run ember fleet_manager`: run until SIGINT/SIGTERM, exit 0."""
     runtime.init(args=args)
     node = FleetManager()
     print("READY", flush=True)
     try:
-        spin_nodes([node])
+        spin_nodes([node], multi_threaded=False)  # its callbacks never block (see __init__)
     finally:
         node.destroy_node()
         runtime.shutdown()

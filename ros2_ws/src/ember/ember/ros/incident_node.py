@@ -158,7 +158,7 @@ class IncidentNode(Node):
         default_id = self.get_namespace().strip("/").split("/")[-1] or "robot"
         p = self.declare_parameter
         self._robot_id = p("robot_id", default_id).value
-        self._robot_type = p("robot_type", "wheeled").value
+        self._robot_type = p("robot_type", "").value
         bundle = p("bundle", "").value
         threads = p("threads", 1).value
         self._max_new_tokens = p("max_new_tokens", 50).value
@@ -180,7 +180,7 @@ class IncidentNode(Node):
         self.add_on_set_parameters_callback(self._check_parameters)
 
         if self._robot_type not in ROBOT_TYPES:
-            raise ValueError(f"robot_type {self._robot_type!r} is not one of {', '.join(ROBOT_TYPES)}")
+            raise ValueError(f"parameter robot_type {self._robot_type!r} is not one of {', '.join(ROBOT_TYPES)}")
         if not bundle:
             raise ValueError("parameter 'bundle' (the model bundle directory) is not set")
         from ember.engine import EmberEngine

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ember_msgs.msg import ActionPlan, IncidentAnalysis, RobotSelection, RobotStatus
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 
 from ember.labels import ROBOT_TYPES
@@ -58,7 +59,11 @@ class SimulatedRobots(Node):
             robot = SimRobot(rid, ROBOT_TYPES[i % len(ROBOT_TYPES)])
             self.robots[rid] = robot
             self.create_subscription(
-                ActionPlan, f"/{rid}/ember/action_plan", lambda m, r=robot: r.plans.append((time.monotonic(), m)), PLAN_QOS
+                ActionPlan,
+                f"/{rid}/ember/action_plan",
+                lambda m, r=robot: r.plans.append((time.monotonic(), m)),
+                PLAN_QOS,
+                event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
             )
         self._order = list(self.robots)
         self._period_ticks = max(1, round(TICKS_PER_SECOND / rate_hz))
