@@ -101,9 +101,10 @@ def measure(n: int, tasks: int, idle_s: float, tmp: Path) -> dict:
 
         reporters = [f"n{n}_{i:03d}" for i in range(3)]
         for rid in reporters:
-            sim.publish_report(rid, "on fire", FIRE)
-        spin_until(sim.report_publishers_matched, 30)
-        for rid in reporters:  # again, now that the manager surely listens
+            sim.add_reporter(rid)
+        if not spin_until(sim.report_publishers_matched, 30):
+            raise RuntimeError("the manager did not subscribe to the reporters")
+        for rid in reporters:
             sim.publish_report(rid, "on fire", FIRE)
         client = node.create_client(SubmitTask, "/fleet/submit_task")
         if not spin_until(client.service_is_ready, 30):

@@ -53,6 +53,9 @@ def test_fifty_robots_at_2hz_are_tracked_allocated_and_failed_over(manager):
 
             # three robots see a fire; an operator task gets plans for drone and humanoid robots
             for rid in ("sim_000", "sim_001", "sim_002"):
+                sim.add_reporter(rid)
+            assert spin_until(executor, sim.report_publishers_matched, timeout=30)
+            for rid in ("sim_000", "sim_001", "sim_002"):
                 sim.publish_report(rid, "on fire", FIRE)
             client = node.create_client(SubmitTask, "/fleet/submit_task")
             assert spin_until(executor, client.service_is_ready, 20)

@@ -139,7 +139,8 @@ class FleetManager(Node):
 
     # -- robots ----------------------------------------------------------------------------
     def _ensure_robot_endpoints(self, robot_id: str) -> None:
-        """Report subscriptions for a robot (its plan publisher comes with its first plan).
+        """Report subscriptions and the plan publisher of a robot, made when it is first seen
+        (so its first plan does not wait for a new publisher to be discovered).
 
         Per-robot endpoints go without rclpy's default QoS-event handlers: every handler is
         one more entity in each executor wait, and with hundreds of robots that cost dominates.
@@ -156,6 +157,7 @@ class FleetManager(Node):
                 RobotSelection, ns + self._selection_topic, self._on_selection, REPORT_QOS, event_callbacks=quiet
             ),
         ]
+        self._plan_publisher(robot_id)
 
     def _plan_publisher(self, robot_id: str) -> Any:
         pub = self._plan_pubs.get(robot_id)

@@ -90,15 +90,20 @@ class SimulatedRobots(Node):
             self._status_pub.publish(msg)
             self.heartbeats_sent += 1
 
-    def publish_report(
-        self, robot_id: str, incident_type: str, scores: list[float], confidence: float = 0.8, place: str = "street"
-    ) -> Any:
-        """Publish an IncidentAnalysis + RobotSelection from `robot_id` (same stamp); returns the stamp."""
+    def add_reporter(self, robot_id: str) -> None:
+        """Create the report publishers of `robot_id` (wait for `report_publishers_matched` before
+        publishing: reports are volatile, a message sent before matching is not delivered)."""
         if robot_id not in self._report_pubs:
             self._report_pubs[robot_id] = (
                 self.create_publisher(IncidentAnalysis, f"/{robot_id}/ember/incident", REPORT_QOS),
                 self.create_publisher(RobotSelection, f"/{robot_id}/ember/robot_selection", REPORT_QOS),
             )
+
+    def publish_report(
+        self, robot_id: str, incident_type: str, scores: list[float], confidence: float = 0.8, place: str = "street"
+    ) -> Any:
+        """Publish an IncidentAnalysis + RobotSelection from `robot_id` (same stamp); returns the stamp."""
+        self.add_reporter(robot_id)
         inc_pub, sel_pub = self._report_pubs[robot_id]
         stamp = self.get_clock().now().to_msg()
         inc = IncidentAnalysis()
