@@ -130,21 +130,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     checkpoint = args.checkpoint
-    run_dirs = [Path(d) for d in (args.run_dir or DEFAULT_RUN_DIRS)]
-    train_dir = run_dirs[-1]
-    if checkpoint is None:
-        for run_dir in run_dirs:
-            found = find_checkpoint(run_dir)
-            if found is not None and (run_dir != train_dir or run_is_current(run_dir, args.train_config)):
-                checkpoint = found
-                break
-    if checkpoint is None:
-        run_dir = train_dir
-        train(args.train_config, run_dir)
-        checkpoint = find_checkpoint(run_dir)
+    if checkpoint is None and args.run_dir:
+        # Explicit run directories: export what they hold, never train into them.
+        checkpoint = next((c for c in map(find_checkpoint, args.run_dir) if c is not None), None)
         if checkpoint is None:
-            print(f"bundle_build: training finished without a final checkpoint in {run_dir}", file=sys.stderr)
-            return 1
+            print(f"bundle_build: no final checkpoint in {', '.join(map(str, args.run_dir))}", file=sys.stderr)
+            return 2
+    if checkpoint is None:
+        small_dir, demo_dir = DEFAULT_RUN_DIRS
+        checkpoint = find_checkpoint(small_dir)
+        if checkpoint is None and run_is_current(demo_dir, args.train_config):
+            checkpoint = find_checkpoint(demo_dir)
+        if checkpoint is None:
+            train(args.train_config, demo_dir)
+            checkpoint = find_checkpoint(demo_dir)
+            if checkpoint is None:
+                print(f"bundle_build: training finished without a final checkpoint in {demo_dir}", file=sys.stderr)
+                return 1
     if not checkpoint.is_file():
         print(f"bundle_build: checkpoint not found: {checkpoint}", file=sys.stderr)
         return 2

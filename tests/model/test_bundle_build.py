@@ -9,6 +9,7 @@ from ember_training.bundle_build import find_checkpoint, main
 from ember_training.checkpoint_format import save_checkpoint
 from ember_training.testing import tiny_corpus, tiny_model
 from ember_training.tokenizer import train_bpe
+from tests.conftest import ROOT
 
 
 def test_bundle_build_picks_robot_selection_and_caches(tmp_path, shared_data, capsys):
@@ -41,3 +42,20 @@ def test_bundle_build_picks_robot_selection_and_caches(tmp_path, shared_data, ca
     os.utime(best)  # a newer checkpoint: exported again
     assert main(args) == 0
     assert (out / "bundle.json").stat().st_mtime_ns > built
+
+
+def test_demo_run_is_current_only_for_the_same_complete_config(tmp_path):
+    from ember_training.bundle_build import INPUTS_FILE, config_fingerprint, run_is_current
+
+    config = tmp_path / "a.yaml"
+    config.write_text("extends: " + str(ROOT / "config" / "train" / "tiny.yaml") + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not run_is_current(run, config)  # nothing recorded
+    record = {"config": str(config), "config_fingerprint": config_fingerprint(config), "complete": False}
+    (run / INPUTS_FILE).write_text(json.dumps(record))
+    assert run_is_current(run, config, complete=False) and not run_is_current(run, config)
+    (run / INPUTS_FILE).write_text(json.dumps({**record, "complete": True}))
+    assert run_is_current(run, config)
+    config.write_text(config.read_text() + "train:\n  lr: 7.7e-4\n")  # the config changed: stale
+    assert not run_is_current(run, config, complete=False)
