@@ -34,6 +34,22 @@ def _dds_isolated():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch intra-op thread in the test process: tiny models on a 2-core machine run
+    10-40x slower when two OpenMP threads spin against other work. (Robot-side code is checked
+    for never importing torch in subprocesses; a robot-only install has no torch at all.)"""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (robot-selection files, incident categories and photos)."""

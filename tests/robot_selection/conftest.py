@@ -38,13 +38,3 @@ def tasks(shared_data):
     from ember_training.robot_selection.tasks import load_tasks
 
     return load_tasks(shared_data / "robot_selection" / "single_robot_selection.json")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -5,15 +5,11 @@ Run as `python -m tests.ros.echo_peer`; prints READY once its endpoints exist.
 
 from __future__ import annotations
 
-import sys
-
-import rclpy
 from ember_msgs.srv import AnalyzeImage
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from ember.ros import runtime
+from ember.ros.spinning import run_node
 from tests.ros.message_samples import message_types
 
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -49,18 +45,7 @@ class EchoPeer(Node):
 
 
 def main() -> None:
-    runtime.init()
-    node = EchoPeer()
-    print("READY", flush=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        runtime.shutdown()
-    sys.exit(0)
-
+    run_node(EchoPeer, "echo_peer")
 
 if __name__ == "__main__":
     main()

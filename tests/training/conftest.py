@@ -11,17 +11,6 @@ import yaml
 from .training_helpers import SMALL_SYNTH, quick_overrides, record_config_reads, write_config
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared CPU: one intra-op thread (two threads spin against other jobs)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """Generated datasets in every format, with 2 defective rows of each kind per file."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import threading
 import time
 from collections import deque
@@ -44,12 +43,11 @@ from std_msgs.msg import String
 
 from ember.fleet_config import CostWeights
 from ember.labels import ROBOT_TYPES
-from ember.ros import runtime
 from ember.ros.allocation import STATUS_CANCELLED, Allocator, Changes, Policy
 from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
 from ember.ros.planning import build_steps
 from ember.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS, TASK_QOS
-from ember.ros.spinning import spin_nodes
+from ember.ros.spinning import run_node
 
 MANAGER_ID = "fleet_manager"
 
@@ -480,16 +478,8 @@ class FleetManager(Node):
 
 def main(args: list[str] | None = None) -> None:
     """`ros2 run ember fleet_manager`: run until SIGINT/SIGTERM, exit 0."""
-    runtime.init(args=args)
-    node = FleetManager()
-    print("READY", flush=True)
-    try:
-        spin_nodes([node], multi_threaded=False)  # its callbacks never block (see __init__)
-    finally:
-        node.destroy_node()
-        runtime.shutdown()
-    sys.exit(0)
-
+    # single-threaded: its callbacks never block (see __init__)
+    run_node(FleetManager, "fleet_manager", args, multi_threaded=False)
 
 if __name__ == "__main__":
     main()

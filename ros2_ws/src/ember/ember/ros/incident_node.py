@@ -21,7 +21,6 @@ Parameters (read at every use, so `ros2 param set` works for the starred ones):
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
 from collections import deque
@@ -38,10 +37,9 @@ from sensor_msgs.msg import BatteryState, CompressedImage, Image
 
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK
-from ember.ros import runtime
 from ember.ros.conversions import compressed_to_rgb, image_msg_to_rgb
 from ember.ros.qos import CAMERA_QOS, DIAGNOSTICS_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS
-from ember.ros.spinning import spin_nodes
+from ember.ros.spinning import run_node
 
 _ERROR_KINDS = (
     ("unknown image encoding", "unknown_encoding"),
@@ -408,21 +406,7 @@ class IncidentNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """`ros2 run ember incident_node`: run until SIGINT/SIGTERM, exit 0."""
-    runtime.init(args=args)
-    try:
-        node = IncidentNode()
-    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
-        print(f"incident_node: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        runtime.shutdown()
-        sys.exit(1)
-    print("READY", flush=True)
-    try:
-        spin_nodes([node])
-    finally:
-        node.destroy_node()
-        runtime.shutdown()
-    sys.exit(0)
-
+    run_node(IncidentNode, "incident_node", args)
 
 if __name__ == "__main__":
     main()

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+
+from ember.ros import runtime
 
 
 def spin_nodes(nodes: list[Node], threads: int | None = None, multi_threaded: bool = True) -> None:
@@ -27,3 +33,24 @@ def spin_nodes(nodes: list[Node], threads: int | None = None, multi_threaded: bo
         pass
     finally:
         executor.shutdown()
+
+
+def run_node(
+    make_node: Callable[[], Node], name: str, args: list[str] | None = None, multi_threaded: bool = True
+) -> NoReturn:
+    """The `main()` of a one-node executable: init, build the node (a construction error is
+    one clear line and exit 1), print READY, spin until SIGINT/SIGTERM, shut down, exit 0."""
+    runtime.init(args=args)
+    try:
+        node = make_node()
+    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
+        print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        runtime.shutdown()
+        sys.exit(1)
+    print("READY", flush=True)
+    try:
+        spin_nodes([node], multi_threaded=multi_threaded)
+    finally:
+        node.destroy_node()
+        runtime.shutdown()
+    sys.exit(0)
