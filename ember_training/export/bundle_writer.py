@@ -16,6 +16,7 @@ from onnxruntime import __version__ as ort_version
 from tokenizers import Tokenizer
 
 from ember.engine.bundle import BUNDLE_JSON, FORMAT_VERSION, MODEL_FILES, sha256_file
+from ember.fsutil import replace_directory
 from ember.labels import INCIDENT_LABELS, PLACE_LABELS, ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, PROMPT_TEMPLATE, format_prompt
 from ember_training.export.calibration import calibration_batch, generated_images, load_images
@@ -74,14 +75,7 @@ def _check_output(dst: Path) -> None:
 def _replace_dir(src: Path, dst: Path) -> None:
     """Move the finished bundle into place, replacing an existing bundle (or empty directory) at dst."""
     _check_output(dst)
-    if dst.exists():
-        old = dst.with_name(dst.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        dst.rename(old)
-        src.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        src.rename(dst)
+    replace_directory(src, dst)
 
 
 def export_bundle(

@@ -32,6 +32,7 @@ import ember
 from ember import fleet_config
 from ember.deploy.runscript import CONSTRAINTS_ROS, RUN_SH
 from ember.engine.bundle import BUNDLE_JSON, load_bundle, sha256_file
+from ember.fsutil import replace_directory
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
@@ -206,14 +207,7 @@ def build_package(
         }
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         stage.chmod(0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            stage.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(out)
+        replace_directory(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
