@@ -43,8 +43,10 @@ def tiny_model(seed: int = 0):
     return EmberVLM(cfg).eval()
 
 
-def build_tiny_bundle(output: str | Path, precision: str = "int8", seed: int = 0) -> Path:
-    """Export a tiny random-weight model to a bundle directory `output` (a few seconds on CPU)."""
+def build_tiny_bundle(output: str | Path, precision: str = "int8", seed: int = 0,
+                      robot_selector: str | Path | None = None) -> Path:
+    """Export a tiny random-weight model to a bundle directory `output` (a few seconds on CPU),
+    with a text robot selector file when one is given."""
     from ember_training.export import ExportOptions, export_bundle
     from ember_training.tokenizer import train_bpe
 
@@ -61,6 +63,7 @@ def build_tiny_bundle(output: str | Path, precision: str = "int8", seed: int = 0
             verify_steps=4,
             model_version=f"tiny-random-{precision}",
             seed=seed,
+            robot_selector=robot_selector,
         )
         export_bundle(model, tokenizer, output, options, source={"config_name": "tiny", "step": 0})
     finally:

@@ -16,6 +16,7 @@ from onnxruntime import __version__ as ort_version
 from tokenizers import Tokenizer
 
 from ember.engine.bundle import BUNDLE_JSON, FORMAT_VERSION, MODEL_FILES, sha256_file
+from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
 from ember.fsutil import replace_directory
 from ember.labels import INCIDENT_LABELS, PLACE_LABELS, ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, PROMPT_TEMPLATE, format_prompt
@@ -52,6 +53,7 @@ class ExportOptions:
     max_prompt_tokens: int | None = None  # training's data.max_prompt_tokens (engine truncates the same way)
     model_version: str | None = None
     robot_thresholds: list[float] | None = None
+    robot_selector: str | Path | None = None  # robot_selector.npz written by the recipe (shipped as is)
     metrics: dict[str, Any] | None = None
     seed: int = 0
 
@@ -61,6 +63,19 @@ def _robot_thresholds(opts: ExportOptions) -> list[float]:
     if len(th) != len(ROBOT_TYPES) or not all(0.0 <= float(t) <= 1.0 for t in th):
         raise ExportError(f"robot_thresholds must be {len(ROBOT_TYPES)} values in [0, 1], got {th}")
     return [float(t) for t in th]
+
+
+def _ship_selector(src: Path, dst: Path) -> dict[str, Any]:
+    """Copy the text robot selector into the bundle after checking the engine reads it."""
+    try:
+        sel = RobotSelector(src, len(ROBOT_TYPES))
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"robot selector {src}: {exc}") from exc
+    shutil.copyfile(src, dst)
+    samples = {task: [ROBOT_TYPES[i] for i in s.chosen] for task in VERIFY_TASKS if (s := sel.select(task))}
+    return {"file": SELECTOR_FILE, "words": len(sel.words), "dim": int(sel.vectors.shape[1]),
+            "label_sets": int(sel.sets.shape[0]), "decides": "tasks with known words (not the default camera task)",
+            "samples": samples}
 
 
 def _check_output(dst: Path) -> None:
@@ -172,10 +187,15 @@ def export_bundle(
         checks["verify_inputs"] = opts.verify_inputs
         checks["verify_decode_steps"] = opts.verify_steps
         tokenizer.save(str(stage / "tokenizer.json"))
+        names = list(MODEL_FILES)
+        selector_meta = None
+        if opts.robot_selector is not None:
+            selector_meta = _ship_selector(Path(opts.robot_selector), stage / SELECTOR_FILE)
+            names.append(SELECTOR_FILE)
 
         files = {
             name: {"sha256": sha256_file(stage / name), "bytes": (stage / name).stat().st_size}
-            for name in MODEL_FILES
+            for name in names
         }
         src = dict(source or {})
         model_version = opts.model_version or (
@@ -211,6 +231,7 @@ def export_bundle(
             "special_token_ids": specials,
             "eos_token_id": specials[EOS_TOKEN],
             "robot_thresholds": thresholds,
+            "robot_selector": selector_meta,
             "calibration": calib_source if opts.precision == "int8" else None,
             "onnxruntime_version": ort_version,
             "decoder_io": {

@@ -42,6 +42,7 @@ def export_checkpoint(
         max_prompt_tokens=(config.get("data") or {}).get("max_prompt_tokens"),
         model_version=model_version,
         robot_thresholds=ckpt.get("robot_thresholds"),
+        robot_selector=selector_of(checkpoint, ckpt),
         metrics=ckpt.get("metrics"),
     )
     source = {
@@ -51,6 +52,18 @@ def export_checkpoint(
         "config_name": config.get("name") or Path(str(config.get("path", "ember"))).stem,
     }
     return export_bundle(model, tokenizer_of(ckpt), output, options, source)
+
+
+def selector_of(checkpoint: str | Path, ckpt: dict[str, Any]) -> Path | None:
+    """The text robot selector a checkpoint names (a file beside it), or None; a named file that
+    is missing is an error, never a silently smaller bundle."""
+    name = ckpt.get("robot_selector")
+    if not name:
+        return None
+    path = Path(checkpoint).parent / str(name)
+    if not path.is_file():
+        raise ExportError(f"checkpoint {checkpoint} names robot selector {name}, but {path} is missing")
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,34 @@ Every field is read by ember_training.robot_selection.recipe; see the comments t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SelectorConfig:
+    """The bundle's text robot selector (ember_training.robot_selection.selector): a word-level
+    static encoder distilled from the teacher, int8 in the bundle, with a label-set head."""
+
+    enabled: bool = True
+    words: int = 20000  # teacher-vocabulary words in its table (+ every word of the train tasks)
+    dim: int = 128  # width of the word vectors (a PCA of the teacher space)
+    steps: int = 1500  # distillation steps (Adam, 1 - cos to the PCA'd teacher embedding)
+    batch_size: int = 256
+    lr: float = 3.0e-3
+    variants_per_task: int = 8  # distillation texts: augmentations of each train task,
+    recombinations: int = 1500  # clause recombinations of train tasks,
+    phrases: int = 15000  # random phrases over teacher words (+ the `words` themselves, + train subtasks)
+    head_c: float = 10.0  # inverse L2 strength of the label-set logistic regression
+
+    def __post_init__(self) -> None:
+        for name in ("words", "dim", "steps", "batch_size", "lr", "head_c"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"robot_selection.selector.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("variants_per_task", "recombinations", "phrases"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"robot_selection.selector.{name} must be >= 0, got {getattr(self, name)}")
+        if self.dim > 384:
+            raise ValueError(f"robot_selection.selector.dim must be <= 384 (the teacher's width), got {self.dim}")
 
 
 @dataclass
@@ -46,6 +73,8 @@ class RobotSelectionConfig:
     inner_folds: int = 4
     teacher_cache: str | None = None  # .npz cache of teacher embeddings (null: none)
     augment_task_prob: float = 0.5  # chance a labelled prompt is an augmentation of its task
+    # the text robot selector that ships in the bundle beside the VLM (decides text tasks)
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
 
     def __post_init__(self) -> None:
         for name in ("steps", "lr", "batch_size", "distill_batch_size", "teacher_c", "inner_folds"):

@@ -149,17 +149,13 @@ def train_fold(config_path: str | Path, robot_dir: Path, out: Path, data_dir: st
 
 
 def export_fold(checkpoint: Path, bundle: Path) -> dict:
-    from ember_training.checkpoint_format import model_from_checkpoint, tokenizer_of
-    from ember_training.export.bundle_writer import ExportOptions, bundle_size_bytes, export_bundle
+    """INT8 bundle of the fold's checkpoint (ember-export's path: thresholds, selector, prompt budget)."""
+    from ember_training.export.bundle_writer import bundle_size_bytes
+    from ember_training.export.cli import export_checkpoint
 
-    model, ckpt = model_from_checkpoint(checkpoint)
-    opts = ExportOptions(precision="int8", robot_thresholds=ckpt.get("robot_thresholds"),
-                         max_prompt_tokens=(ckpt["config"].get("data") or {}).get("max_prompt_tokens"),
-                         metrics=ckpt.get("metrics"))
-    export_bundle(model, tokenizer_of(ckpt), bundle, opts,
-                  {"checkpoint": str(checkpoint), "step": int(ckpt.get("step", 0)), "stage": ckpt.get("stage"),
-                   "config_name": "cv"})
-    return {"bundle_mb": bundle_size_bytes(bundle) / 1e6, "robot_thresholds": ckpt.get("robot_thresholds")}
+    meta = export_checkpoint(checkpoint, bundle, "int8")
+    return {"bundle_mb": bundle_size_bytes(bundle) / 1e6, "robot_thresholds": meta["robot_thresholds"],
+            "robot_selector": meta.get("robot_selector")}
 
 
 def evaluate_fold(bundle: Path, test: list[RobotTask], max_new_tokens: int, threads: int = 1) -> tuple[dict, list[dict]]:
@@ -180,7 +176,7 @@ def evaluate_fold(bundle: Path, test: list[RobotTask], max_new_tokens: int, thre
         plans.append(steps)
         rows.append({"index": t.index, "task": t.task, "gold": [ROBOT_TYPES[r] for r in t.robots],
                      "pred": list(a.robot_types), "scores": [round(float(x), 4) for x in a.robot_scores],
-                     "plan": plan_lines(steps), "generated_robots": list(getattr(a, "generated_robot_types", []) or [])})
+                     "plan": plan_lines(steps), "robot_source": a.robot_source})
     m = robot_selection_metrics([t.robots for t in test], sets, scores=np.asarray(scores))
     metrics = {k: float(m[k]) for k in HEADLINE}
     if max_new_tokens > 0:

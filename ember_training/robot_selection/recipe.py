@@ -20,6 +20,10 @@ What ships is still the bundle's own model: the teacher (all-MiniLM-L6-v2) runs 
    The vision tower and fusion are frozen; their outputs for the incident pool are computed once.
 3. Per-robot thresholds: inner grouped CV of the teacher classifier on the train split
    (never the scored fold), stored as `robot_thresholds` in the checkpoint -> bundle.json.
+4. The text robot selector (ember_training.robot_selection.selector, when `selector.enabled`):
+   the teacher distilled into a static word encoder + label-set head, written beside the
+   checkpoint as robot_selector.npz; ember-export ships it in the bundle, and the engine lets it
+   decide text tasks (the robot head above still decides camera frames without a task).
 
 Two more hooks act earlier (only when enabled): the BPE corpus gets the generic words
 (`tokenizer_corpus_extra`) and stage 1 starts from token embeddings set to the teacher's vector
@@ -41,12 +45,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ember.engine.robot_selector import SELECTOR_FILE
 from ember.labels import NUM_ROBOT_TYPES
 
 from .augment import augment_task, generic_texts, recombine, task_variants, teacher_words
 from .config import RobotSelectionConfig
 from .folds import inner_folds
 from .metrics import select, set_metrics
+from .selector import save_selector, train_selector
 from .tasks import RobotTask, load_tasks
 from .teacher import TEACHER_DIM, MiniLMTeacher
 
@@ -412,7 +418,14 @@ def run_recipe(trainer) -> dict[str, Any]:
                        64, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
+    extra: dict[str, Any] = {}
     with metrics_path.open("w") as fh:
+        if rs.selector.enabled:
+            arrays, selector_info = train_selector(tasks, rs.selector, seed, teacher,
+                                                   log_fn=lambda r: fh.write(json.dumps(r) + "\n"))
+            save_selector(arrays, out_dir / SELECTOR_FILE)
+            extra["robot_selector"] = SELECTOR_FILE
+            data.info.update(selector_info)
         history = train_recipe(
             model, trainer.tok, data, rs, pool, cfg.data.max_prompt_tokens, cfg.data.max_target_tokens, seed,
             device, cfg.train.weight_decay, cfg.train.betas, cfg.train.grad_clip, cfg.train.min_lr_ratio,
@@ -421,7 +434,7 @@ def run_recipe(trainer) -> dict[str, Any]:
     summary = {"steps": rs.steps, "seconds": round(time.time() - t0, 1), "thresholds": data.thresholds,
                "first": history[0] if history else None, "last": history[-1] if history else None, **data.info}
     save_checkpoint(final, model, cfg.to_dict(), trainer.tok, rs.steps,
-                    extra={"stage": RECIPE_DIR, "robot_thresholds": data.thresholds,
+                    extra={"stage": RECIPE_DIR, "robot_thresholds": data.thresholds, **extra,
                            "metrics": {k: v for k, v in data.info.items() if isinstance(v, float)}})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.tracking.plots:

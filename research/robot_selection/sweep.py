@@ -197,7 +197,7 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(__import__("os").environ.get("THREADS", "1")))
     meta = json.loads((CACHE / "meta.json").read_text())
     E = np.load(CACHE / "emb.npz")["emb"].astype(np.float32)
     LAYERS = a.layers

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ember_training.robot_selection import cv, recipe
-from ember_training.robot_selection.config import RobotSelectionConfig
+from ember_training.robot_selection.config import RobotSelectionConfig, SelectorConfig
 from ember_training.robot_selection.folds import grouped_folds, normalize_task, split
 from ember_training.robot_selection.tasks import load_tasks
 
@@ -19,7 +19,13 @@ from .conftest import FakeTeacher
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(enabled=True, steps=30, lr=2e-3, warmup_steps=2, batch_size=8, distill_batch_size=8,
-             variants_per_task=2, recombinations=40, generic_words=200, generic_phrases=40, inner_folds=3)
+             variants_per_task=2, recombinations=40, generic_words=200, generic_phrases=40, inner_folds=3,
+             selector=dict(words=300, dim=16, steps=20, batch_size=16, variants_per_task=1, recombinations=20,
+                           phrases=40))
+
+
+def _rs(**changes) -> RobotSelectionConfig:
+    return RobotSelectionConfig(**{**SMALL, "selector": SelectorConfig(**SMALL["selector"]), **changes})
 
 
 def _fold(tasks, f=0):
@@ -35,7 +41,7 @@ def _words(text):
 def test_no_test_fold_text_in_distillation_or_teacher_inputs(tasks):
     train, test = _fold(tasks)
     teacher = FakeTeacher()
-    data = recipe.build_recipe_data(train, RobotSelectionConfig(**SMALL), seed=0, teacher=teacher)
+    data = recipe.build_recipe_data(train, _rs(), seed=0, teacher=teacher)
     test_keys = {normalize_task(t.task) for t in test}
     test_subtasks_only = {s for t in test for _, s, _ in t.steps} - {s for t in train for _, s, _ in t.steps}
     for pool in (data.distill_texts, teacher.seen):
@@ -65,7 +71,7 @@ def test_cv_split_files_hold_only_train_rows(tasks, shared_data, tmp_path):
 def test_thresholds_from_inner_cv_of_the_train_split(tasks):
     train, _ = _fold(tasks)
     emb = FakeTeacher().embed([t.task for t in train])
-    rs = RobotSelectionConfig(**SMALL)
+    rs = _rs()
     th1, info = recipe.calibrate_thresholds(emb, train, rs, seed=0)
     th2, _ = recipe.calibrate_thresholds(emb, train, rs, seed=0)
     assert th1 == th2 and len(th1) == 5 and all(0.2 <= t <= 0.7 for t in th1)
@@ -86,7 +92,7 @@ def _tiny_model_and_tok(texts):
 def test_recipe_loss_falls(tasks):
     train, _ = _fold(tasks)
     train = train[:48]
-    rs = RobotSelectionConfig(**{**SMALL, "lm_weight": 0.1})
+    rs = _rs(lm_weight=0.1)
     data = recipe.build_recipe_data(train, rs, seed=0, teacher=FakeTeacher())
     model, tok, cfg = _tiny_model_and_tok([t.task for t in train] + data.distill_texts[:200])
     d = cfg.model.d_model
@@ -117,13 +123,15 @@ def test_config_rejects_bad_values():
 
 
 def test_tiny_run_with_recipe_reads_every_key(tmp_path, monkeypatch):
-    """ember-train on tiny with the recipe enabled: robot_selection/final.pt with thresholds; every
-    RobotSelectionConfig field is read by code."""
+    """ember-train on tiny with the recipe enabled: robot_selection/final.pt with thresholds and the
+    text robot selector beside it; every RobotSelectionConfig and SelectorConfig field is read by code."""
     import sys
 
     from ember_training.checkpoint_format import load_checkpoint
     from ember_training.config import load_config
     from ember_training.trainer import Trainer
+
+    from ember.engine.robot_selector import RobotSelector
 
     sys.path.insert(0, str(ROOT / "tests" / "training"))
     from training_helpers import quick_overrides, write_config
@@ -131,20 +139,25 @@ def test_tiny_run_with_recipe_reads_every_key(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "MiniLMTeacher", FakeTeacher)
     reads: set[str] = set()
     names = {f.name for f in dataclasses.fields(RobotSelectionConfig)}
+    names |= {f"selector.{f.name}" for f in dataclasses.fields(SelectorConfig)}
 
     def getter(self, name):
-        if name in names and sys._getframe(1).f_code.co_name not in ("__post_init__", "__repr__", "__eq__"):
-            reads.add(name)
+        key = f"selector.{name}" if type(self) is SelectorConfig else name
+        if key in names and sys._getframe(1).f_code.co_name not in ("__post_init__", "__repr__", "__eq__"):
+            reads.add(key)
         return object.__getattribute__(self, name)
 
     ov = quick_overrides()
     ov["robot_selection"] = {**SMALL, "steps": 3, "teacher_cache": None}
     cfg = load_config(write_config(tmp_path / "tiny.yaml", ov))
     monkeypatch.setattr(RobotSelectionConfig, "__getattribute__", getter, raising=False)
+    monkeypatch.setattr(SelectorConfig, "__getattribute__", getter, raising=False)
     Trainer(cfg, tmp_path / "out").run([1, 2, 3, 4])
     monkeypatch.undo()
     ckpt = load_checkpoint(tmp_path / "out" / "robot_selection" / "final.pt")
     assert len(ckpt["robot_thresholds"]) == 5 and ckpt["stage"] == "robot_selection"
+    assert ckpt["robot_selector"] == "robot_selector.npz"
+    assert RobotSelector(tmp_path / "out" / "robot_selection" / "robot_selector.npz", 5).sets.shape[1] == 5
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["robot_selection"]["steps"] == 3 and [s["stage"] for s in summary["stages"]] == [1, 2, 3, 4]
     assert names - reads == set(), f"never read: {sorted(names - reads)}"
@@ -169,7 +182,9 @@ def test_cv_command_on_tiny(tmp_path, shared_data):
             "tracking.progress=false", "data.synth.scenes=24", "data.synth.caption_images=8", "train.batch_size=4",
             "robot_selection.enabled=true", "robot_selection.steps=3", "robot_selection.generic_words=200",
             "robot_selection.generic_phrases=20", "robot_selection.recombinations=20", "robot_selection.batch_size=4",
-            "robot_selection.distill_batch_size=4"]
+            "robot_selection.distill_batch_size=4", "robot_selection.selector.words=300",
+            "robot_selection.selector.dim=16", "robot_selection.selector.steps=10",
+            "robot_selection.selector.phrases=20", "robot_selection.selector.recombinations=20"]
     out = tmp_path / "cv.json"
     argv = ["robot-selection", "--cv", "5", "--folds", "0", "--config", str(ROOT / "config" / "train" / "tiny.yaml"),
             "--data", str(shared_data / "robot_selection" / "single_robot_selection.json"), "--json", str(out),
@@ -179,4 +194,7 @@ def test_cv_command_on_tiny(tmp_path, shared_data):
     assert main(argv) == 0
     s = json.loads(out.read_text())
     assert s["folds_run"] == [0] and "exact_match" in s["model"] and "tfidf_lr" in s["baselines"]
+    assert s["per_fold"][0]["robot_selector"]["file"] == "robot_selector.npz"
+    rows = json.loads((tmp_path / "work" / "fold0" / "result.json").read_text())["rows"]
+    assert {r["robot_source"] for r in rows} == {"text-selector"}
     assert (tmp_path / "cv.png").is_file()

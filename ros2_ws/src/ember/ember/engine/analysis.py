@@ -11,8 +11,10 @@ from ember.prompting import PlanStep
 class Analysis:
     """Everything the engine says about one image and task.
 
-    Score vectors follow the orders of `ember.labels`; `robot_scores` has one sigmoid
-    score per robot type, `robot_types` is the selected set, best first.
+    Score vectors follow the orders of `ember.labels`; `robot_scores` has one score per robot
+    type (P(robot is in the right set)), `robot_types` is the selected set, best first, and
+    `robot_source` says what decided it: "text-selector" (the bundle's distilled text selector,
+    when a task is given) or "decoder-head" (the VLM's robot head, which also sees the image).
     """
 
     incident_type: str
@@ -29,6 +31,7 @@ class Analysis:
     timings_ms: dict[str, float] = field(default_factory=dict)
     num_generated_tokens: int = 0
     model_version: str = ""
+    robot_source: str = "decoder-head"
 
     def to_dict(self) -> dict:
         """JSON-ready dict (steps as dicts)."""

@@ -23,6 +23,7 @@ from ember.engine.analysis import Analysis
 from ember.engine.bundle import Bundle, BundleError, load_bundle
 from ember.engine.decoder import KVCacheDecoder
 from ember.engine.preprocess import preprocess
+from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, format_prompt, parse_generation
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class EmberEngine:
         except Exception as exc:
             raise BundleError(f"model bundle {self.bundle.path}: cannot load tokenizer.json ({exc})") from exc
         self._check_io()
+        self.selector = self._load_selector()
         self._kv = KVCacheDecoder(self._decoder, self.n_layers, self.n_heads, self.head_dim, self.d_model)
 
     def _read_meta(self, meta: dict) -> None:
@@ -150,6 +152,15 @@ class EmberEngine:
             raise BundleError(f"model bundle {self.bundle.path}: onnxruntime cannot load {name} ({exc})") from exc
         _release_free_memory()
         return sess
+
+    def _load_selector(self) -> RobotSelector | None:
+        """The optional text robot selector (robot_selector.npz, listed and hashed in bundle.json)."""
+        if SELECTOR_FILE not in self.bundle.meta["files"]:
+            return None
+        try:
+            return RobotSelector(self.bundle.file(SELECTOR_FILE), len(self.robot_types))
+        except ValueError as exc:
+            raise BundleError(f"model bundle {self.bundle.path}: {exc}") from exc
 
     def _check_io(self) -> None:
         want_dec = {
@@ -237,7 +248,7 @@ class EmberEngine:
         _trim_heap()  # the KV cache just went away: give its pages back before the next frame
         t4 = time.perf_counter()
         text = self.tokenizer.decode(generated, skip_special_tokens=False)
-        result = self._to_analysis(heads, text, len(generated))
+        result = self._to_analysis(heads, text, len(generated), task)
         t5 = time.perf_counter()
         result.timings_ms = {
             "preprocess_ms": (t1 - t0) * 1e3,
@@ -249,16 +260,29 @@ class EmberEngine:
         }
         return result
 
-    def _to_analysis(self, heads: dict[str, np.ndarray], text: str, n_tokens: int) -> Analysis:
-        incident = _sigmoid(heads["incident_logits"])
-        order = np.argsort(-incident, kind="stable")[:TOP_K_INCIDENTS]
-        place = _softmax(heads["place_logits"])
-        p = int(np.argmax(place))
+    def select_robots(self, heads: dict[str, np.ndarray], task: str | None) -> tuple[np.ndarray, list[str], str]:
+        """(robot scores, selected types best first, source). A task the bundle's text selector
+        knows words of is decided by the selector ("text-selector"); otherwise (no task or the default
+        camera task, no selector, no known word) by the decoder's robot head, which also sees the
+        image ("decoder-head")."""
+        task = " ".join(str(task or "").split())
+        if self.selector is not None and task and task != DEFAULT_TASK:
+            sel = self.selector.select(task[:MAX_TASK_CHARS])
+            if sel is not None:
+                return sel.scores, [self.robot_types[i] for i in sel.chosen], "text-selector"
         robots = _sigmoid(heads["robot_logits"])
         by_score = np.argsort(-robots, kind="stable")
         selected = [self.robot_types[i] for i in by_score if robots[i] >= self.robot_thresholds[i]]
         if not selected:
             selected = [self.robot_types[int(by_score[0])]]
+        return robots, selected, "decoder-head"
+
+    def _to_analysis(self, heads: dict[str, np.ndarray], text: str, n_tokens: int, task: str | None = None) -> Analysis:
+        incident = _sigmoid(heads["incident_logits"])
+        order = np.argsort(-incident, kind="stable")[:TOP_K_INCIDENTS]
+        place = _softmax(heads["place_logits"])
+        p = int(np.argmax(place))
+        robots, selected, source = self.select_robots(heads, task)
         parsed = parse_generation(text.replace(EOS_TOKEN, ""))
         return Analysis(
             incident_type=self.incident_labels[int(order[0])],
@@ -269,6 +293,7 @@ class EmberEngine:
             place_score=float(place[p]),
             robot_scores=[float(s) for s in robots],
             robot_types=selected,
+            robot_source=source,
             text=text,
             reasoning=parsed.reasoning,
             steps=list(parsed.steps),

@@ -1,0 +1,113 @@
+"""The bundle's text robot selector (optional file `robot_selector.npz`; numpy only).
+
+A static word encoder distilled offline from the all-MiniLM-L6-v2 sentence embeddings
+(ember_training.robot_selection.selector): each known word has an int8 vector (per-row scale)
+and a weight; the task is the weighted mean of its words' vectors, L2-normalised. A label-set
+head (multinomial logistic regression over the robot sets seen in training) gives P(set); the
+robot scores are its marginals P(robot in set) and the selected set is the one with the highest
+expected Jaccard overlap under P(set).
+
+Arrays of the file:
+  words    bytes  [N]      sorted vocabulary (ASCII lower-case words)
+  vectors  int8   [N, d]   word vectors, row r = vectors[r] * scales[r]
+  scales   f32    [N]
+  weights  f32    [N]      pooling weight of each word (> 0)
+  head_w   f32    [S, d]   label-set logits = head_w @ z + head_b
+  head_b   f32    [S]
+  sets     uint8  [S, R]   membership of each label set (R robot types, bundle order)
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SELECTOR_FILE = "robot_selector.npz"
+SELECTOR_ARRAYS = ("words", "vectors", "scales", "weights", "head_w", "head_b", "sets")
+_WORD = re.compile(r"[a-z]+")
+
+
+def words_of(text: str) -> list[str]:
+    """The selector's tokenisation (training uses this same function): lower-case ASCII letter runs."""
+    return _WORD.findall(str(text).lower())
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Robot scores (marginals, bundle robot order), the chosen set (indices, best first) and how
+    many of the task's words the selector knew."""
+
+    scores: np.ndarray
+    chosen: list[int]
+    known_words: int
+
+
+class RobotSelector:
+    """Task text -> robot-set selection. `select(text)` returns None when no word is known."""
+
+    def __init__(self, path: str | Path, num_robot_types: int) -> None:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in SELECTOR_ARRAYS if k not in data.files]
+                if missing:
+                    raise ValueError(f"lacks array(s) {', '.join(missing)}")
+                arrays = {k: data[k] for k in SELECTOR_ARRAYS}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"cannot read {path.name}: {exc}") from exc
+        self.words = arrays["words"]
+        self.vectors = arrays["vectors"]
+        self.scales = arrays["scales"].astype(np.float32)
+        self.weights = arrays["weights"].astype(np.float32)
+        self.head_w = arrays["head_w"].astype(np.float32)
+        self.head_b = arrays["head_b"].astype(np.float32)
+        self.sets = arrays["sets"].astype(np.float32)
+        n, d = self.vectors.shape if self.vectors.ndim == 2 else (0, 0)
+        s = self.head_w.shape[0]
+        if (self.words.ndim != 1 or self.words.dtype.kind != "S" or len(self.words) != n or n == 0
+                or self.vectors.dtype != np.int8 or self.scales.shape != (n,) or self.weights.shape != (n,)
+                or self.head_w.shape != (s, d) or self.head_b.shape != (s,) or self.sets.shape != (s, num_robot_types)
+                or s == 0):
+            raise ValueError(
+                f"{path.name}: inconsistent shapes (words {self.words.shape} {self.words.dtype}, vectors "
+                f"{self.vectors.shape} {self.vectors.dtype}, head {self.head_w.shape}, sets {self.sets.shape}; "
+                f"{num_robot_types} robot types)"
+            )
+        if np.any(self.words[1:] <= self.words[:-1]):
+            raise ValueError(f"{path.name}: words must be sorted and unique")
+        inter = self.sets @ self.sets.T
+        union = self.sets.sum(1)[:, None] + self.sets.sum(1)[None, :] - inter
+        self._jaccard = inter / np.maximum(union, 1.0)  # [S, S]
+
+    def _rows(self, text: str) -> np.ndarray:
+        keys = np.array([w.encode("ascii") for w in words_of(text)], dtype=self.words.dtype)
+        if keys.size == 0:
+            return np.zeros(0, np.int64)
+        pos = np.minimum(np.searchsorted(self.words, keys), len(self.words) - 1)
+        return pos[self.words[pos] == keys]
+
+    def embed(self, text: str) -> np.ndarray | None:
+        """The normalised task vector [d], or None when no word of `text` is known."""
+        rows = self._rows(text)
+        if rows.size == 0:
+            return None
+        w = self.weights[rows]
+        vec = (self.vectors[rows].astype(np.float32) * (self.scales[rows] * w)[:, None]).sum(0) / w.sum()
+        return vec / max(float(np.linalg.norm(vec)), 1e-12)
+
+    def select(self, text: str) -> Selection | None:
+        z = self.embed(text)
+        if z is None:
+            return None
+        logits = self.head_w @ z + self.head_b
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        marginals = p @ self.sets
+        best = int(np.argmax(self._jaccard @ p))
+        members = [int(i) for i in np.flatnonzero(self.sets[best])]
+        chosen = sorted(members, key=lambda r: (-marginals[r], r))
+        return Selection(scores=marginals, chosen=chosen, known_words=int(self._rows(text).size))
