@@ -3,7 +3,8 @@
     python bench/edge.py [--config small|full] [--json PATH] [--tokens 50] [--repeats 3]
 
 Builds the config's EmberVLM with seeded random weights (cost does not depend on the
-values), exports an FP32 and an INT8 bundle from the same model and times, single
+values), with a text robot selector of the config's size (robot_selection.selector), exports
+an FP32 and an INT8 bundle from the same model and times, single
 threaded: vision, 50-token greedy generation (KV cache, EOS ignored so every run decodes
 the same number of tokens) and the total analyze, on a 640x480 photo of ../shared. The
 INT8 peak RSS is the VmHWM of a fresh process that only loads the INT8 bundle and analyzes
@@ -143,6 +144,39 @@ def peak_rss(bundle: Path, tokens: int, image_npy: Path) -> dict[str, float]:
     return {"import_mb": after_import / 1024, "loaded_mb": after_load / 1024, "peak_mb": peak / 1024}
 
 
+def synthetic_selector(config_name: str, path: Path, seed: int = 0) -> Path | None:
+    """A text robot selector of the config's size (robot_selection.selector: words x dim int8, the
+    10 label sets of the real data) with random values: what the robots' bundle carries. None when
+    the config trains no selector (its recipe is off)."""
+    import numpy as np
+
+    from ember.labels import NUM_ROBOT_TYPES
+    from ember_training.config import load_config
+    from ember_training.robot_selection.augment import teacher_words
+    from ember_training.robot_selection.selector import save_selector
+
+    rs = load_config(ROOT / "config" / "train" / f"{config_name}.yaml").robot_selection
+    if not (rs.enabled and rs.selector.enabled):
+        return None
+    sc = rs.selector
+    words = sorted(set(teacher_words()[: sc.words]) | {f"taskword{i}" for i in range(40)})
+    rng = np.random.default_rng(seed)
+    n_sets = 10
+    sets = np.zeros((n_sets, NUM_ROBOT_TYPES), np.uint8)
+    for i in range(n_sets):
+        sets[i, rng.choice(NUM_ROBOT_TYPES, 1 + i % 3, replace=False)] = 1
+    arrays = {
+        "words": np.array([w.encode("ascii") for w in words]),
+        "vectors": rng.integers(-127, 128, (len(words), sc.dim), dtype=np.int8),
+        "scales": rng.random(len(words), dtype=np.float32) * 0.01,
+        "weights": rng.random(len(words), dtype=np.float32) + 0.1,
+        "head_w": rng.standard_normal((n_sets, sc.dim), dtype=np.float32),
+        "head_b": rng.standard_normal(n_sets, dtype=np.float32),
+        "sets": sets,
+    }
+    return save_selector(arrays, path)
+
+
 def dir_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / MIB
 
@@ -166,11 +200,13 @@ def run(config_name: str, tokens: int, repeats: int, workdir: Path) -> dict:
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     print(f"[{config_name}] {n_params / 1e6:.1f}M parameters, vocab {cfg.vocab_size} (tokenizer {tok.get_vocab_size()})", flush=True)
 
+    selector = synthetic_selector(config_name, workdir / "robot_selector.npz")
     bundles, checks = {}, {}
     for precision in ("fp32", "int8"):
         t = time.perf_counter()
         meta = export_bundle(
-            model, tok, workdir / precision, ExportOptions(precision=precision), {"config_name": config_name}
+            model, tok, workdir / precision, ExportOptions(precision=precision, robot_selector=selector),
+            {"config_name": config_name},
         )
         bundles[precision] = workdir / precision
         checks[precision] = meta["export_checks"]

@@ -7,7 +7,7 @@ fit the robots' budget. A word-level static encoder does, and keeps most of it:
 1. vocabulary: the `words` most frequent whole words of the teacher's vocabulary + every word of
    the train tasks; each word's vector starts as the teacher's embedding of that word alone, in a
    `dim`-wide PCA of the teacher space (the PCA is fit on the distillation targets);
-2. distillation (tokenlearn-style): vectors and per-word pooling weights are trained so that the
+2. distillation (tokenlearn-style, Adam with cosine decay): vectors and per-word pooling weights are trained so that the
    weighted mean of a text's word vectors matches the teacher's embedding of the whole text
    (1 - cosine), over the train tasks, their augmentations and clause recombinations, the train
    plans' subtasks and a task-independent generic corpus (teacher words, random phrases);
@@ -23,6 +23,7 @@ Only the train split's tasks are read (plus the generic corpus). The engine side
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,7 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
                                                                 (word_vecs - mean) @ proj]).astype(np.float32)))
     weight_logits = torch.nn.Parameter(torch.zeros(len(vocab) + 1))
     opt = torch.optim.Adam([table, weight_logits], lr=sc.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, sc.steps) / sc.steps)))
     history: list[dict] = []
     first_cos = 0.0
     for step in tqdm(range(1, sc.steps + 1), desc="robot selector", unit="step", leave=False, mininterval=5):
@@ -116,6 +118,7 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         if step == 1 or step % 50 == 0 or step == sc.steps:
             rec = {"selector_step": step, "selector_distill_cos": round(float(cos.detach()), 4)}
             history.append(rec)

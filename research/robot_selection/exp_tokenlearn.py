@@ -14,8 +14,6 @@ torch.set_num_threads(2)
 from common import CACHE, report, set_metrics  # noqa: E402
 from exp_heads import decode_powerset, powerset_probs  # noqa: E402
 
-from ember_training.robot_selection.augment import augment_task  # noqa: E402
-
 S = CACHE / "sweep"
 meta = json.loads((S / "meta.json").read_text())
 E = np.load(S / "emb.npz")["emb"].astype(np.float32)
@@ -59,11 +57,11 @@ def run_fold(f, steps, bs, lr, use_generic=True, aug=True):
         dist += [pool[i] for i in meta["generic"]]
         dvec += [E[i] for i in meta["generic"]]
     dvec = torch.tensor(np.stack(dvec))
-    cache = {}
+
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(f)
     t0 = time.time()
-    for step in range(steps):
+    for _step in range(steps):
         bi = rng.integers(0, len(dist), bs)
         batch = [dist[i] for i in bi]
         ids, m = enc(tok, batch)

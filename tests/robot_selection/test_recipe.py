@@ -127,11 +127,10 @@ def test_tiny_run_with_recipe_reads_every_key(tmp_path, monkeypatch):
     text robot selector beside it; every RobotSelectionConfig and SelectorConfig field is read by code."""
     import sys
 
+    from ember.engine.robot_selector import RobotSelector
     from ember_training.checkpoint_format import load_checkpoint
     from ember_training.config import load_config
     from ember_training.trainer import Trainer
-
-    from ember.engine.robot_selector import RobotSelector
 
     sys.path.insert(0, str(ROOT / "tests" / "training"))
     from training_helpers import quick_overrides, write_config
