@@ -65,6 +65,7 @@ def test_engine_reads_the_selector_as_trained(fold, trained):
     train, _ = fold
     path, arrays, _, _ = trained
     sel = RobotSelector(path, len(ROBOT_TYPES))
+    assert isinstance(sel.vectors, np.memmap) and isinstance(sel.words, np.memmap)  # off the RSS budget
     ref = _QuantisedEncoder([w.decode() for w in arrays["words"]], arrays["vectors"], arrays["scales"], arrays["weights"])
     train_sets = {t.robots for t in train}
     for t in train[:20]:

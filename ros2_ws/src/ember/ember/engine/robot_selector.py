@@ -15,6 +15,9 @@ Arrays of the file:
   head_w   f32    [S, d]   label-set logits = head_w @ z + head_b
   head_b   f32    [S]
   sets     uint8  [S, R]   membership of each label set (R robot types, bundle order)
+
+The file is an uncompressed npz: `words` and `vectors` are memory-mapped, so a robot keeps
+only the pages of the words its tasks use resident (the table stays off the RSS budget).
 """
 
 from __future__ import annotations
@@ -29,6 +32,47 @@ import numpy as np
 SELECTOR_FILE = "robot_selector.npz"
 SELECTOR_ARRAYS = ("words", "vectors", "scales", "weights", "head_w", "head_b", "sets")
 _WORD = re.compile(r"[a-z]+")
+
+
+_MAPPED = ("words", "vectors")  # the big tables: memory-mapped, only the rows a task uses become resident
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The selector's arrays; the big tables memory-mapped straight from the (uncompressed) npz."""
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        missing = [k for k in SELECTOR_ARRAYS if f"{k}.npy" not in names]
+        if missing:
+            raise ValueError(f"lacks array(s) {', '.join(missing)}")
+        for key in SELECTOR_ARRAYS:
+            info = zf.getinfo(f"{key}.npy")
+            if key in _MAPPED and info.compress_type == zipfile.ZIP_STORED:
+                arrays[key] = _map_member(path, info)
+            else:
+                with zf.open(info) as fh:
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    return arrays
+
+
+def _map_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray:
+    """np.memmap of a stored .npy member: past the zip local header, then the .npy header."""
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"bad zip local header for {info.filename}")
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename} holds Python objects")
+    if int(np.prod(shape)) * dtype.itemsize + offset - (info.header_offset + 30 + name_len + extra_len) > info.file_size:
+        raise ValueError(f"{info.filename} is truncated")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def words_of(text: str) -> list[str]:
@@ -52,11 +96,7 @@ class RobotSelector:
     def __init__(self, path: str | Path, num_robot_types: int) -> None:
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in SELECTOR_ARRAYS if k not in data.files]
-                if missing:
-                    raise ValueError(f"lacks array(s) {', '.join(missing)}")
-                arrays = {k: data[k] for k in SELECTOR_ARRAYS}
+            arrays = _read_arrays(path)
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read {path.name}: {exc}") from exc
         self.words = arrays["words"]
