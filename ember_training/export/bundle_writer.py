@@ -72,7 +72,8 @@ def _ship_selector(src: Path, dst: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ExportError(f"robot selector {src}: {exc}") from exc
     shutil.copyfile(src, dst)
-    samples = {task: [ROBOT_TYPES[i] for i in s.chosen] for task in VERIFY_TASKS if (s := sel.select(task))}
+    samples = {task: [ROBOT_TYPES[i] for i in s.chosen]
+               for task in VERIFY_TASKS if task != DEFAULT_TASK and (s := sel.select(task))}
     return {"file": SELECTOR_FILE, "words": len(sel.words), "dim": int(sel.vectors.shape[1]),
             "label_sets": int(sel.sets.shape[0]), "decides": "tasks with known words (not the default camera task)",
             "samples": samples}

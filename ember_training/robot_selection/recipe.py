@@ -419,13 +419,17 @@ def run_recipe(trainer) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
     extra: dict[str, Any] = {}
-    with metrics_path.open("w") as fh:
-        if rs.selector.enabled:
+    plots = [(metrics_path, out_dir / "loss.png", "robot-selection recipe")]
+    if rs.selector.enabled:
+        selector_path = out_dir / "selector_metrics.jsonl"
+        with selector_path.open("w") as fh:
             arrays, selector_info = train_selector(tasks, rs.selector, seed, teacher,
                                                    log_fn=lambda r: fh.write(json.dumps(r) + "\n"))
-            save_selector(arrays, out_dir / SELECTOR_FILE)
-            extra["robot_selector"] = SELECTOR_FILE
-            data.info.update(selector_info)
+        save_selector(arrays, out_dir / SELECTOR_FILE)
+        extra["robot_selector"] = SELECTOR_FILE
+        data.info.update(selector_info)
+        plots.append((selector_path, out_dir / "selector_loss.png", "text robot selector: distillation"))
+    with metrics_path.open("w") as fh:
         history = train_recipe(
             model, trainer.tok, data, rs, pool, cfg.data.max_prompt_tokens, cfg.data.max_target_tokens, seed,
             device, cfg.train.weight_decay, cfg.train.betas, cfg.train.grad_clip, cfg.train.min_lr_ratio,
@@ -438,8 +442,9 @@ def run_recipe(trainer) -> dict[str, Any]:
                            "metrics": {k: v for k, v in data.info.items() if isinstance(v, float)}})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.tracking.plots:
-        try:
-            plot_losses(metrics_path, out_dir / "loss.png", "robot-selection recipe")
-        except Exception as exc:  # plots never fail a run
-            log.warning("recipe loss plot failed: %s", exc)
+        for src, png, title in plots:
+            try:
+                plot_losses(src, png, title)
+            except Exception as exc:  # plots never fail a run
+                log.warning("recipe loss plot %s failed: %s", png.name, exc)
     return summary

@@ -120,7 +120,7 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
         opt.step()
         sched.step()
         if step == 1 or step % 50 == 0 or step == sc.steps:
-            rec = {"selector_step": step, "selector_distill_cos": round(float(cos.detach()), 4)}
+            rec = {"step": step, "distill_loss": round(1 - float(cos.detach()), 4)}
             history.append(rec)
             if log_fn:
                 log_fn(rec)
@@ -151,7 +151,7 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
     }
     summary = {"selector_words": len(vocab), "selector_dim": sc.dim, "selector_sets": len(sets),
                "selector_texts": len(texts), "selector_distill_cos_first": round(first_cos, 4),
-               "selector_distill_cos": history[-1]["selector_distill_cos"] if history else None,
+               "selector_distill_cos": round(1 - history[-1]["distill_loss"], 4) if history else None,
                "selector_seconds": round(time.time() - t0, 1)}
     log.info("robot selector: %s", summary)
     return arrays, summary

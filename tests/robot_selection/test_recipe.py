@@ -156,6 +156,8 @@ def test_tiny_run_with_recipe_reads_every_key(tmp_path, monkeypatch):
     ckpt = load_checkpoint(tmp_path / "out" / "robot_selection" / "final.pt")
     assert len(ckpt["robot_thresholds"]) == 5 and ckpt["stage"] == "robot_selection"
     assert ckpt["robot_selector"] == "robot_selector.npz"
+    rows = [json.loads(x) for x in (tmp_path / "out" / "robot_selection" / "selector_metrics.jsonl").read_text().splitlines()]
+    assert rows and all({"step", "distill_loss"} <= set(r) for r in rows)
     assert RobotSelector(tmp_path / "out" / "robot_selection" / "robot_selector.npz", 5).sets.shape[1] == 5
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["robot_selection"]["steps"] == 3 and [s["stage"] for s in summary["stages"]] == [1, 2, 3, 4]
