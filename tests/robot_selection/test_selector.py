@@ -75,6 +75,8 @@ def test_engine_reads_the_selector_as_trained(fold, trained):
         assert np.all((s.scores >= 0) & (s.scores <= 1 + 1e-6))
         assert s.chosen[0] == int(np.argmax(s.scores)) or s.scores[s.chosen[0]] == s.scores.max()
     assert sel.select("zzzq xxqv") is None and sel.select("") is None
+    longest = max(arrays["words"], key=len).decode()
+    assert sel.select(longest + "s") is None  # too long for the table: unknown, not truncated into a match
 
 
 def test_selector_fits_its_train_split_better_than_the_majority_set(fold, trained):

@@ -124,7 +124,8 @@ class RobotSelector:
         self._jaccard = inter / np.maximum(union, 1.0)  # [S, S]
 
     def _rows(self, text: str) -> np.ndarray:
-        keys = np.array([w.encode("ascii") for w in words_of(text)], dtype=self.words.dtype)
+        width = self.words.dtype.itemsize  # a longer word is unknown (never truncated into a match)
+        keys = np.array([w.encode("ascii") for w in words_of(text) if len(w) <= width], dtype=self.words.dtype)
         if keys.size == 0:
             return np.zeros(0, np.int64)
         pos = np.minimum(np.searchsorted(self.words, keys), len(self.words) - 1)
