@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ember.engine.robot_selector import RobotSelector, words_of
+from ember.engine.robot_selector import RobotSelector, pool_rows, words_of
 from ember.labels import NUM_ROBOT_TYPES
 
 from .augment import generic_texts, recombine, task_variants, teacher_words
@@ -158,20 +158,16 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
 
 
 class _QuantisedEncoder:
-    """The engine's pooling on in-memory arrays (for the head fit)."""
+    """The engine's pooling (ember.engine.robot_selector.pool_rows) on in-memory arrays, for the head fit."""
 
     def __init__(self, vocab: list[str], vectors: np.ndarray, scales: np.ndarray, weights: np.ndarray) -> None:
         self.index = {w: i for i, w in enumerate(vocab)}
-        self.table = vectors.astype(np.float32) * scales[:, None]
-        self.weights = weights
+        self.vectors, self.scales, self.weights = vectors, scales, weights
 
     def embed(self, text: str) -> np.ndarray:
-        rows = [self.index[w] for w in words_of(text) if w in self.index]
-        if not rows:
-            return np.zeros(self.table.shape[1], np.float32)
-        w = self.weights[rows]
-        v = (self.table[rows] * w[:, None]).sum(0) / w.sum()
-        return v / max(float(np.linalg.norm(v)), 1e-12)
+        rows = np.array([self.index[w] for w in words_of(text) if w in self.index], dtype=np.int64)
+        vec = pool_rows(rows, self.vectors, self.scales, self.weights)
+        return np.zeros(self.vectors.shape[1], np.float32) if vec is None else vec
 
 
 def save_selector(arrays: dict[str, np.ndarray], path: str | Path) -> Path:

@@ -30,33 +30,28 @@ def drone(tr, te):
     return [[0]] * len(te), [0] * len(te)
 
 
+def ovr_probs(Xtr, ytr, Xte, C):
+    """One-vs-rest logistic regression probabilities [len(Xte), 5]."""
+    P = np.zeros((Xte.shape[0], 5))
+    for r in range(5):
+        y = ytr[:, r]
+        if y.min() == y.max():
+            P[:, r] = y[0]
+            continue
+        P[:, r] = LogisticRegression(C=C, max_iter=2000).fit(Xtr, y).predict_proba(Xte)[:, 1]
+    return P
+
+
 def ovr(X, C=10.0):
     def fp(tr, te):
-        P = np.zeros((len(te), 5))
-        for r in range(5):
-            y = Y[tr, r]
-            if y.min() == y.max():
-                P[:, r] = y[0]
-                continue
-            m = LogisticRegression(C=C, max_iter=2000).fit(X[tr], y)
-            P[:, r] = m.predict_proba(X[te])[:, 1]
-        return P
+        return ovr_probs(X[tr], Y[tr], X[te], C)
     return fp
 
 
 def tfidf_lr(C=10.0, ngram=(1, 2)):
     def fp(tr, te):
         v = TfidfVectorizer(ngram_range=ngram, sublinear_tf=True, min_df=1)
-        Xtr = v.fit_transform([texts[i] for i in tr])
-        Xte = v.transform([texts[i] for i in te])
-        P = np.zeros((len(te), 5))
-        for r in range(5):
-            y = Y[tr, r]
-            if y.min() == y.max():
-                P[:, r] = y[0]
-                continue
-            P[:, r] = LogisticRegression(C=C, max_iter=2000).fit(Xtr, y).predict_proba(Xte)[:, 1]
-        return P
+        return ovr_probs(v.fit_transform([texts[i] for i in tr]), Y[tr], v.transform([texts[i] for i in te]), C)
     return fp
 
 

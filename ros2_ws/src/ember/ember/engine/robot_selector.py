@@ -80,6 +80,16 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(str(text).lower())
 
 
+def pool_rows(rows: np.ndarray, vectors: np.ndarray, scales: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """The selector's task vector: weighted mean of the int8 word vectors at `rows`, L2-normalised
+    (None for no rows). The one pooling of training (head fit) and the engine."""
+    if len(rows) == 0:
+        return None
+    w = weights[rows]
+    vec = (vectors[rows].astype(np.float32) * (scales[rows] * w)[:, None]).sum(0) / w.sum()
+    return vec / max(float(np.linalg.norm(vec)), 1e-12)
+
+
 @dataclass(frozen=True)
 class Selection:
     """Robot scores (marginals, bundle robot order), the chosen set (indices, best first) and how
@@ -133,15 +143,11 @@ class RobotSelector:
 
     def embed(self, text: str) -> np.ndarray | None:
         """The normalised task vector [d], or None when no word of `text` is known."""
-        rows = self._rows(text)
-        if rows.size == 0:
-            return None
-        w = self.weights[rows]
-        vec = (self.vectors[rows].astype(np.float32) * (self.scales[rows] * w)[:, None]).sum(0) / w.sum()
-        return vec / max(float(np.linalg.norm(vec)), 1e-12)
+        return pool_rows(self._rows(text), self.vectors, self.scales, self.weights)
 
     def select(self, text: str) -> Selection | None:
-        z = self.embed(text)
+        rows = self._rows(text)
+        z = pool_rows(rows, self.vectors, self.scales, self.weights)
         if z is None:
             return None
         logits = self.head_w @ z + self.head_b
@@ -151,4 +157,4 @@ class RobotSelector:
         best = int(np.argmax(self._jaccard @ p))
         members = [int(i) for i in np.flatnonzero(self.sets[best])]
         chosen = sorted(members, key=lambda r: (-marginals[r], r))
-        return Selection(scores=marginals, chosen=chosen, known_words=int(self._rows(text).size))
+        return Selection(scores=marginals, chosen=chosen, known_words=int(rows.size))
