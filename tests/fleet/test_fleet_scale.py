@@ -55,8 +55,11 @@ def test_fifty_robots_at_2hz_are_tracked_allocated_and_failed_over(manager):
             for rid in ("sim_000", "sim_001", "sim_002"):
                 sim.add_reporter(rid)
             assert spin_until(executor, sim.report_publishers_matched, timeout=30)
+            reports0 = int(diag.fresh(executor, DIAG)["reports"])
             for rid in ("sim_000", "sim_001", "sim_002"):
                 sim.publish_report(rid, "on fire", FIRE)
+            # the manager under 100 heartbeats/s may take a moment: wait until it has all three
+            assert spin_until(executor, lambda: diag.get(DIAG, "reports") >= reports0 + 3, timeout=30)
             client = node.create_client(SubmitTask, "/fleet/submit_task")
             assert spin_until(executor, client.service_is_ready, 20)
             future = client.call_async(SubmitTask.Request(task="Put out the fire"))
