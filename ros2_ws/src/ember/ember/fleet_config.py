@@ -73,6 +73,9 @@ class ManagerConfig:
     max_robot_types: int = 3
     task_wait_s: float = 10.0
     """how long a task waits for a first incident report with a robot selection"""
+    text_selector: bool = True
+    """decide an operator task's robot types with the bundle's text robot selector (the robots'
+    rule for text tasks); false: always from the fused camera reports"""
     weights: CostWeights = field(default_factory=CostWeights)
 
 
@@ -194,6 +197,7 @@ def manager_description(cfg: FleetConfig) -> NodeDescription:
         "selection_threshold": float(m.selection_threshold),
         "max_robot_types": int(m.max_robot_types),
         "task_wait_s": float(m.task_wait_s),
+        "bundle": cfg.bundle if m.text_selector else "",
         "weight_suitability": float(m.weights.suitability),
         "weight_type_mismatch": float(m.weights.type_mismatch),
         "weight_battery": float(m.weights.battery),

@@ -23,7 +23,7 @@ from ember.engine.analysis import Analysis
 from ember.engine.bundle import Bundle, BundleError, load_bundle
 from ember.engine.decoder import KVCacheDecoder
 from ember.engine.preprocess import preprocess
-from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
+from ember.engine.robot_selector import RobotSelector, bundle_selector
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, format_prompt, parse_generation
 
 log = logging.getLogger(__name__)
@@ -155,12 +155,7 @@ class EmberEngine:
 
     def _load_selector(self) -> RobotSelector | None:
         """The optional text robot selector (robot_selector.npz, listed and hashed in bundle.json)."""
-        if SELECTOR_FILE not in self.bundle.meta["files"]:
-            return None
-        try:
-            return RobotSelector(self.bundle.file(SELECTOR_FILE), len(self.robot_types))
-        except ValueError as exc:
-            raise BundleError(f"model bundle {self.bundle.path}: {exc}") from exc
+        return bundle_selector(self.bundle, len(self.robot_types))
 
     def _check_io(self) -> None:
         want_dec = {

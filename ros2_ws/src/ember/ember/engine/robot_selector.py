@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ember.engine.bundle import Bundle, BundleError, load_bundle
+
 SELECTOR_FILE = "robot_selector.npz"
 SELECTOR_ARRAYS = ("words", "vectors", "scales", "weights", "head_w", "head_b", "sets")
 _WORD = re.compile(r"[a-z]+")
@@ -158,3 +160,25 @@ class RobotSelector:
         members = [int(i) for i in np.flatnonzero(self.sets[best])]
         chosen = sorted(members, key=lambda r: (-marginals[r], r))
         return Selection(scores=marginals, chosen=chosen, known_words=int(rows.size))
+
+
+def bundle_selector(bundle: Bundle, num_robot_types: int) -> RobotSelector | None:
+    """The bundle's text robot selector (listed and hashed in bundle.json), or None when it ships
+    none; BundleError when the file is unreadable or inconsistent."""
+    if SELECTOR_FILE not in bundle.meta["files"]:
+        return None
+    try:
+        return RobotSelector(bundle.file(SELECTOR_FILE), num_robot_types)
+    except ValueError as exc:
+        raise BundleError(f"model bundle {bundle.path}: {exc}") from exc
+
+
+def load_text_selector(bundle_dir: str | Path, robot_types: list[str]) -> RobotSelector | None:
+    """The text robot selector of a bundle directory, for a process that does not run the model
+    (the fleet manager): the bundle is validated and hashed like the engine does, and its robot
+    types must be `robot_types` in that order. None when the bundle ships no selector."""
+    bundle = load_bundle(bundle_dir)
+    types = [str(t) for t in bundle.meta.get("robot_types", [])]
+    if types != list(robot_types):
+        raise BundleError(f"model bundle {bundle.path}: robot_types {types} are not {list(robot_types)}")
+    return bundle_selector(bundle, len(types))

@@ -10,8 +10,10 @@
 * Tasks: /fleet/tasks (std_msgs/String, the task text) and the SubmitTask service
   (/fleet/submit_task; with an image, the least loaded live robot analyses it first
   through its AnalyzeImage service). A task is about the incident it names, else the one
-  most robots reported recently. Required robot types come from the fused selection scores;
-  concrete robots win steps by bids (ember.ros.allocation).
+  most robots reported recently. Required robot types come from the task's text when the
+  `bundle` parameter names a model bundle with a text robot selector that knows words of the
+  task (the robots' own rule, ember.engine.EmberEngine.select_robots), else from the fused
+  camera-report selection scores; concrete robots win steps by bids (ember.ros.allocation).
 * Out: one ActionPlan per assigned robot on /<robot_id>/ember/action_plan (reliable,
   transient-local; new, updated, cancelled), the fused selection on /fleet/fused_selection
   (RobotSelection, robot_id "fleet_manager"), JSON alerts on /fleet/alerts for steps that no
@@ -43,6 +45,7 @@ from std_msgs.msg import String
 
 from ember.fleet_config import CostWeights
 from ember.labels import ROBOT_TYPES
+from ember.prompting import DEFAULT_TASK, MAX_TASK_CHARS
 from ember.ros.allocation import STATUS_CANCELLED, Allocator, Changes, Policy
 from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
 from ember.ros.planning import build_steps
@@ -91,6 +94,9 @@ class FleetManager(Node):
         diag_period = float(p("diagnostics_period_s", 1.0).value)
 
         self._task_wait = float(p("task_wait_s", 10.0).value)
+        bundle = str(p("bundle", "", ParameterDescriptor(description="model bundle whose text robot selector "
+                                                                      "decides text tasks ('' = none)")).value)
+        self._text_selector, self._text_selector_state = self._load_text_selector(bundle)
         self._lock = threading.RLock()
         self._reports_arrived = threading.Condition(self._lock)
         self._waiting_tasks: list[tuple[str, float]] = []
@@ -104,7 +110,8 @@ class FleetManager(Node):
         self._clients: dict[str, Any] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_count = 0
-        self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0}
+        self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
+                        "tasks_text_selected": 0}
         self._alloc_ms: deque[float] = deque(maxlen=200)
         self._warned: set[str] = set()
 
@@ -132,8 +139,26 @@ class FleetManager(Node):
             self._ensure_robot_endpoints(rid)
         self.get_logger().info(
             f"fleet manager up: expecting {len(self._expected)} robots, heartbeat timeout {self._timeout:g}s, "
-            f"fusion window {window:g}s, low battery {policy.low_battery:g}"
+            f"fusion window {window:g}s, low battery {policy.low_battery:g}, text robot selector: "
+            f"{self._text_selector_state}"
         )
+
+    def _load_text_selector(self, bundle: str) -> tuple[Any, str]:
+        """(selector or None, state for logs and diagnostics). A bundle that cannot be read is
+        logged as an error and the manager runs on the camera reports alone."""
+        if not bundle:
+            return None, "off (no bundle parameter)"
+        from ember.engine.bundle import BundleError
+        from ember.engine.robot_selector import load_text_selector
+
+        try:
+            selector = load_text_selector(bundle, list(ROBOT_TYPES))
+        except BundleError as exc:
+            self.get_logger().error(f"text robot selector unavailable, tasks use the camera reports: {exc}")
+            return None, f"error: {exc}"
+        if selector is None:
+            return None, f"none in {bundle}"
+        return selector, f"on ({bundle})"
 
     # -- robots ----------------------------------------------------------------------------
     def _ensure_robot_endpoints(self, robot_id: str) -> None:
@@ -309,13 +334,19 @@ class FleetManager(Node):
         """Allocate a task for a plannable incident (lock held)."""
         self._task_count += 1
         task_id = f"task-{self._task_count:04d}"
-        scores = incident.fused_scores()
-        assert scores is not None
-        types = required_types(scores, self._threshold, self._max_types)
+        text = self._text_selection(task)
+        if text is not None:
+            scores, types = text
+            basis = "text selector"
+            self._counts["tasks_text_selected"] += 1
+        else:
+            fused = incident.fused_scores()
+            assert fused is not None
+            scores, types, basis = fused, required_types(fused, self._threshold, self._max_types), "camera reports"
         steps, source = build_steps(task_id, incident, types)
-        self._tasks[task_id] = {"task": task, "incident_id": incident.incident_id, "types": types}
+        self._tasks[task_id] = {"task": task, "incident_id": incident.incident_id, "types": types, "basis": basis}
         self._counts["tasks"] += 1
-        self._publish_fused(task, incident, types, scores)
+        self._publish_fused(task, incident, types, scores, basis)
         changes = self._alloc.add_task(task_id, steps, scores)
         self._apply(changes, reason=f"{task_id} new")
         robots = self._alloc.robots_of(task_id)
@@ -324,11 +355,22 @@ class FleetManager(Node):
         plan_ids = [self._plan_id(task_id, r) for r in robots]
         msg = (
             f"{task_id} for {incident.incident_id} ({incident.label}, {len(incident.reports)} reports): "
-            f"types {', '.join(types)}; {len(steps)} steps ({source}) to {', '.join(robots) or 'no robot'}"
+            f"types {', '.join(types)} ({basis}); {len(steps)} steps ({source}) to {', '.join(robots) or 'no robot'}"
             + (f"; {len(pending)} unassignable (see /fleet/alerts)" if pending else "")
         )
         self.get_logger().info(msg)
         return bool(robots), msg, incident.incident_id, plan_ids
+
+    def _text_selection(self, task: str) -> tuple[list[float], list[str]] | None:
+        """(robot scores, types best first) that the text selector gives the task, or None when
+        there is no selector, the task is the camera default or none of its words is known."""
+        task = " ".join(str(task).split())
+        if self._text_selector is None or not task or task == DEFAULT_TASK:
+            return None
+        sel = self._text_selector.select(task[:MAX_TASK_CHARS])
+        if sel is None:
+            return None
+        return [float(s) for s in sel.scores], [ROBOT_TYPES[i] for i in sel.chosen][: self._max_types]
 
     def _retry_waiting_tasks(self) -> None:
         """Plan topic tasks that waited for reports, or give up on them after task_wait_s (lock held)."""
@@ -402,7 +444,7 @@ class FleetManager(Node):
         self.get_logger().warning(f"ALERT {payload.get('kind')}: {payload.get('step_id', payload.get('task', ''))} "
                                   f"- {payload.get('reason', '')}")
 
-    def _publish_fused(self, task: str, incident: Incident, types: list[str], scores: list[float]) -> None:
+    def _publish_fused(self, task: str, incident: Incident, types: list[str], scores: list[float], basis: str) -> None:
         msg = RobotSelection()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = incident.incident_id
@@ -413,9 +455,11 @@ class FleetManager(Node):
         msg.confidence = float(incident.confidence)
         msg.reasoning = (
             f"{incident.incident_id}: '{incident.label}' at {incident.place or '?'} reported by "
-            f"{', '.join(incident.reporters)}; fused scores "
+            f"{', '.join(incident.reporters)}; "
+            + ("scores of the text robot selector on the task " if basis == "text selector" else "fused scores ")
             + ", ".join(f"{t} {s:.2f}" for t, s in zip(ROBOT_TYPES, scores, strict=True))
-            + f"; types at or above {self._threshold:g}: {', '.join(types)}"
+            + (f"; its set: {', '.join(types)}" if basis == "text selector"
+               else f"; types at or above {self._threshold:g}: {', '.join(types)}")
         )
         self._pub_fused.publish(msg)
 
@@ -440,6 +484,7 @@ class FleetManager(Node):
                 "steps_unassignable": len(self._alloc.pending()),
                 "incidents": len(self._fuser.incidents),
                 "allocation_ms_p50": statistics.median(self._alloc_ms) if self._alloc_ms else 0.0,
+                "text_selector": self._text_selector_state,
                 **self._counts,
             }
 
@@ -448,7 +493,8 @@ class FleetManager(Node):
         status = DiagnosticStatus()
         status.name = "ember/fleet_manager"
         status.hardware_id = MANAGER_ID
-        status.level = DiagnosticStatus.WARN if snap["steps_unassignable"] else DiagnosticStatus.OK
+        status.level = (DiagnosticStatus.WARN if snap["steps_unassignable"] or snap["text_selector"].startswith("error")
+                        else DiagnosticStatus.OK)
         status.message = (
             f"{snap['robots_online']}/{snap['robots_seen']} robots online, {snap['tasks']} tasks, "
             f"{snap['steps_unassignable']} unassignable steps"

@@ -1,0 +1,141 @@
+"""Operator tasks in the fleet are decided by their text: the fleet manager (own process, real
+DDS) lets the bundle's text robot selector pick a task's robot types, as the robots' engine does,
+falls back to the fused camera reports for a task with no known word, and runs on the camera
+reports alone (diagnostics warn) when the bundle's selector file is corrupt."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+
+import pytest
+from ember_msgs.msg import RobotSelection
+from ember_msgs.srv import SubmitTask
+
+from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
+from ember.labels import ROBOT_TYPES
+from ember.ros.qos import LATCHED_QOS
+from ember.ros.sim import SimulatedRobots
+from ember_training.robot_selection.selector import save_selector, train_selector
+from tests.fleet.helpers import Diagnostics, Proc, write_params
+from tests.robot_selection.conftest import FakeTeacher
+from tests.robot_selection.test_selector import SMALL
+from tests.ros.helpers import ros_node, spin_until
+
+pytestmark = pytest.mark.ros
+DIAG = "ember/fleet_manager"
+FIRE = [0.9, 0.7, 0.1, 0.2, 0.0]  # what the robots' cameras report: drone and humanoid
+UNDERWATER = ROBOT_TYPES.index("underwater")
+
+
+@pytest.fixture(scope="module")
+def selector_bundle(shared_data, tmp_path_factory):
+    """A tiny bundle whose text robot selector is trained on the 198 real tasks (fast stand-in teacher)."""
+    from ember_training.robot_selection.tasks import load_tasks
+    from ember_training.testing import build_tiny_bundle
+
+    tasks = load_tasks(shared_data / "robot_selection" / "single_robot_selection.json")
+    arrays, _ = train_selector(tasks, SMALL, 0, FakeTeacher())
+    path = save_selector(arrays, tmp_path_factory.mktemp("selector") / SELECTOR_FILE)
+    bundle = build_tiny_bundle(tmp_path_factory.mktemp("text_bundle") / "bundle", robot_selector=path)
+    selector = RobotSelector(bundle / SELECTOR_FILE, len(ROBOT_TYPES))
+    # an underwater task of the data that this selector gets right: the camera reports say otherwise
+    task = next(t.task for t in tasks if t.robots == (UNDERWATER,) and selector.select(t.task).chosen == [UNDERWATER])
+    return bundle, selector, task
+
+
+@contextlib.contextmanager
+def manager(tmp_path, bundle):
+    params = {"heartbeat_timeout_s": 3.0, "diagnostics_period_s": 0.5, "task_wait_s": 5.0, "bundle": str(bundle)}
+    proc = Proc(["-m", "ember.ros.fleet_manager", "--ros-args", "--params-file",
+                 str(write_params(tmp_path / "params.yaml", "/fleet_manager", params))])
+    try:
+        proc.wait_for_line(r"^READY$", timeout=60)
+        yield proc
+    finally:
+        rc = proc.stop()
+        print(proc.output())
+    assert rc == 0
+
+
+class Operator:
+    """Ten simulated robots (two of each type), three of which report a fire, and a SubmitTask client."""
+
+    def __init__(self, node, executor, proc) -> None:
+        self.node, self.executor, self.proc = node, executor, proc
+        self.sim = SimulatedRobots(10, rate_hz=2.0, context=node.context)
+        executor.add_node(self.sim)
+        self.diag = Diagnostics(node)
+        self.fused: list[RobotSelection] = []
+        node.create_subscription(RobotSelection, "/fleet/fused_selection", self.fused.append, LATCHED_QOS)
+        assert spin_until(executor, lambda: self.diag.get(DIAG, "robots_online") == 10, timeout=60), proc.output()
+        reporters = ("sim_000", "sim_001", "sim_002")
+        for rid in reporters:
+            self.sim.add_reporter(rid)
+        assert spin_until(executor, self.sim.report_publishers_matched, timeout=30)
+        for rid in reporters:
+            self.sim.publish_report(rid, "on fire", FIRE)
+        assert spin_until(executor, lambda: self.diag.get(DIAG, "reports") >= 3, timeout=30), proc.output()
+        self.client = node.create_client(SubmitTask, "/fleet/submit_task")
+        assert spin_until(executor, self.client.service_is_ready, 20)
+
+    def submit(self, task: str):
+        """(response, robot types of the plan holders, types of the plans' steps, the fused selection message)."""
+        n = len(self.fused)
+        future = self.client.call_async(SubmitTask.Request(task=task))
+        assert spin_until(self.executor, future.done, 30)
+        res = future.result()
+        assert res.success, (res.message, self.proc.output())
+        assert spin_until(self.executor, lambda: len(self.sim.plans_for(res.plan_ids)) == len(res.plan_ids)
+                          and len(self.fused) > n, 20)
+        plans = self.sim.plans_for(res.plan_ids).values()
+        holders = {self.sim.robots[p.robot_id].robot_type for p in plans}
+        step_types = {s.robot_type for p in plans for s in p.steps}
+        return res, holders, step_types, self.fused[-1]
+
+
+def test_the_task_text_picks_the_robot_types(selector_bundle, tmp_path):
+    bundle, selector, task = selector_bundle
+    want = selector.select(task)
+    with manager(tmp_path, bundle) as proc, ros_node("text_task_test") as (node, executor):
+        op = Operator(node, executor, proc)
+        assert op.diag.latest[DIAG]["text_selector"].startswith("on")
+
+        res, holders, step_types, fused = op.submit(task)
+        assert "(text selector)" in res.message, res.message
+        assert holders == step_types == {"underwater"}, (res.message, holders, step_types)
+        assert list(fused.robot_types) == ["underwater"]
+        assert fused.scores == pytest.approx([float(s) for s in want.scores], abs=1e-6)
+        assert "text robot selector" in fused.reasoning
+
+        # no word the selector knows: the camera reports decide, as on the robots
+        res, holders, step_types, fused = op.submit("Zzxq qqvw")
+        assert "(camera reports)" in res.message, res.message
+        assert step_types == {"drone", "humanoid"} and holders <= {"drone", "humanoid"}
+        assert fused.scores == pytest.approx(FIRE, abs=1e-6)
+        values = op.diag.fresh(executor, DIAG)
+        assert int(values["tasks_text_selected"]) == 1 and int(values["tasks"]) == 2
+
+
+def test_a_corrupt_selector_leaves_the_camera_reports_in_charge(selector_bundle, tmp_path):
+    bundle, _, task = selector_bundle
+    bad = shutil.copytree(bundle, tmp_path / "bad_bundle")
+    raw = bytearray((bad / SELECTOR_FILE).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (bad / SELECTOR_FILE).write_bytes(bytes(raw))
+    with manager(tmp_path, bad) as proc, ros_node("text_task_bad") as (node, executor):
+        proc.wait_for_line(r"text robot selector unavailable.*sha256", timeout=10)
+        op = Operator(node, executor, proc)
+        assert op.diag.latest[DIAG]["text_selector"].startswith("error")
+        res, holders, step_types, _ = op.submit(task)
+        assert "(camera reports)" in res.message, res.message
+        assert step_types == {"drone", "humanoid"}
+
+
+def test_the_fleet_file_gives_the_manager_the_bundle_unless_text_selection_is_off(tmp_path):
+    from ember.fleet_config import load_dict, manager_description
+
+    data = {"bundle": str(tmp_path), "robots": [{"id": "d1", "type": "drone"}]}
+    assert manager_description(load_dict(data)).parameters["bundle"] == str(tmp_path.resolve())
+    off = load_dict({**data, "manager": {"text_selector": False}})
+    assert manager_description(off).parameters["bundle"] == ""
