@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,21 @@ def write_params(path: Path, fqn: str, params: dict[str, Any]) -> Path:
     """A --params-file for one node."""
     path.write_text(yaml.safe_dump({fqn: {"ros__parameters": params}}))
     return path
+
+
+@contextlib.contextmanager
+def fleet_manager_process(workdir: Path, params: dict[str, Any]) -> Iterator[Proc]:
+    """The fleet manager in its own process with these parameters, until the block ends (its
+    output is printed then; it must exit 0 on SIGINT)."""
+    pf = write_params(workdir / "manager_params.yaml", "/fleet_manager", params)
+    proc = Proc(["-m", "ember.ros.fleet_manager", "--ros-args", "--params-file", str(pf)])
+    try:
+        proc.wait_for_line(r"^READY$", timeout=60)
+        yield proc
+    finally:
+        rc = proc.stop()
+        print(proc.output())
+    assert rc == 0
 
 
 class Diagnostics:

@@ -9,7 +9,7 @@ from ember_msgs.msg import ActionPlan
 from ember_msgs.srv import SubmitTask
 
 from ember.ros.sim import SimulatedRobots
-from tests.fleet.helpers import Diagnostics, Proc, write_params
+from tests.fleet.helpers import Diagnostics, fleet_manager_process
 from tests.ros.helpers import ros_node, spin_until
 
 pytestmark = pytest.mark.ros
@@ -21,15 +21,8 @@ FIRE = [0.9, 0.7, 0.1, 0.2, 0.0]  # drone and humanoid
 @pytest.fixture(scope="module")
 def manager(tmp_path_factory):
     params = {"heartbeat_timeout_s": 3.0, "diagnostics_period_s": 0.5, "selection_threshold": 0.5, "task_wait_s": 5.0}
-    pf = write_params(tmp_path_factory.mktemp("manager") / "params.yaml", "/fleet_manager", params)
-    proc = Proc(["-m", "ember.ros.fleet_manager", "--ros-args", "--params-file", str(pf)])
-    try:
-        proc.wait_for_line(r"^READY$", timeout=60)
+    with fleet_manager_process(tmp_path_factory.mktemp("manager"), params) as proc:
         yield proc
-    finally:
-        rc = proc.stop()
-        print(proc.output())
-    assert rc == 0
 
 
 def test_fifty_robots_at_2hz_are_tracked_allocated_and_failed_over(manager):

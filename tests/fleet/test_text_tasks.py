@@ -5,7 +5,6 @@ reports alone (diagnostics warn) when the bundle's selector file is corrupt."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 
 import pytest
@@ -17,7 +16,7 @@ from ember.labels import ROBOT_TYPES
 from ember.ros.qos import LATCHED_QOS
 from ember.ros.sim import SimulatedRobots
 from ember_training.robot_selection.selector import save_selector, train_selector
-from tests.fleet.helpers import Diagnostics, Proc, write_params
+from tests.fleet.helpers import Diagnostics, fleet_manager_process
 from tests.robot_selection.conftest import FakeTeacher
 from tests.robot_selection.test_selector import SMALL
 from tests.ros.helpers import ros_node, spin_until
@@ -44,18 +43,9 @@ def selector_bundle(shared_data, tmp_path_factory):
     return bundle, selector, task
 
 
-@contextlib.contextmanager
 def manager(tmp_path, bundle):
     params = {"heartbeat_timeout_s": 3.0, "diagnostics_period_s": 0.5, "task_wait_s": 5.0, "bundle": str(bundle)}
-    proc = Proc(["-m", "ember.ros.fleet_manager", "--ros-args", "--params-file",
-                 str(write_params(tmp_path / "params.yaml", "/fleet_manager", params))])
-    try:
-        proc.wait_for_line(r"^READY$", timeout=60)
-        yield proc
-    finally:
-        rc = proc.stop()
-        print(proc.output())
-    assert rc == 0
+    return fleet_manager_process(tmp_path, params)
 
 
 class Operator:
