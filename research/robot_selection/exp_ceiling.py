@@ -19,38 +19,28 @@ import sys
 import torch
 
 torch.set_num_threads(2)
-from common import CACHE, data, np, report, set_metrics, split, teacher  # noqa: E402
-from exp_heads import decode_powerset  # noqa: E402
-from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+from common import CACHE, np, report, set_metrics, split  # noqa: E402
+from exp_heads import E, T, decode_powerset, folds, gold, keys, powerset_probs, tasks, texts, tfidf_feats  # noqa: E402
 
 from ember_training.robot_selection.config import SelectorConfig  # noqa: E402
 from ember_training.robot_selection.folds import inner_folds  # noqa: E402
 from ember_training.robot_selection.selector import _QuantisedEncoder, distillation_texts, train_selector  # noqa: E402
 
-tasks, folds, _ = data()
-texts = [t.task for t in tasks]
-gold = [list(t.robots) for t in tasks]
-keys = [t.robots for t in tasks]
-T = teacher()
-E = T.embed(texts)
 SEEDS = [int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else "0,1").split(",")]
 SC = SelectorConfig()
 
 
-def powerset(Xtr, ktr, Xte, classes, C=10.0, weight=None):
-    """P(label set) over `classes` (sets the fit never saw get 0)."""
-    index = {c: i for i, c in enumerate(classes)}
-    m = LogisticRegression(C=C, max_iter=5000).fit(Xtr, [index[k] for k in ktr], sample_weight=weight)
-    Q = np.zeros((Xte.shape[0], len(classes)))
-    Q[:, m.classes_] = m.predict_proba(Xte)
-    return Q
+def powerset(Xtr, ktr, Xte, classes, C=10.0):
+    """P(label set) over `classes` (exp_heads.powerset_probs; sets the fit never saw get 0)."""
+    Q, seen = powerset_probs(Xtr, ktr, Xte, C)
+    out = np.zeros((Q.shape[0], len(classes)))
+    out[:, [classes.index(c) for c in seen]] = Q
+    return out
 
 
 def tfidf(tr, te, classes):
-    v = TfidfVectorizer(sublinear_tf=True)
-    a = v.fit_transform([texts[i] for i in tr])
-    return powerset(a, [keys[i] for i in tr], v.transform([texts[i] for i in te]), classes)
+    a, b = tfidf_feats(tr, te)
+    return powerset(a, ks(tr), b, classes)
 
 
 def knn(X, tr, te, classes, k=5):

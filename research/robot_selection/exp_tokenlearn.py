@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 torch.set_num_threads(2)
-from common import CACHE, report, set_metrics  # noqa: E402
-from exp_heads import decode_powerset, powerset_probs  # noqa: E402
+from common import CACHE, report  # noqa: E402
+from exp_heads import powerset_scores  # noqa: E402
 
 S = CACHE / "sweep"
 meta = json.loads((S / "meta.json").read_text())
@@ -74,10 +74,7 @@ def run_fold(f, steps, bs, lr, use_generic=True, aug=True):
         ids, m = enc(tok, texts)
         Z = F.normalize(model(ids, m), dim=-1).numpy()
         cos = float((Z[te] * E[[meta["tasks"][i] for i in te]]).sum(1).mean())
-    keys = [tuple(labels[i]) for i in range(len(texts))]
-    Q, cl = powerset_probs(Z[tr], [keys[i] for i in tr], Z[te], 10)
-    s, t, _ = decode_powerset(Q, cl, "jac")
-    r = set_metrics([labels[i] for i in te], s, t)
+    r = powerset_scores(Z, tr, te, labels)
     r["cos"] = cos
     print(f"fold {f} {time.time()-t0:.0f}s loss {loss.item():.3f} cos {cos:.3f} exact {r['exact']:.3f}", flush=True)
     return r

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 torch.set_num_threads(int(__import__("os").environ.get("THREADS", "2")))
-from common import CACHE, report, set_metrics, teacher  # noqa: E402
-from exp_heads import decode_powerset, powerset_probs  # noqa: E402
+from common import CACHE, report, teacher  # noqa: E402
+from exp_heads import powerset_scores  # noqa: E402
 
 from ember_training.robot_selection.augment import teacher_words  # noqa: E402
 
@@ -74,13 +74,8 @@ def run_fold(f, steps, bs, lr, nwords=20000, train_vec=True, dim=384):
         opt.step()
     with torch.no_grad():
         Z = F.normalize(fwd(enc(texts)), dim=-1).numpy()
-    cos = float((Z[te] * F.normalize(dv[: len(tr)], dim=-1).numpy()[: len(te)]).sum(1).mean()) if False else 0.0
-    keys = [tuple(x) for x in labels]
-    Q, cl = powerset_probs(Z[tr], [keys[i] for i in tr], Z[te], 10)
-    s, t, _ = decode_powerset(Q, cl, "jac")
-    r = set_metrics([labels[i] for i in te], s, t)
-    r["cos"] = cos
-    print(f"fold {f} {time.time()-t0:.0f}s cos {cos:.3f} exact {r['exact']:.3f} jac {r['jaccard']:.3f}", flush=True)
+    r = powerset_scores(Z, tr, te, labels)
+    print(f"fold {f} {time.time()-t0:.0f}s exact {r['exact']:.3f} jac {r['jaccard']:.3f}", flush=True)
     return r
 
 
