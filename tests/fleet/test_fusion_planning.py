@@ -65,3 +65,14 @@ def test_steps_come_from_the_model_plan_and_templates_fill_the_gaps():
     assert "forest" in steps[1].description and steps[1].step_id == "task-1/2"
     steps, source = build_steps("task-2", add(f, "r2", 50.0, "flooded", FIRE), ["underwater"])
     assert source == "template" and steps[0].robot_type == "underwater"
+
+
+def test_a_task_without_an_incident_gets_its_own_text_per_required_type():
+    task = "  Inspect the submerged pilings\tof the pier for corrosion. "
+    steps, source = build_steps("task-3", None, ["underwater", "drone"], task)
+    assert source == "task"
+    assert [(s.step_id, s.order, s.robot_type) for s in steps] == [("task-3/1", 2, "underwater"), ("task-3/2", 1, "drone")]
+    assert steps[0].description == "Inspect the submerged pilings of the pier for corrosion (under water)"
+    assert steps[1].description.endswith("(from the air)")
+    long_steps, _ = build_steps("task-4", None, ["drone"], "x" * 5000)
+    assert len(long_steps[0].description) < 600

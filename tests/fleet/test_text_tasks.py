@@ -1,7 +1,8 @@
 """Operator tasks in the fleet are decided by their text: the fleet manager (own process, real
 DDS) lets the bundle's text robot selector pick a task's robot types, as the robots' engine does,
-falls back to the fused camera reports for a task with no known word, and runs on the camera
-reports alone (diagnostics warn) when the bundle's selector file is corrupt."""
+plans such a task at once even when no robot has reported an incident, falls back to the fused
+camera reports for a task with no known word, and runs on the camera reports alone (diagnostics
+warn) when the bundle's selector file is corrupt."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import shutil
 import pytest
 from ember_msgs.msg import RobotSelection
 from ember_msgs.srv import SubmitTask
+from std_msgs.msg import String
 
 from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
 from ember.labels import ROBOT_TYPES
-from ember.ros.qos import LATCHED_QOS
+from ember.ros.qos import LATCHED_QOS, TASK_QOS
 from ember.ros.sim import SimulatedRobots
 from ember_training.robot_selection.selector import save_selector, train_selector
 from tests.fleet.helpers import Diagnostics, fleet_manager_process
@@ -49,9 +51,9 @@ def manager(tmp_path, bundle):
 
 
 class Operator:
-    """Ten simulated robots (two of each type), three of which report a fire, and a SubmitTask client."""
+    """Ten simulated robots (two of each type), `reporters` of which report a fire, and a SubmitTask client."""
 
-    def __init__(self, node, executor, proc) -> None:
+    def __init__(self, node, executor, proc, reporters=("sim_000", "sim_001", "sim_002")) -> None:
         self.node, self.executor, self.proc = node, executor, proc
         self.sim = SimulatedRobots(10, rate_hz=2.0, context=node.context)
         executor.add_node(self.sim)
@@ -59,22 +61,24 @@ class Operator:
         self.fused: list[RobotSelection] = []
         node.create_subscription(RobotSelection, "/fleet/fused_selection", self.fused.append, LATCHED_QOS)
         assert spin_until(executor, lambda: self.diag.get(DIAG, "robots_online") == 10, timeout=60), proc.output()
-        reporters = ("sim_000", "sim_001", "sim_002")
         for rid in reporters:
             self.sim.add_reporter(rid)
         assert spin_until(executor, self.sim.report_publishers_matched, timeout=30)
         for rid in reporters:
             self.sim.publish_report(rid, "on fire", FIRE)
-        assert spin_until(executor, lambda: self.diag.get(DIAG, "reports") >= 3, timeout=30), proc.output()
+        assert spin_until(executor, lambda: self.diag.get(DIAG, "reports") >= len(reporters), timeout=30), proc.output()
         self.client = node.create_client(SubmitTask, "/fleet/submit_task")
         assert spin_until(executor, self.client.service_is_ready, 20)
+
+    def call(self, task: str) -> SubmitTask.Response:
+        future = self.client.call_async(SubmitTask.Request(task=task))
+        assert spin_until(self.executor, future.done, 30)
+        return future.result()
 
     def submit(self, task: str):
         """(response, robot types of the plan holders, types of the plans' steps, the fused selection message)."""
         n = len(self.fused)
-        future = self.client.call_async(SubmitTask.Request(task=task))
-        assert spin_until(self.executor, future.done, 30)
-        res = future.result()
+        res = self.call(task)
         assert res.success, (res.message, self.proc.output())
         assert spin_until(self.executor, lambda: len(self.sim.plans_for(res.plan_ids)) == len(res.plan_ids)
                           and len(self.fused) > n, 20)
@@ -105,6 +109,30 @@ def test_the_task_text_picks_the_robot_types(selector_bundle, tmp_path):
         assert fused.scores == pytest.approx(FIRE, abs=1e-6)
         values = op.diag.fresh(executor, DIAG)
         assert int(values["tasks_text_selected"]) == 1 and int(values["tasks"]) == 2
+
+
+def test_a_text_task_is_planned_without_any_incident_report(selector_bundle, tmp_path):
+    bundle, _, task = selector_bundle
+    with manager(tmp_path, bundle) as proc, ros_node("text_task_alone") as (node, executor):
+        op = Operator(node, executor, proc, reporters=())
+        res, holders, step_types, fused = op.submit(task)
+        assert "(no incident reported)" in res.message and "(text selector)" in res.message, res.message
+        assert res.incident_id == "" and holders == step_types == {"underwater"}
+        plan = next(iter(op.sim.plans_for(res.plan_ids).values()))
+        assert plan.incident_id == "" and plan.steps[0].description.startswith(task.rstrip(". "))
+        assert fused.header.frame_id == "" and fused.reasoning.startswith("operator task, no incident reported")
+
+        # the same on the /fleet/tasks topic: planned at once, not parked waiting for reports
+        pub = node.create_publisher(String, "/fleet/tasks", TASK_QOS)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 20)
+        pub.publish(String(data=task))
+        assert spin_until(executor, lambda: op.sim.plans_for(["task-0002/sim_004", "task-0002/sim_009"]), 20), proc.output()
+
+        # a task the selector cannot decide still needs an incident: it waits, then fails
+        res = op.call("Zzxq qqvw")
+        assert not res.success and res.message == "no incident reported yet", res.message
+        values = op.diag.fresh(executor, DIAG)
+        assert int(values["tasks_without_incident"]) == 2 and int(values["tasks_failed"]) == 1
 
 
 def test_a_corrupt_selector_leaves_the_camera_reports_in_charge(selector_bundle, tmp_path):

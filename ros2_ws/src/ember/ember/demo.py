@@ -162,7 +162,7 @@ def print_report(robot: Any, rep: Any, sel: Any | None) -> None:
 
 def print_plan(plan: Any) -> None:
     """One action plan, readably."""
-    print(f"  {_bold(plan.robot_id)}: plan {plan.plan_id} ({plan.status}) for {plan.incident_id}")
+    print(f"  {_bold(plan.robot_id)}: plan {plan.plan_id} ({plan.status}) for {plan.incident_id or 'no incident'}")
     for s in plan.steps:
         print(f"      {s.order}. {s.description}  [{s.robot_type} -> {s.robot_id}]")
 

@@ -14,6 +14,9 @@
   `bundle` parameter names a model bundle with a text robot selector that knows words of the
   task (the robots' own rule, ember.engine.EmberEngine.select_robots), else from the fused
   camera-report selection scores; concrete robots win steps by bids (ember.ros.allocation).
+  A task the text selector decides is planned at once, with no incident when none has been
+  reported (its steps are the task's own text); any other task waits up to `task_wait_s` for
+  an incident with a robot selection.
 * Out: one ActionPlan per assigned robot on /<robot_id>/ember/action_plan (reliable,
   transient-local; new, updated, cancelled), the fused selection on /fleet/fused_selection
   (RobotSelection, robot_id "fleet_manager"), JSON alerts on /fleet/alerts for steps that no
@@ -29,6 +32,7 @@ import statistics
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import rclpy
@@ -53,6 +57,17 @@ from ember.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS, PLAN_QOS, REPORT_QOS, ST
 from ember.ros.spinning import run_node
 
 MANAGER_ID = "fleet_manager"
+TEXT_BASIS = "text selector"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The robot types a task needs: per-type scores (ROBOT_TYPES order), the chosen types
+    (best first) and what decided them ("text selector" or "camera reports")."""
+
+    scores: list[float]
+    types: list[str]
+    basis: str
 
 
 def _stamp_seconds(stamp: Any) -> float:
@@ -111,7 +126,7 @@ class FleetManager(Node):
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_count = 0
         self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
-                        "tasks_text_selected": 0}
+                        "tasks_text_selected": 0, "tasks_without_incident": 0}
         self._alloc_ms: deque[float] = deque(maxlen=200)
         self._warned: set[str] = set()
 
@@ -252,9 +267,9 @@ class FleetManager(Node):
     def _on_task_topic(self, msg: String) -> None:
         # never blocks: reports share this callback group. Without reports yet, the task waits.
         with self._lock:
-            incident = self._plannable(msg.data, None)
-            if incident is not None:
-                self._plan_now(msg.data, incident, time.perf_counter())
+            decision = self._decide(msg.data, None)
+            if decision is not None:
+                self._plan_now(msg.data, *decision, time.perf_counter())
             else:
                 self._waiting_tasks.append((msg.data, time.monotonic() + self._task_wait))
                 self.get_logger().info(f"task {msg.data!r} waits up to {self._task_wait:g}s for incident reports")
@@ -304,82 +319,93 @@ class FleetManager(Node):
                 return self._fuser.incident_of(res.analysis.robot_id, _stamp_seconds(res.analysis.header.stamp)), ""
         return None, "no live robot answered AnalyzeImage for the task's image"
 
-    def _plannable(self, task: str, incident: Incident | None) -> Incident | None:
-        """The incident to plan the task for, if it has fused selection scores (lock held)."""
+    def _decide(self, task: str, incident: Incident | None) -> tuple[Incident | None, Selection] | None:
+        """What to plan a task on (lock held): (its incident, or None when no incident backs a
+        task the text selector decides; the selection), or None while nothing decides it yet."""
         incident = incident or self._fuser.pick(task)
-        return incident if incident is not None and incident.fused_scores() is not None else None
+        text = self._text_selection(task)
+        if text is not None:
+            return incident, text
+        fused = incident.fused_scores() if incident is not None else None
+        if fused is None:
+            return None
+        return incident, Selection(fused, required_types(fused, self._threshold, self._max_types), "camera reports")
 
     def plan_task(
         self, task: str, incident: Incident | None = None, wait_s: float = 0.0
     ) -> tuple[bool, str, str, list[str]]:
         """Plan an operator task: (success, message, incident_id, plan ids of the robots).
 
-        Waits up to `wait_s` for a report with a robot selection when there is none yet.
+        Waits up to `wait_s` for a report with a robot selection when nothing decides the task yet.
         """
         deadline = time.monotonic() + wait_s
         with self._reports_arrived:
-            chosen = self._plannable(task, incident)
-            while chosen is None and time.monotonic() < deadline:
+            decision = self._decide(task, incident)
+            while decision is None and time.monotonic() < deadline:
                 self._reports_arrived.wait(deadline - time.monotonic())
-                chosen = self._plannable(task, incident)
-            if chosen is None:
+                decision = self._decide(task, incident)
+            if decision is None:
                 picked = incident or self._fuser.pick(task)
                 reason = "no incident reported yet" if picked is None else "no robot selection reported yet"
                 self._counts["tasks_failed"] += 1
                 self._alert({"kind": "task_failed", "task": task, "reason": reason})
                 return False, reason, "", []
-            return self._plan_now(task, chosen, time.perf_counter())
+            return self._plan_now(task, *decision, time.perf_counter())
 
-    def _plan_now(self, task: str, incident: Incident, t0: float) -> tuple[bool, str, str, list[str]]:
-        """Allocate a task for a plannable incident (lock held)."""
+    def _plan_now(
+        self, task: str, incident: Incident | None, selection: Selection, t0: float
+    ) -> tuple[bool, str, str, list[str]]:
+        """Allocate a task for its incident (None: an operator task that no incident backs) (lock held)."""
         self._task_count += 1
         task_id = f"task-{self._task_count:04d}"
-        text = self._text_selection(task)
-        if text is not None:
-            scores, types = text
-            basis = "text selector"
+        if selection.basis == TEXT_BASIS:
             self._counts["tasks_text_selected"] += 1
-        else:
-            fused = incident.fused_scores()
-            assert fused is not None
-            scores, types, basis = fused, required_types(fused, self._threshold, self._max_types), "camera reports"
-        steps, source = build_steps(task_id, incident, types)
-        self._tasks[task_id] = {"task": task, "incident_id": incident.incident_id, "types": types, "basis": basis}
+        if incident is None:
+            self._counts["tasks_without_incident"] += 1
+        types = selection.types
+        incident_id = incident.incident_id if incident is not None else ""
+        steps, source = build_steps(task_id, incident, types, task)
+        self._tasks[task_id] = {"task": task, "incident_id": incident_id, "types": types, "basis": selection.basis}
         self._counts["tasks"] += 1
-        self._publish_fused(task, incident, types, scores, basis)
-        changes = self._alloc.add_task(task_id, steps, scores)
+        self._publish_fused(task, incident, selection)
+        changes = self._alloc.add_task(task_id, steps, selection.scores)
         self._apply(changes, reason=f"{task_id} new")
         robots = self._alloc.robots_of(task_id)
         pending = [s for s in steps if self._alloc.owner(s.step_id) is None]
         self._alloc_ms.append((time.perf_counter() - t0) * 1000.0)
         plan_ids = [self._plan_id(task_id, r) for r in robots]
+        about = (
+            f"for {incident.incident_id} ({incident.label}, {len(incident.reports)} reports)"
+            if incident is not None else "(no incident reported)"
+        )
         msg = (
-            f"{task_id} for {incident.incident_id} ({incident.label}, {len(incident.reports)} reports): "
-            f"types {', '.join(types)} ({basis}); {len(steps)} steps ({source}) to {', '.join(robots) or 'no robot'}"
+            f"{task_id} {about}: types {', '.join(types)} ({selection.basis}); {len(steps)} steps ({source}) to "
+            f"{', '.join(robots) or 'no robot'}"
             + (f"; {len(pending)} unassignable (see /fleet/alerts)" if pending else "")
         )
         self.get_logger().info(msg)
-        return bool(robots), msg, incident.incident_id, plan_ids
+        return bool(robots), msg, incident_id, plan_ids
 
-    def _text_selection(self, task: str) -> tuple[list[float], list[str]] | None:
-        """(robot scores, types best first) that the text selector gives the task, or None when
-        there is no selector, the task is the camera default or none of its words is known."""
+    def _text_selection(self, task: str) -> Selection | None:
+        """The text selector's scores and types (best first) for the task, or None when there is
+        no selector, the task is the camera default or none of its words is known."""
         task = " ".join(str(task).split())
         if self._text_selector is None or not task or task == DEFAULT_TASK:
             return None
         sel = self._text_selector.select(task[:MAX_TASK_CHARS])
         if sel is None:
             return None
-        return [float(s) for s in sel.scores], [ROBOT_TYPES[i] for i in sel.chosen][: self._max_types]
+        types = [ROBOT_TYPES[i] for i in sel.chosen][: self._max_types]
+        return Selection([float(s) for s in sel.scores], types, TEXT_BASIS)
 
     def _retry_waiting_tasks(self) -> None:
         """Plan topic tasks that waited for reports, or give up on them after task_wait_s (lock held)."""
         now = time.monotonic()
         still = []
         for task, deadline in self._waiting_tasks:
-            incident = self._plannable(task, None)
-            if incident is not None:
-                self._plan_now(task, incident, time.perf_counter())
+            decision = self._decide(task, None)
+            if decision is not None:
+                self._plan_now(task, *decision, time.perf_counter())
             elif now >= deadline:
                 self._counts["tasks_failed"] += 1
                 self._alert({"kind": "task_failed", "task": task, "reason": "no incident with a robot selection reported"})
@@ -444,22 +470,23 @@ class FleetManager(Node):
         self.get_logger().warning(f"ALERT {payload.get('kind')}: {payload.get('step_id', payload.get('task', ''))} "
                                   f"- {payload.get('reason', '')}")
 
-    def _publish_fused(self, task: str, incident: Incident, types: list[str], scores: list[float], basis: str) -> None:
+    def _publish_fused(self, task: str, incident: Incident | None, selection: Selection) -> None:
         msg = RobotSelection()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = incident.incident_id
+        msg.header.frame_id = incident.incident_id if incident is not None else ""
         msg.robot_id = MANAGER_ID
         msg.task = task
-        msg.robot_types = list(types)
-        msg.scores = [float(s) for s in scores]
-        msg.confidence = float(incident.confidence)
+        msg.robot_types = list(selection.types)
+        msg.scores = [float(s) for s in selection.scores]
+        msg.confidence = float(incident.confidence if incident is not None else max(selection.scores))
+        by_text = selection.basis == TEXT_BASIS
         msg.reasoning = (
-            f"{incident.incident_id}: '{incident.label}' at {incident.place or '?'} reported by "
-            f"{', '.join(incident.reporters)}; "
-            + ("scores of the text robot selector on the task " if basis == "text selector" else "fused scores ")
-            + ", ".join(f"{t} {s:.2f}" for t, s in zip(ROBOT_TYPES, scores, strict=True))
-            + (f"; its set: {', '.join(types)}" if basis == "text selector"
-               else f"; types at or above {self._threshold:g}: {', '.join(types)}")
+            (f"{incident.incident_id}: '{incident.label}' at {incident.place or '?'} reported by "
+             f"{', '.join(incident.reporters)}; " if incident is not None else "operator task, no incident reported; ")
+            + ("scores of the text robot selector on the task " if by_text else "fused scores ")
+            + ", ".join(f"{t} {s:.2f}" for t, s in zip(ROBOT_TYPES, selection.scores, strict=True))
+            + (f"; its set: {', '.join(selection.types)}" if by_text
+               else f"; types at or above {self._threshold:g}: {', '.join(selection.types)}")
         )
         self._pub_fused.publish(msg)
 

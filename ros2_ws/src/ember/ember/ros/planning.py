@@ -4,11 +4,13 @@ The steps come from the model when it wrote a plan: the most confident reporter'
 text is parsed with `ember.prompting.parse_generation`, and its steps for the required robot
 types are kept. A required type the model gave no step gets a step from a short template
 of what that kind of robot does at an incident, so every required type has work.
+An operator task that no incident backs (decided by the text robot selector alone) gets one
+step per required type: the task's own text with that type's part in it.
 """
 
 from __future__ import annotations
 
-from ember.prompting import parse_generation
+from ember.prompting import MAX_TASK_CHARS, parse_generation
 from ember.ros.allocation import Step
 from ember.ros.fusion import Incident
 
@@ -21,6 +23,15 @@ TEMPLATES: dict[str, tuple[int, str]] = {
 }
 """robot type -> (execution order, description template)"""
 
+TASK_ROLES: dict[str, str] = {
+    "drone": "from the air",
+    "legged": "on foot over rough ground",
+    "humanoid": "by hand, with tools and people",
+    "underwater": "under water",
+    "wheeled": "carrying equipment and supplies",
+}
+"""robot type -> its part in an operator task that no incident backs"""
+
 
 def template_step(robot_type: str, incident: Incident) -> tuple[int, str]:
     """(order, description) of the template step for a robot type at this incident."""
@@ -30,9 +41,21 @@ def template_step(robot_type: str, incident: Incident) -> tuple[int, str]:
     return order, text.format(where=where, what=what)
 
 
-def build_steps(task_id: str, incident: Incident, types: list[str]) -> tuple[list[Step], str]:
+def task_steps(task_id: str, task: str, types: list[str]) -> list[Step]:
+    """One step per required type for an operator task that no incident backs."""
+    text = " ".join(task.split())[:MAX_TASK_CHARS].rstrip(". ")
+    return [
+        Step(f"{task_id}/{n}", task_id, TEMPLATES[t][0], f"{text} ({TASK_ROLES[t]})", t)
+        for n, t in enumerate(types, start=1)
+    ]
+
+
+def build_steps(task_id: str, incident: Incident | None, types: list[str], task: str = "") -> tuple[list[Step], str]:
     """Steps of a task for the required robot `types`; returns (steps, source) where source
-    says where the steps came from ("model", "template" or "model+template")."""
+    says where the steps came from ("model", "template", "model+template", or "task" for a
+    task without an incident)."""
+    if incident is None:
+        return task_steps(task_id, task, types), "task"
     model_steps = []
     best = incident.best_report()
     if best is not None and best.description:
