@@ -10,7 +10,8 @@ Per fold (ember_training.robot_selection.folds, the one fold assignment):
 4. the real engine (ember.engine.EmberEngine) on the held-out fold: robot selection from the
    heads (ember.eval.robot_selection, paired with the built-in neutral frames as ember-eval does),
    and a generated plan scored against the multi-robot reference (step-to-robot accuracy, BLEU);
-5. baselines on the same split: always-{Drone}, TF-IDF + one-vs-rest logistic regression.
+5. baselines on the same split: always-{Drone}, TF-IDF + one-vs-rest logistic regression, and
+   the issue's strongest one, MiniLM sentence embeddings (the offline teacher) + kNN.
 
 The report (JSON) has every metric per fold and mean/std over folds; a PNG shows them.
 The robot side imports this module lazily (only for --cv): it needs torch.
@@ -125,6 +126,31 @@ def baseline_tfidf_lr(train: list[RobotTask], test: list[RobotTask], c: float = 
     return set_metrics([t.robots for t in test], sets, top)
 
 
+def knn_scores(train_vecs: np.ndarray, train_labels: np.ndarray, test_vecs: np.ndarray, k: int = 5,
+               temperature: float = 0.05) -> np.ndarray:
+    """Per-robot scores [N_test, 5]: the k most cosine-similar training rows vote with their label
+    rows, weighted by exp(similarity / temperature)."""
+    sims = test_vecs @ train_vecs.T
+    out = np.zeros((len(test_vecs), train_labels.shape[1]))
+    for j, row in enumerate(sims):
+        idx = np.argsort(-row)[:k]
+        w = np.exp((row[idx] - row[idx].max()) / temperature)
+        out[j] = (w[:, None] * train_labels[idx]).sum(0) / w.sum()
+    return out
+
+
+def baseline_minilm_knn(train: list[RobotTask], test: list[RobotTask], teacher, k: int = 5) -> dict:
+    """all-MiniLM-L6-v2 sentence embeddings (`teacher.embed`) + weighted kNN (k=5), 0.5 votes."""
+    from .metrics import select
+
+    labels = np.zeros((len(train), NUM_ROBOT_TYPES))
+    for i, t in enumerate(train):
+        labels[i, list(t.robots)] = 1
+    scores = knn_scores(teacher.embed([t.task for t in train]), labels, teacher.embed([t.task for t in test]), k)
+    sets, top = select(scores, 0.5)
+    return set_metrics([t.robots for t in test], sets, top)
+
+
 # ---------------------------------------------------------------------------- one fold
 def train_fold(config_path: str | Path, robot_dir: Path, out: Path, data_dir: str | None,
                teacher_cache: Path | None, overrides: dict | None = None) -> Path:
@@ -193,6 +219,9 @@ def run_cv(config: str | Path, data: str | Path, k: int = 5, seed: int = DEFAULT
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     teacher_cache = work / "teacher_cache.npz"
+    from .teacher import MiniLMTeacher
+
+    teacher = MiniLMTeacher(teacher_cache)
     per_fold: list[dict] = []
     for f in folds if folds is not None else range(k):
         t0 = time.time()
@@ -213,12 +242,14 @@ def run_cv(config: str | Path, data: str | Path, k: int = 5, seed: int = DEFAULT
             "fold": f, "n_train": len(train), "n_test": len(test), "checkpoint": str(ckpt),
             "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **exported,
             "model": model,
-            "baselines": {"tfidf_lr": baseline_tfidf_lr(train, test), "always_drone": baseline_always_drone(train, test)},
+            "baselines": {"tfidf_lr": baseline_tfidf_lr(train, test), "minilm_knn": baseline_minilm_knn(train, test, teacher),
+                          "always_drone": baseline_always_drone(train, test)},
             "rows": rows,
         }
         (fdir / "result.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
         per_fold.append(record)
-        log.info("fold %d: model %s | tfidf %s", f, _fmt(model), _fmt(record["baselines"]["tfidf_lr"]))
+        log.info("fold %d: model %s | tfidf %s | minilm+knn %s", f, _fmt(model), _fmt(record["baselines"]["tfidf_lr"]),
+                 _fmt(record["baselines"]["minilm_knn"]))
     return summarise(per_fold, config, data, k, seed, max_new_tokens)
 
 
@@ -245,22 +276,33 @@ def summarise(per_fold: list[dict], config, data, k: int, seed: int, max_new_tok
         "bundle_mb": mean_std([r["bundle_mb"] for r in per_fold]),
         "per_fold": [{k2: v for k2, v in r.items() if k2 != "rows"} for r in per_fold],
     }
-    m, b = summary["model"], summary["baselines"]["tfidf_lr"]
-    summary["ratio_to_tfidf_lr"] = {key: m[key]["mean"] / b[key]["mean"] if b[key]["mean"] else None for key in HEADLINE}
+    m = summary["model"]
+    for name, b in summary["baselines"].items():
+        if name != "always_drone":
+            summary[f"ratio_to_{name}"] = {key: m[key]["mean"] / b[key]["mean"] if b[key]["mean"] else None
+                                           for key in HEADLINE}
     return summary
 
 
+BASELINE_NAMES = {"tfidf_lr": "TF-IDF + LR", "minilm_knn": "MiniLM + kNN", "always_drone": "always Drone"}
+
+
+def _cell(stat: dict | None) -> str:
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat else "-"
+
+
 def format_summary(s: dict) -> str:
+    names = [n for n in BASELINE_NAMES if n in s["baselines"]]
+    ratios = [n for n in names if f"ratio_to_{n}" in s]
     lines = [f"grouped {s['k']}-fold CV ({len(s['folds_run'])} folds run), mean ± std over folds", "",
-             f"{'metric':<22}{'model (INT8 bundle)':>22}{'TF-IDF + LR':>18}{'always Drone':>16}{'ratio':>8}"]
+             f"{'metric':<22}{'model (INT8 bundle)':>22}" + "".join(f"{BASELINE_NAMES[n]:>18}" for n in names)
+             + "".join(f"{'ratio/' + n.split('_')[0]:>14}" for n in ratios)]
     for key in s["model"]:
-        m = s["model"][key]
-        b = s["baselines"]["tfidf_lr"].get(key)
-        d = s["baselines"]["always_drone"].get(key)
-        fb = f"{b['mean']:.3f} ± {b['std']:.3f}" if b else "-"
-        fd = f"{d['mean']:.3f} ± {d['std']:.3f}" if d else "-"
-        ratio = s["ratio_to_tfidf_lr"].get(key)
-        lines.append(f"{key:<22}{m['mean']:>14.3f} ± {m['std']:.3f}{fb:>18}{fd:>16}{(f'{ratio:.2f}' if ratio else '-'):>8}")
+        row = f"{key:<22}{_cell(s['model'][key]):>22}" + "".join(f"{_cell(s['baselines'][n].get(key)):>18}" for n in names)
+        for n in ratios:
+            r = s[f"ratio_to_{n}"].get(key)
+            row += f"{(f'{r:.2f}' if r else '-'):>14}"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -271,17 +313,18 @@ def plot_summary(s: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = list(HEADLINE)
-    series = [("model (INT8)", s["model"]), ("TF-IDF + LR", s["baselines"]["tfidf_lr"]),
-              ("always Drone", s["baselines"]["always_drone"])]
+    series = [("model (INT8)", s["model"])] + [(BASELINE_NAMES[n], s["baselines"][n]) for n in BASELINE_NAMES
+                                               if n in s["baselines"]]
     x = np.arange(len(keys))
-    w = 0.27
+    w = 0.8 / len(series)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1.3]})
     ax = axes[0]
     for j, (name, d) in enumerate(series):
-        ax.bar(x + (j - 1) * w, [d[k]["mean"] for k in keys], w, yerr=[d[k]["std"] for k in keys], capsize=3, label=name)
+        ax.bar(x + (j - (len(series) - 1) / 2) * w, [d[k]["mean"] for k in keys], w, yerr=[d[k]["std"] for k in keys],
+               capsize=3, label=name)
     for target, key in ((0.60, "exact_match"), (0.78, "jaccard"), (0.95, "top1_hit")):
         i = keys.index(key)
-        ax.hlines(target, i - 1.5 * w, i + 1.5 * w, colors="k", linestyles="dashed")
+        ax.hlines(target, i - 0.4, i + 0.4, colors="k", linestyles="dashed")
     ax.set_xticks(x, keys)
     ax.set_ylim(0, 1)
     ax.set_title(f"robot selection, grouped {s['k']}-fold CV (dashes: issue targets)")

@@ -7,6 +7,8 @@ from common import data, np, report, select, set_metrics, split, teacher  # noqa
 from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from ember_training.robot_selection.cv import knn_scores  # noqa: E402
+
 tasks, folds, Y = data()
 texts = [t.task for t in tasks]
 gold = [list(t.robots) for t in tasks]
@@ -57,13 +59,11 @@ def tfidf_lr(C=10.0, ngram=(1, 2)):
 
 def knn(k=5, vote=0.5, weighted=True):
     def fp(tr, te):
+        if weighted:  # the `ember-eval robot-selection --cv` baseline
+            return knn_scores(E[tr], Y[tr], E[te], k)
         S = E[te] @ E[tr].T
-        P = np.zeros((len(te), 5))
-        for j in range(len(te)):
-            idx = np.argsort(-S[j])[:k]
-            w = np.exp(S[j, idx] / 0.05) if weighted else np.ones(k)
-            P[j] = (w[:, None] * Y[tr][idx]).sum(0) / w.sum()
-        return P
+        return np.stack([Y[tr][np.argsort(-row)[:k]].mean(0) for row in S])
+
     return fp
 
 

@@ -174,6 +174,22 @@ def test_plan_metrics():
     assert cv.plan_metrics(ref, [[]])["plan_rate"] == 0.0
 
 
+def test_knn_baseline_votes_with_the_nearest_training_rows(tasks):
+    import numpy as np
+
+    train_vecs = np.eye(4)
+    labels = np.array([[1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 1, 0, 0, 0]], float)
+    test_vecs = np.array([[0.9, 0.1, 0, 0], [0, 0, 1, 0]])
+    scores = cv.knn_scores(train_vecs, labels, test_vecs, k=2)
+    assert scores[0, 0] == pytest.approx(1.0) and scores[1].argmax() == 4 and scores[1, 4] > 0.99
+    # on a real split, with the fake teacher's word vectors: far above always-{Drone}, scored on the test fold
+    train, test = _fold(tasks)
+    teacher = FakeTeacher()
+    knn = cv.baseline_minilm_knn(train, test, teacher)
+    assert knn["exact_match"] > cv.baseline_always_drone(train, test)["exact_match"] + 0.1
+    assert set(teacher.seen) == {t.task for t in train} | {t.task for t in test}
+
+
 @pytest.mark.slow
 def test_cv_command_on_tiny(tmp_path, shared_data):
     """One fold of `ember-eval robot-selection --cv 5` with tiny settings: trains, exports INT8, runs the engine."""
@@ -194,7 +210,9 @@ def test_cv_command_on_tiny(tmp_path, shared_data):
         argv += ["--set", s]
     assert main(argv) == 0
     s = json.loads(out.read_text())
-    assert s["folds_run"] == [0] and "exact_match" in s["model"] and "tfidf_lr" in s["baselines"]
+    assert s["folds_run"] == [0] and "exact_match" in s["model"]
+    assert {"tfidf_lr", "minilm_knn", "always_drone"} <= set(s["baselines"])
+    assert {"ratio_to_tfidf_lr", "ratio_to_minilm_knn"} <= set(s)
     assert s["per_fold"][0]["robot_selector"]["file"] == "robot_selector.npz"
     rows = json.loads((tmp_path / "work" / "fold0" / "result.json").read_text())["rows"]
     assert {r["robot_source"] for r in rows} == {"text-selector"}
