@@ -1,8 +1,9 @@
 """Operator tasks in the fleet are decided by their text: the fleet manager (own process, real
 DDS) lets the bundle's text robot selector pick a task's robot types, as the robots' engine does,
-plans such a task at once even when no robot has reported an incident, falls back to the fused
-camera reports for a task with no known word, and runs on the camera reports alone (diagnostics
-warn) when the bundle's selector file is corrupt."""
+and plans such a task at once from its own text, even when no robot has reported anything; it
+falls back to the fused camera reports for a task with no
+known word, and runs on the camera reports alone (diagnostics warn) when the bundle's selector
+file is corrupt."""
 
 from __future__ import annotations
 
@@ -101,14 +102,21 @@ def test_the_task_text_picks_the_robot_types(selector_bundle, tmp_path):
         assert list(fused.robot_types) == ["underwater"]
         assert fused.scores == pytest.approx([float(s) for s in want.scores], abs=1e-6)
         assert "text robot selector" in fused.reasoning
+        # filed under the reported fire (the only incident), its step is the task's own text
+        assert res.incident_id == "inc-0001-on-fire", res.message
+        steps = [s for p in op.sim.plans_for(res.plan_ids).values() for s in p.steps]
+        assert all(s.description.startswith(task.rstrip(". ")) for s in steps), steps
 
         # no word the selector knows: the camera reports decide, as on the robots
         res, holders, step_types, fused = op.submit("Zzxq qqvw")
         assert "(camera reports)" in res.message, res.message
         assert step_types == {"drone", "humanoid"} and holders <= {"drone", "humanoid"}
         assert fused.scores == pytest.approx(FIRE, abs=1e-6)
+        steps = [s for p in op.sim.plans_for(res.plan_ids).values() for s in p.steps]
+        assert not any("Zzxq" in s.description for s in steps), steps  # the incident's template steps
         values = op.diag.fresh(executor, DIAG)
         assert int(values["tasks_text_selected"]) == 1 and int(values["tasks"]) == 2
+        assert int(values["tasks_without_incident"]) == 0
 
 
 def test_a_text_task_is_planned_without_any_incident_report(selector_bundle, tmp_path):
@@ -116,11 +124,11 @@ def test_a_text_task_is_planned_without_any_incident_report(selector_bundle, tmp
     with manager(tmp_path, bundle) as proc, ros_node("text_task_alone") as (node, executor):
         op = Operator(node, executor, proc, reporters=())
         res, holders, step_types, fused = op.submit(task)
-        assert "(no incident reported)" in res.message and "(text selector)" in res.message, res.message
+        assert "(no incident)" in res.message and "(text selector)" in res.message, res.message
         assert res.incident_id == "" and holders == step_types == {"underwater"}
         plan = next(iter(op.sim.plans_for(res.plan_ids).values()))
         assert plan.incident_id == "" and plan.steps[0].description.startswith(task.rstrip(". "))
-        assert fused.header.frame_id == "" and fused.reasoning.startswith("operator task, no incident reported")
+        assert fused.header.frame_id == "" and fused.reasoning.startswith("operator task without an incident")
 
         # the same on the /fleet/tasks topic: planned at once, not parked waiting for reports
         pub = node.create_publisher(String, "/fleet/tasks", TASK_QOS)

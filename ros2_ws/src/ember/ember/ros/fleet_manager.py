@@ -9,14 +9,15 @@
   source stamps within `fusion_window_s`), see ember.ros.fusion.
 * Tasks: /fleet/tasks (std_msgs/String, the task text) and the SubmitTask service
   (/fleet/submit_task; with an image, the least loaded live robot analyses it first
-  through its AnalyzeImage service). A task is about the incident it names, else the one
-  most robots reported recently. Required robot types come from the task's text when the
+  through its AnalyzeImage service). Required robot types come from the task's text when the
   `bundle` parameter names a model bundle with a text robot selector that knows words of the
   task (the robots' own rule, ember.engine.EmberEngine.select_robots), else from the fused
   camera-report selection scores; concrete robots win steps by bids (ember.ros.allocation).
-  A task the text selector decides is planned at once, with no incident when none has been
-  reported (its steps are the task's own text); any other task waits up to `task_wait_s` for
-  an incident with a robot selection.
+  A task is about the incident a robot saw in its image, else the one it names, else the one
+  most robots reported recently, else none. A task the text selector decides is planned at
+  once, with or without an incident, and its steps are its own text (unless a robot analysed
+  its image: that robot's plan was written for it). Any other task waits up to `task_wait_s`
+  for an incident with a robot selection.
 * Out: one ActionPlan per assigned robot on /<robot_id>/ember/action_plan (reliable,
   transient-local; new, updated, cancelled), the fused selection on /fleet/fused_selection
   (RobotSelection, robot_id "fleet_manager"), JSON alerts on /fleet/alerts for steps that no
@@ -68,6 +69,16 @@ class Selection:
     scores: list[float]
     types: list[str]
     basis: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a task is planned: the incident it belongs to (None: none), its selection, and whether
+    its steps come from that incident (the model's plan, templates) or from the task's text."""
+
+    incident: Incident | None
+    selection: Selection
+    steps_from_incident: bool
 
 
 def _stamp_seconds(stamp: Any) -> float:
@@ -269,7 +280,7 @@ class FleetManager(Node):
         with self._lock:
             decision = self._decide(msg.data, None)
             if decision is not None:
-                self._plan_now(msg.data, *decision, time.perf_counter())
+                self._plan_now(msg.data, decision, time.perf_counter())
             else:
                 self._waiting_tasks.append((msg.data, time.monotonic() + self._task_wait))
                 self.get_logger().info(f"task {msg.data!r} waits up to {self._task_wait:g}s for incident reports")
@@ -319,17 +330,18 @@ class FleetManager(Node):
                 return self._fuser.incident_of(res.analysis.robot_id, _stamp_seconds(res.analysis.header.stamp)), ""
         return None, "no live robot answered AnalyzeImage for the task's image"
 
-    def _decide(self, task: str, incident: Incident | None) -> tuple[Incident | None, Selection] | None:
-        """What to plan a task on (lock held): (its incident, or None when no incident backs a
-        task the text selector decides; the selection), or None while nothing decides it yet."""
-        incident = incident or self._fuser.pick(task)
+    def _decide(self, task: str, incident: Incident | None) -> Decision | None:
+        """What to plan a task on (lock held), or None while nothing decides it yet. `incident` is
+        the one a robot saw in the task's own image, if any."""
         text = self._text_selection(task)
-        if text is not None:
-            return incident, text
+        if text is not None:  # steps from the task's text, unless a robot's plan was written for it
+            return Decision(incident or self._fuser.pick(task), text, steps_from_incident=incident is not None)
+        incident = incident or self._fuser.pick(task)
         fused = incident.fused_scores() if incident is not None else None
         if fused is None:
             return None
-        return incident, Selection(fused, required_types(fused, self._threshold, self._max_types), "camera reports")
+        selection = Selection(fused, required_types(fused, self._threshold, self._max_types), "camera reports")
+        return Decision(incident, selection, steps_from_incident=True)
 
     def plan_task(
         self, task: str, incident: Incident | None = None, wait_s: float = 0.0
@@ -350,21 +362,20 @@ class FleetManager(Node):
                 self._counts["tasks_failed"] += 1
                 self._alert({"kind": "task_failed", "task": task, "reason": reason})
                 return False, reason, "", []
-            return self._plan_now(task, *decision, time.perf_counter())
+            return self._plan_now(task, decision, time.perf_counter())
 
-    def _plan_now(
-        self, task: str, incident: Incident | None, selection: Selection, t0: float
-    ) -> tuple[bool, str, str, list[str]]:
-        """Allocate a task for its incident (None: an operator task that no incident backs) (lock held)."""
+    def _plan_now(self, task: str, decision: Decision, t0: float) -> tuple[bool, str, str, list[str]]:
+        """Allocate a decided task (lock held)."""
         self._task_count += 1
         task_id = f"task-{self._task_count:04d}"
+        incident, selection = decision.incident, decision.selection
         if selection.basis == TEXT_BASIS:
             self._counts["tasks_text_selected"] += 1
         if incident is None:
             self._counts["tasks_without_incident"] += 1
         types = selection.types
         incident_id = incident.incident_id if incident is not None else ""
-        steps, source = build_steps(task_id, incident, types, task)
+        steps, source = build_steps(task_id, incident if decision.steps_from_incident else None, types, task)
         self._tasks[task_id] = {"task": task, "incident_id": incident_id, "types": types, "basis": selection.basis}
         self._counts["tasks"] += 1
         self._publish_fused(task, incident, selection)
@@ -376,7 +387,7 @@ class FleetManager(Node):
         plan_ids = [self._plan_id(task_id, r) for r in robots]
         about = (
             f"for {incident.incident_id} ({incident.label}, {len(incident.reports)} reports)"
-            if incident is not None else "(no incident reported)"
+            if incident is not None else "(no incident)"
         )
         msg = (
             f"{task_id} {about}: types {', '.join(types)} ({selection.basis}); {len(steps)} steps ({source}) to "
@@ -405,7 +416,7 @@ class FleetManager(Node):
         for task, deadline in self._waiting_tasks:
             decision = self._decide(task, None)
             if decision is not None:
-                self._plan_now(task, *decision, time.perf_counter())
+                self._plan_now(task, decision, time.perf_counter())
             elif now >= deadline:
                 self._counts["tasks_failed"] += 1
                 self._alert({"kind": "task_failed", "task": task, "reason": "no incident with a robot selection reported"})
@@ -482,7 +493,7 @@ class FleetManager(Node):
         by_text = selection.basis == TEXT_BASIS
         msg.reasoning = (
             (f"{incident.incident_id}: '{incident.label}' at {incident.place or '?'} reported by "
-             f"{', '.join(incident.reporters)}; " if incident is not None else "operator task, no incident reported; ")
+             f"{', '.join(incident.reporters)}; " if incident is not None else "operator task without an incident; ")
             + ("scores of the text robot selector on the task " if by_text else "fused scores ")
             + ", ".join(f"{t} {s:.2f}" for t, s in zip(ROBOT_TYPES, selection.scores, strict=True))
             + (f"; its set: {', '.join(selection.types)}" if by_text

@@ -4,8 +4,8 @@ The steps come from the model when it wrote a plan: the most confident reporter'
 text is parsed with `ember.prompting.parse_generation`, and its steps for the required robot
 types are kept. A required type the model gave no step gets a step from a short template
 of what that kind of robot does at an incident, so every required type has work.
-An operator task that no incident backs (decided by the text robot selector alone) gets one
-step per required type: the task's own text with that type's part in it.
+An operator task decided by its text (the text robot selector) gets one step per required
+type instead: the task's own text with that type's part in it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TASK_ROLES: dict[str, str] = {
     "underwater": "under water",
     "wheeled": "carrying equipment and supplies",
 }
-"""robot type -> its part in an operator task that no incident backs"""
+"""robot type -> its part in an operator task decided by its text"""
 
 
 def template_step(robot_type: str, incident: Incident) -> tuple[int, str]:
@@ -42,7 +42,7 @@ def template_step(robot_type: str, incident: Incident) -> tuple[int, str]:
 
 
 def task_steps(task_id: str, task: str, types: list[str]) -> list[Step]:
-    """One step per required type for an operator task that no incident backs."""
+    """One step per required type of an operator task: its own text with the type's part."""
     text = " ".join(task.split())[:MAX_TASK_CHARS].rstrip(". ")
     return [
         Step(f"{task_id}/{n}", task_id, TEMPLATES[t][0], f"{text} ({TASK_ROLES[t]})", t)
@@ -52,8 +52,8 @@ def task_steps(task_id: str, task: str, types: list[str]) -> list[Step]:
 
 def build_steps(task_id: str, incident: Incident | None, types: list[str], task: str = "") -> tuple[list[Step], str]:
     """Steps of a task for the required robot `types`; returns (steps, source) where source
-    says where the steps came from ("model", "template", "model+template", or "task" for a
-    task without an incident)."""
+    says where the steps came from ("model", "template", "model+template"; "task" when there is
+    no incident to take them from: the task's own text)."""
     if incident is None:
         return task_steps(task_id, task, types), "task"
     model_steps = []
