@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+import cv2
 import pytest
 from ember_msgs.msg import RobotSelection
 from ember_msgs.srv import SubmitTask
@@ -16,10 +17,11 @@ from std_msgs.msg import String
 
 from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
 from ember.labels import ROBOT_TYPES
+from ember.ros.conversions import numpy_to_image
 from ember.ros.qos import LATCHED_QOS, TASK_QOS
 from ember.ros.sim import SimulatedRobots
 from ember_training.robot_selection.selector import save_selector, train_selector
-from tests.fleet.helpers import Diagnostics, fleet_manager_process
+from tests.fleet.helpers import Diagnostics, Proc, fleet_manager_process, write_params
 from tests.robot_selection.conftest import FakeTeacher
 from tests.robot_selection.test_selector import SMALL
 from tests.ros.helpers import ros_node, spin_until
@@ -141,6 +143,37 @@ def test_a_text_task_is_planned_without_any_incident_report(selector_bundle, tmp
         assert not res.success and res.message == "no incident reported yet", res.message
         values = op.diag.fresh(executor, DIAG)
         assert int(values["tasks_without_incident"]) == 2 and int(values["tasks_failed"]) == 1
+
+
+def test_a_task_with_an_image_is_analysed_by_a_robot_whose_plan_it_keeps(selector_bundle, tmp_path, shared_data):
+    """SubmitTask with an image: a live robot (incident node, real engine) analyses it for the task;
+    the text selector still picks the types, the task belongs to that robot's incident, and its
+    steps come from that incident (the robot's plan for the task, or templates), not the task text."""
+    bundle, _, task = selector_bundle
+    params = {"robot_id": "diver_1", "robot_type": "underwater", "bundle": str(bundle), "max_rate_hz": 0.0,
+              "heartbeat_period_s": 0.5}
+    pf = write_params(tmp_path / "robot_params.yaml", "/diver_1/incident_node", params)
+    robot = Proc(["-m", "ember.ros.incident_node", "--ros-args", "-r", "__ns:=/diver_1", "--params-file", str(pf)])
+    try:
+        robot.wait_for_line(r"^READY$", timeout=90)
+        with manager(tmp_path, bundle) as proc, ros_node("text_task_image") as (node, executor):
+            diag = Diagnostics(node)
+            assert spin_until(executor, lambda: diag.get(DIAG, "robots_online") == 1, timeout=60), proc.output()
+            bgr = cv2.imread(str(shared_data / "incidents" / "images" / "flooded_parking_lot.jpg"))
+            image = numpy_to_image(cv2.cvtColor(cv2.resize(bgr, (160, 120)), cv2.COLOR_BGR2RGB), "rgb8")
+            client = node.create_client(SubmitTask, "/fleet/submit_task")
+            assert spin_until(executor, client.service_is_ready, 20)
+            future = client.call_async(SubmitTask.Request(task=task, has_image=True, image=image))
+            assert spin_until(executor, future.done, 60)
+            res = future.result()
+            assert res.success, (res.message, proc.output(), robot.output())
+            assert res.incident_id.startswith("inc-0001-") and "(1 reports)" not in res.message
+            assert "types underwater (text selector)" in res.message, res.message
+            assert "steps (task)" not in res.message and res.plan_ids == ["task-0001/diver_1"], res.message
+            values = diag.fresh(executor, DIAG)
+            assert int(values["reports"]) >= 1 and int(values["tasks_without_incident"]) == 0
+    finally:
+        assert robot.stop() == 0, robot.output()
 
 
 def test_a_corrupt_selector_leaves_the_camera_reports_in_charge(selector_bundle, tmp_path):

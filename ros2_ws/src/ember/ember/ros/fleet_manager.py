@@ -133,7 +133,7 @@ class FleetManager(Node):
         self._status: dict[str, RobotStatus] = {}
         self._plan_pubs: dict[str, Any] = {}
         self._report_subs: dict[str, list] = {}
-        self._clients: dict[str, Any] = {}
+        self._analyze_clients: dict[str, Any] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_count = 0
         self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
@@ -303,12 +303,12 @@ class FleetManager(Node):
             live = [r for r in self._alloc.robots.values() if self._alloc.is_live(r)]
             live.sort(key=lambda r: (self._alloc.load(r.robot_id), r.robot_id))
         for robot in live:
-            client = self._clients.get(robot.robot_id)
+            client = self._analyze_clients.get(robot.robot_id)
             if client is None:
                 client = self._task_node.create_client(
                     AnalyzeImage, f"/{robot.robot_id}/{self._analyze_service}", callback_group=self._io_group
                 )
-                self._clients[robot.robot_id] = client
+                self._analyze_clients[robot.robot_id] = client
             if not client.wait_for_service(timeout_sec=2.0):
                 continue
             done = threading.Event()
