@@ -167,7 +167,7 @@ def test_a_task_with_an_image_is_analysed_by_a_robot_whose_plan_it_keeps(selecto
             assert spin_until(executor, future.done, 60)
             res = future.result()
             assert res.success, (res.message, proc.output(), robot.output())
-            assert res.incident_id.startswith("inc-0001-") and "(1 reports)" not in res.message
+            assert res.incident_id.startswith("inc-0001-") and ", 1 reports)" in res.message, res.message
             assert "types underwater (text selector)" in res.message, res.message
             assert "steps (task)" not in res.message and res.plan_ids == ["task-0001/diver_1"], res.message
             values = diag.fresh(executor, DIAG)
