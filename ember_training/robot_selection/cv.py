@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.labels import NUM_ROBOT_TYPES, ROBOT_DISPLAY_NAMES, ROBOT_TYPES
+from ember.labels import ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 
 from .folds import DEFAULT_SEED, grouped_folds, normalize_task, split
 from .tasks import MULTI_FILE, SINGLE_FILE, RobotTask, load_tasks, resolve_files
@@ -105,24 +105,33 @@ def baseline_always_drone(train: list[RobotTask], test: list[RobotTask]) -> dict
     return set_metrics([t.robots for t in test], [[0]] * len(test), [0] * len(test))
 
 
+def ovr_probs(x_train, y_train: np.ndarray, x_test, c: float, max_iter: int = 3000) -> np.ndarray:
+    """One-vs-rest logistic regression: P(robot in set) [N_test, robots] from 0/1 label rows
+    `y_train` [N_train, robots] (a robot every training row has, or none has, is constant).
+    Features may be dense or sparse."""
+    from sklearn.linear_model import LogisticRegression
+
+    probs = np.zeros((x_test.shape[0], y_train.shape[1]))
+    for r in range(y_train.shape[1]):
+        y = y_train[:, r]
+        if y.min() == y.max():
+            probs[:, r] = y[0]
+            continue
+        probs[:, r] = LogisticRegression(C=c, max_iter=max_iter).fit(x_train, y).predict_proba(x_test)[:, 1]
+    return probs
+
+
 def baseline_tfidf_lr(train: list[RobotTask], test: list[RobotTask], c: float = 10.0) -> dict:
     """TF-IDF (unigrams, sublinear tf) + one-vs-rest logistic regression, 0.5 thresholds."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
 
     from .metrics import select
+    from .recipe import label_matrix
 
     vec = TfidfVectorizer(sublinear_tf=True)
     xtr = vec.fit_transform([t.task for t in train])
     xte = vec.transform([t.task for t in test])
-    probs = np.zeros((len(test), NUM_ROBOT_TYPES))
-    for r in range(NUM_ROBOT_TYPES):
-        y = np.array([r in t.robots for t in train], dtype=int)
-        if y.min() == y.max():
-            probs[:, r] = y[0]
-            continue
-        probs[:, r] = LogisticRegression(C=c, max_iter=3000).fit(xtr, y).predict_proba(xte)[:, 1]
-    sets, top = select(probs, 0.5)
+    sets, top = select(ovr_probs(xtr, label_matrix(train), xte, c), 0.5)
     return set_metrics([t.robots for t in test], sets, top)
 
 
@@ -142,11 +151,9 @@ def knn_scores(train_vecs: np.ndarray, train_labels: np.ndarray, test_vecs: np.n
 def baseline_minilm_knn(train: list[RobotTask], test: list[RobotTask], teacher, k: int = 5) -> dict:
     """all-MiniLM-L6-v2 sentence embeddings (`teacher.embed`) + weighted kNN (k=5), 0.5 votes."""
     from .metrics import select
+    from .recipe import label_matrix
 
-    labels = np.zeros((len(train), NUM_ROBOT_TYPES))
-    for i, t in enumerate(train):
-        labels[i, list(t.robots)] = 1
-    scores = knn_scores(teacher.embed([t.task for t in train]), labels, teacher.embed([t.task for t in test]), k)
+    scores = knn_scores(teacher.embed([t.task for t in train]), label_matrix(train), teacher.embed([t.task for t in test]), k)
     sets, top = select(scores, 0.5)
     return set_metrics([t.robots for t in test], sets, top)
 

@@ -5,9 +5,8 @@ import torch
 torch.set_num_threads(1)
 from common import data, np, report, select, set_metrics, split, teacher  # noqa: E402
 from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from ember_training.robot_selection.cv import knn_scores  # noqa: E402
+from ember_training.robot_selection.cv import knn_scores, ovr_probs  # noqa: E402
 
 tasks, folds, Y = data()
 texts = [t.task for t in tasks]
@@ -32,28 +31,17 @@ def drone(tr, te):
     return [[0]] * len(te), [0] * len(te)
 
 
-def ovr_probs(Xtr, ytr, Xte, C):
-    """One-vs-rest logistic regression probabilities [len(Xte), 5]."""
-    P = np.zeros((Xte.shape[0], 5))
-    for r in range(5):
-        y = ytr[:, r]
-        if y.min() == y.max():
-            P[:, r] = y[0]
-            continue
-        P[:, r] = LogisticRegression(C=C, max_iter=2000).fit(Xtr, y).predict_proba(Xte)[:, 1]
-    return P
-
-
 def ovr(X, C=10.0):
     def fp(tr, te):
-        return ovr_probs(X[tr], Y[tr], X[te], C)
+        return ovr_probs(X[tr], Y[tr], X[te], C, max_iter=2000)
     return fp
 
 
 def tfidf_lr(C=10.0, ngram=(1, 2)):
     def fp(tr, te):
         v = TfidfVectorizer(ngram_range=ngram, sublinear_tf=True, min_df=1)
-        return ovr_probs(v.fit_transform([texts[i] for i in tr]), Y[tr], v.transform([texts[i] for i in te]), C)
+        return ovr_probs(v.fit_transform([texts[i] for i in tr]), Y[tr], v.transform([texts[i] for i in te]), C,
+                         max_iter=2000)
     return fp
 
 

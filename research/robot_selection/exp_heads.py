@@ -7,6 +7,7 @@ from common import data, np, report, select, set_metrics, split, teacher  # noqa
 from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from ember_training.robot_selection.cv import ovr_probs  # noqa: E402
 from ember_training.robot_selection.folds import inner_folds  # noqa: E402
 
 tasks, folds, Y = data()
@@ -15,17 +16,6 @@ gold = [list(t.robots) for t in tasks]
 T = teacher()
 E = T.embed(texts)
 keys = [tuple(t.robots) for t in tasks]
-
-
-def ovr_probs(Xtr, ytr, Xte, C):
-    P = np.zeros((len(Xte), 5))
-    for r in range(5):
-        y = ytr[:, r]
-        if y.min() == y.max():
-            P[:, r] = y[0]
-            continue
-        P[:, r] = LogisticRegression(C=C, max_iter=3000).fit(Xtr, y).predict_proba(Xte)[:, 1]
-    return P
 
 
 def powerset_probs(Xtr, ktr, Xte, C):
