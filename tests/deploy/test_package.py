@@ -206,3 +206,16 @@ def test_serve_and_deploy_stay_torch_free():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["/**:\n  ros__parameters:\n", "/**:\n  ros__parameters: [robot_id, robot_type]\n", "just a string\n", ""],
+    ids=["empty-params", "params-a-list", "a-string", "empty-file"],
+)
+def test_check_reports_a_broken_params_file_instead_of_crashing(package: Path, tmp_path: Path, text: str):
+    pkg = _copy(package, tmp_path)
+    (pkg / "config" / "robot.yaml").write_text(text)
+    report = check_package(pkg, load_engine=False)
+    assert [line.split()[:2] for line in report.lines() if " params " in line + " "] == [["FAIL", "params"]]
+    assert "config/robot.yaml" in "\n".join(report.failures)

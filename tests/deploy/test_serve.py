@@ -207,10 +207,12 @@ def test_bad_images_are_refused(client, recording, photo_jpeg, make, mime, statu
         (b"jpeg", "x" * (MAX_TASK_CHARS + 1), None, f"the limit is {MAX_TASK_CHARS}"),
         (b"jpeg", "Find survivors", {"max_new_tokens": "0"}, "max_new_tokens must be an integer"),
         (b"jpeg", "Find survivors", {"max_new_tokens": "many"}, "max_new_tokens must be an integer"),
+        (b"jpeg", "Find survivors", {"max_new_tokens": "\u00b2"}, "max_new_tokens must be an integer"),
+        (b"jpeg", "Find survivors", {"max_new_tokens": "9" * 5000}, "max_new_tokens must be an integer"),
         (b"jpeg", "Find survivors", {"task": "typo"}, "unknown form field(s) task"),
     ],
     ids=["no-image", "no-instruction", "blank-instruction", "long-instruction", "zero-tokens", "nan-tokens",
-         "unknown-field"],
+         "superscript-tokens", "5000-digit-tokens", "unknown-field"],
 )
 def test_bad_fields_are_422(client, recording, photo_jpeg, image, instruction, extra, fragment):
     if image is None:  # a multipart body with the text field only
@@ -240,6 +242,29 @@ def test_decode_image_checks_header_against_pixels(photo_jpeg, scene_png):
     with pytest.raises(ImageError) as exc:
         decode_image(photo_jpeg, "image/jpeg", max_pixels=100)
     assert exc.value.status == 413
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """`jpeg` with an APP1 Exif segment holding only the Orientation tag (as phone cameras write)."""
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
+    app1 = b"Exif\x00\x00" + tiff + struct.pack(">I", 0)
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_portrait_phone_photo_with_exif_rotation_is_accepted(client, recording):
+    """A phone's portrait JPEG is stored landscape with EXIF Orientation 6 (rotate 90 degrees): OpenCV
+    decodes it upright, so its shape is the header's transposed; that is a valid photo, not a corrupt one."""
+    landscape = np.zeros((40, 100, 3), np.uint8)
+    landscape[:, :50] = 255  # left half white
+    ok, buf = cv2.imencode(".jpg", landscape)
+    assert ok
+    photo = _with_exif_orientation(buf.tobytes(), 6)
+    rgb = decode_image(photo, "image/jpeg")
+    assert rgb.shape == (100, 40, 3)  # upright: as cv2.imread shows it
+    assert rgb[:45].mean() > 200 and rgb[55:].mean() < 50  # the white half is now on top
+    r = _post(client, photo, "Find survivors")
+    assert r.status_code == 200, r.text
+    assert [im.shape for im in recording.images] == [(100, 40, 3)]
 
 
 def test_busy_server_answers_503(engine, scene_png):

@@ -108,3 +108,31 @@ def test_corrupt_and_empty_compressed_bytes():
 def test_array_that_does_not_fit_the_encoding():
     with pytest.raises(ValueError, match="does not fit encoding 'rgba8'"):
         numpy_to_image(RGB, "rgba8")
+
+
+def test_integer_arrays_that_fit_the_encoding_are_accepted():
+    wide = RGB.astype(np.int64)  # e.g. the result of integer arithmetic on a uint8 image
+    np.testing.assert_array_equal(image_to_numpy(numpy_to_image(wide, "rgb8")), RGB)
+    np.testing.assert_array_equal(image_to_numpy(numpy_to_image(RGB[:, :, 0], "mono16")), RGB[:, :, 0])
+
+
+@pytest.mark.parametrize(
+    ("pixels", "encoding"),
+    [
+        (RGB.astype(np.float32) / 255.0, "rgb8"),  # a float image in [0, 1] would become all zeros
+        (RGB.astype(np.int64) + 200, "rgb8"),  # 300 would wrap to 44
+        (np.full((2, 3), -1, np.int32), "16UC1"),  # -1 would wrap to 65535
+    ],
+    ids=["float-0-1", "int-over-255", "negative-depth"],
+)
+def test_values_the_encoding_cannot_hold_are_refused_not_wrapped(pixels, encoding):
+    with pytest.raises(ValueError, match="cannot hold"):
+        numpy_to_image(pixels, encoding)
+
+
+@pytest.mark.parametrize(
+    "rgb", [RGB.astype(np.float32) / 255.0, RGB.astype(np.uint16) * 200, RGB[:, :, 0]], ids=["float", "uint16", "2d"]
+)
+def test_compressing_anything_but_uint8_rgb_is_a_clear_error(rgb):
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        rgb_to_compressed(rgb, "png")

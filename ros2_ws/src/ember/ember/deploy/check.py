@@ -103,6 +103,9 @@ def _check_params(pkg: Path, report: CheckReport) -> None:
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         report.add("params", False, f"{path} is missing or not a ROS 2 params file ({exc})")
         return
+    if not isinstance(params, dict):
+        report.add("params", False, f"{PARAMS_FILE}: ros__parameters is {type(params).__name__}, not a mapping")
+        return
     problems = [f"lacks {k}" for k in ("robot_id", "robot_type", "bundle") if k not in params]
     if params.get("robot_type") not in ROBOT_TYPES:
         problems.append(f"robot_type {params.get('robot_type')!r} is not one of {', '.join(ROBOT_TYPES)}")

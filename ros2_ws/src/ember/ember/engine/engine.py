@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from ember.engine.bundle import Bundle, BundleError, load_bundle
 from ember.engine.decoder import KVCacheDecoder
 from ember.engine.preprocess import preprocess
 from ember.engine.robot_selector import RobotSelector, bundle_selector
+from ember.labels import ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, format_prompt, parse_generation
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class EmberEngine:
     """Runs an Ember model bundle: `analyze(image_rgb, task)` -> Analysis.
 
     Raises BundleError if the bundle is missing, incomplete, corrupt or of an unknown format.
+    `analyze` may be called from several threads: analyses run one at a time.
     """
 
     def __init__(self, bundle_dir: str | Path, threads: int = 1, verify_hashes: bool = True) -> None:
@@ -114,9 +117,11 @@ class EmberEngine:
             self.tokenizer = Tokenizer.from_file(str(self.bundle.file("tokenizer.json")))
         except Exception as exc:
             raise BundleError(f"model bundle {self.bundle.path}: cannot load tokenizer.json ({exc})") from exc
+        self._added_tokens: dict[str, int] = {t.content: i for i, t in self.tokenizer.get_added_tokens_decoder().items()}
         self._check_io()
         self.selector = self._load_selector()
         self._kv = KVCacheDecoder(self._decoder, self.n_layers, self.n_heads, self.head_dim, self.d_model)
+        self._lock = threading.Lock()
 
     def _read_meta(self, meta: dict) -> None:
         self.model_version = str(meta["model_version"])
@@ -133,9 +138,16 @@ class EmberEngine:
         self.max_prompt_tokens = int(
             meta.get("max_prompt_tokens") or self.n_positions - self.num_visual_tokens - self.default_max_new_tokens
         )
+        for key in ("robot_types", "incident_labels", "place_labels", "mean", "std", "robot_thresholds"):
+            if not isinstance(meta[key], list):
+                raise TypeError(f"{key} must be a list, got {type(meta[key]).__name__}")
         self.robot_types = [str(r) for r in meta["robot_types"]]
+        if self.robot_types != list(ROBOT_TYPES):
+            raise ValueError(f"robot_types {self.robot_types} are not {list(ROBOT_TYPES)} (ember.labels order)")
         self.incident_labels = [str(x) for x in meta["incident_labels"]]
         self.place_labels = [str(x) for x in meta["place_labels"]]
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
         self.robot_thresholds = np.asarray(meta["robot_thresholds"], dtype=np.float64)
         if self.robot_thresholds.shape != (len(self.robot_types),):
             raise ValueError("robot_thresholds must have one value per robot type")
@@ -173,6 +185,35 @@ class EmberEngine:
             )
         if [i.name for i in self._vision.get_inputs()] != ["pixel_values"]:
             raise BundleError(f"model bundle {self.bundle.path}: vision.onnx must take `pixel_values`")
+        # bundle.json is not covered by the hashes: its sizes must fit the graphs' static dimensions
+        vis_in, vis_out = self._vision.get_inputs()[0].shape, self._vision.get_outputs()[0].shape
+        dec_in = {i.name: i.shape for i in self._decoder.get_inputs()}
+        dec_out = {o.name: o.shape for o in self._decoder.get_outputs()}
+        checks = [
+            ("image_size", self.image_size, vis_in, (2, 3)),
+            ("num_visual_tokens", self.num_visual_tokens, vis_out, (1,)),
+            ("d_model", self.d_model, vis_out, (2,)),
+            ("d_model", self.d_model, dec_in["visual_embeds"], (2,)),
+            *((name, value, dec_in[f"past_{kind}_{i}"], (axis,))
+              for i in range(self.n_layers) for kind in ("key", "value")
+              for name, value, axis in (("n_heads", self.n_heads, 1), ("head_dim", self.head_dim, 3))),
+            ("robot_types", len(self.robot_types), dec_out.get("robot_logits"), (-1,)),
+            ("incident_labels", len(self.incident_labels), dec_out.get("incident_logits"), (-1,)),
+            ("place_labels", len(self.place_labels), dec_out.get("place_logits"), (-1,)),
+        ]
+        for name, value, shape, axes in checks:
+            if shape is None:
+                raise BundleError(f"model bundle {self.bundle.path}: decoder.onnx lacks the output for {name}")
+            dims = [shape[a] for a in axes if -len(shape) <= a < len(shape)]
+            if len(dims) != len(axes) or any(isinstance(d, int) and d != value for d in dims):
+                raise BundleError(
+                    f"model bundle {self.bundle.path}: {name} in bundle.json ({value}) does not fit the graph "
+                    f"(shape {shape}): bundle.json was edited or belongs to other ONNX files"
+                )
+        vocab = dec_out.get("logits", [None])[-1]
+        if not 0 <= self.eos_id < (vocab if isinstance(vocab, int) else self.tokenizer.get_vocab_size()):
+            raise BundleError(f"model bundle {self.bundle.path}: special_token_ids[{EOS_TOKEN!r}] = {self.eos_id} "
+                              f"is outside the vocabulary")
 
     # -- prompt ---------------------------------------------------------------------------------
 
@@ -186,7 +227,7 @@ class EmberEngine:
             warnings.warn(f"task of {len(task)} characters truncated to {MAX_TASK_CHARS}", RuntimeWarning, stacklevel=3)
             task = task[:MAX_TASK_CHARS]
         limit = min(self.max_prompt_tokens, self.n_positions - self.num_visual_tokens - max_new_tokens)
-        ids = self.tokenizer.encode(format_prompt(task), add_special_tokens=False).ids
+        ids = self._encode_prompt(task)
         if len(ids) > limit:
             warnings.warn(
                 f"prompt of {len(ids)} tokens truncated to {limit} (model positions: {self.n_positions})",
@@ -195,6 +236,54 @@ class EmberEngine:
             )
             ids = ids[: limit - 1] + ids[-1:]
         return ids
+
+    def _encode_prompt(self, task: str) -> list[int]:
+        """Token ids of `format_prompt(task)` where only the template's own special tokens are special.
+
+        A task that spells a special token ("<|endoftext|>", "<answer>", ...) gets it as plain text:
+        the tokenizer would otherwise match it as a control token. Tasks without such strings are
+        encoded by the tokenizer itself, exactly as in training.
+        """
+        prompt = format_prompt(task)
+        if not any(t in task for t in self._added_tokens):
+            return self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        head, tail = format_prompt("\0").split("\0")
+        head_parts, tail_parts = self._split_added(head), self._split_added(tail)
+        middle = prompt[len(head) : len(prompt) - len(tail)]  # the (whitespace-normalised) task
+        if head_parts and not head_parts[-1][0]:
+            middle = head_parts.pop()[1] + middle
+        if tail_parts and not tail_parts[0][0]:
+            middle += tail_parts.pop(0)[1]
+        ids: list[int] = []
+        for special, text in [*head_parts, (False, middle), *tail_parts]:
+            ids += [self._added_tokens[text]] if special else self._encode_plain(text)
+        return ids
+
+    def _split_added(self, text: str) -> list[tuple[bool, str]]:
+        """`text` cut at the tokenizer's added tokens (leftmost, longest): (is_added_token, piece)."""
+        parts: list[tuple[bool, str]] = []
+        start = pos = 0
+        while pos < len(text):
+            match = max((t for t in self._added_tokens if text.startswith(t, pos)), key=len, default=None)
+            if match is None:
+                pos += 1
+                continue
+            if start < pos:
+                parts.append((False, text[start:pos]))
+            parts.append((True, match))
+            pos = start = pos + len(match)
+        if start < len(text):
+            parts.append((False, text[start:]))
+        return parts
+
+    def _encode_plain(self, text: str) -> list[int]:
+        """Ids of `text` through the tokenizer's normalizer, pre-tokenizer and model, with no
+        added-token matching (what `encode` does between added tokens)."""
+        tok = self.tokenizer
+        if tok.normalizer is not None:
+            text = tok.normalizer.normalize_str(text)
+        words = tok.pre_tokenizer.pre_tokenize_str(text) if tok.pre_tokenizer is not None else [(text, (0, len(text)))]
+        return [t.id for word, _ in words for t in tok.model.tokenize(word)]
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -221,27 +310,30 @@ class EmberEngine:
         max_new_tokens = max(0, min(int(max_new_tokens), self.n_positions - self.num_visual_tokens - 16))
         pixels = preprocess(image_rgb, self.image_size, self.mean, self.std)
         prompt_ids = self._prompt_ids(task, max_new_tokens)
-        t1 = time.perf_counter()
-        visual = self._vision.run(["visual_embeds"], {"pixel_values": pixels})[0]
-        t2 = time.perf_counter()
-        capacity = visual.shape[1] + len(prompt_ids) + max_new_tokens
-        out = self._kv.start(prompt_ids, visual, capacity)
-        t3 = time.perf_counter()
-        heads = {k: out[k][0] for k in ("robot_logits", "confidence_logit", "incident_logits", "place_logits")}
-        generated: list[int] = []
-        logits = out["logits"][0]
-        for step in range(max_new_tokens):
-            nxt = int(np.argmax(logits))
-            if nxt == self.eos_id and stop_at_eos:
-                break
-            generated.append(nxt)
-            if step == max_new_tokens - 1:
-                break
-            logits = self._kv.step(nxt)
-        self._kv.release()
-        del visual
-        _trim_heap()  # the KV cache just went away: give its pages back before the next frame
-        t4 = time.perf_counter()
+        with self._lock:  # one analysis at a time: the decoder's KV cache and bindings are shared state
+            t1 = time.perf_counter()
+            visual = self._vision.run(["visual_embeds"], {"pixel_values": pixels})[0]
+            t2 = time.perf_counter()
+            capacity = visual.shape[1] + len(prompt_ids) + max_new_tokens
+            try:
+                out = self._kv.start(prompt_ids, visual, capacity)
+                t3 = time.perf_counter()
+                heads = {k: out[k][0] for k in ("robot_logits", "confidence_logit", "incident_logits", "place_logits")}
+                generated: list[int] = []
+                logits = out["logits"][0]
+                for step in range(max_new_tokens):
+                    nxt = int(np.argmax(logits))
+                    if nxt == self.eos_id and stop_at_eos:
+                        break
+                    generated.append(nxt)
+                    if step == max_new_tokens - 1:
+                        break
+                    logits = self._kv.step(nxt)
+            finally:
+                self._kv.release()
+                del visual
+                _trim_heap()  # the KV cache just went away: give its pages back before the next frame
+            t4 = time.perf_counter()
         text = self.tokenizer.decode(generated, skip_special_tokens=False)
         result = self._to_analysis(heads, text, len(generated), task)
         t5 = time.perf_counter()

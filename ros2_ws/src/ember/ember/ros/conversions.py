@@ -86,6 +86,19 @@ def image_msg_to_rgb(msg) -> np.ndarray:
     return to_rgb8(image_to_numpy(msg), msg.encoding)
 
 
+def _check_values_fit(arr: np.ndarray, dtype: np.dtype, encoding: str) -> None:
+    """ValueError unless every value of `arr` is stored exactly by `dtype` (no silent wrap or truncation)."""
+    if np.can_cast(arr.dtype, dtype, "safe"):
+        return
+    info = np.iinfo(dtype)
+    if arr.dtype.kind in "iu" and (arr.size == 0 or (int(arr.min()) >= info.min and int(arr.max()) <= info.max)):
+        return
+    raise ValueError(
+        f"encoding {encoding!r} ({dtype}) cannot hold the values of a {arr.dtype} array"
+        + (" (floats: scale and convert explicitly)" if arr.dtype.kind == "f" else f" (range {info.min}..{info.max})")
+    )
+
+
 def numpy_to_image(pixels: np.ndarray, encoding: str = "rgb8", header=None, row_padding: int = 0):
     """Build a sensor_msgs/Image from an array in `encoding` (optionally with padded rows)."""
     from sensor_msgs.msg import Image
@@ -98,6 +111,7 @@ def numpy_to_image(pixels: np.ndarray, encoding: str = "rgb8", header=None, row_
         raise ValueError(f"array of shape {pixels.shape} does not fit encoding {encoding!r} ({enc.channels} channels)")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"image has zero size: shape {pixels.shape}")
+    _check_values_fit(arr, enc.dtype, encoding)
     arr = np.ascontiguousarray(arr.astype(enc.dtype, copy=False))
     height, width = arr.shape[:2]
     row_bytes = width * enc.channels * enc.dtype.itemsize
@@ -132,6 +146,9 @@ def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality: 
 
     if fmt not in COMPRESSED_FORMATS:
         raise ValueError(f"unknown compressed format {fmt!r}; supported: {', '.join(COMPRESSED_FORMATS)}")
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shown = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"rgb_to_compressed takes uint8 RGB (H, W, 3), got a {shown}")
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
     ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:

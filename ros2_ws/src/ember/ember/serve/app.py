@@ -190,9 +190,10 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
         max_new_tokens = token_limit
         raw_tokens = _read_text_field(form, "max_new_tokens")
         if raw_tokens is not None:
-            if not raw_tokens.strip().isdigit() or not 1 <= int(raw_tokens) <= token_limit:
+            digits = raw_tokens.strip()  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 9) or not 1 <= int(digits) <= token_limit:
                 raise _unprocessable(f"max_new_tokens must be an integer in 1..{token_limit}, got {raw_tokens!r}")
-            max_new_tokens = int(raw_tokens)
+            max_new_tokens = int(digits)
         data = await upload.read()
         try:
             image = decode_image(data, upload.content_type, settings.max_image_pixels)

@@ -3,7 +3,8 @@
 Only JPEG and PNG are accepted (the formats of sensor_msgs/CompressedImage). The
 format is sniffed from the bytes, the dimensions are read from the header and bounded
 *before* decoding (so a small file cannot expand into gigabytes of pixels), and the
-decoded array must have exactly those dimensions.
+decoded array must have exactly those dimensions (transposed for a photo whose EXIF
+orientation rotates it by 90 degrees: it is decoded upright, as cv2.imread shows it).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def decode_image(data: bytes, declared_type: str | None = None, max_pixels: int 
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageError(f"corrupt {fmt.upper()}: the image data could not be decoded ({len(data)} bytes)")
-    if bgr.shape[:2] != (height, width) or bgr.ndim != 3 or bgr.shape[2] != 3:
+    # OpenCV applies an EXIF orientation: a rotated (portrait phone) photo decodes transposed.
+    if bgr.shape[:2] not in ((height, width), (width, height)) or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ImageError(f"corrupt {fmt.upper()}: decoded shape {bgr.shape} does not match the header {width}x{height}")
     if bgr.dtype != np.uint8:
         raise ImageError(f"unsupported {fmt.upper()} sample type {bgr.dtype}", 415)
