@@ -9,6 +9,7 @@ raises ConfigError naming the key (`train.lr`, `stages.incidents.ce_weight`, ...
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,6 +96,11 @@ class SynthConfig:
     image_size: int = 128  # side of the written JPEGs
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _positive("data.synth.scenes", self.scenes)
+        _positive("data.synth.caption_images", self.caption_images)
+        _positive("data.synth.image_size", self.image_size)
+
 
 @dataclass
 class DataConfig:
@@ -157,6 +163,8 @@ class TrainConfig:
         _positive("train.log_every", self.log_every)
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -182,6 +190,11 @@ class StageCommon:
             _positive(f"stages.{name}.batch_size", self.batch_size)
         if not self.datasets:
             raise ConfigError(f"stages.{name}.datasets is empty")
+        if len(set(self.datasets)) != len(self.datasets):
+            raise ConfigError(f"stages.{name}.datasets lists a dataset twice: {self.datasets}")
+        for f in dataclasses.fields(self):  # loss weights: 0 switches a term off, < 0 would maximise it
+            if f.name.endswith("_weight") and getattr(self, f.name) < 0:
+                raise ConfigError(f"stages.{name}.{f.name} must be >= 0, got {getattr(self, f.name)}")
         allowed = STAGE_DATASETS[name]
         for ds in self.datasets:
             if ds not in allowed:
@@ -323,13 +336,33 @@ def load_config(path: str | Path) -> Config:
     return cfg
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_StrictLoader)
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> Any:
@@ -350,9 +383,12 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> Any:
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
-    """`base` with `override` merged in: mappings recursively, everything else replaced."""
+    """`base` with `override` merged in: mappings recursively, everything else replaced; an empty
+    (null) section over a mapping overrides nothing (`train:` with its keys commented out)."""
     out = dict(base)
     for key, value in override.items():
+        if value is None and isinstance(out.get(key), dict):
+            continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
         else:
@@ -440,11 +476,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -17,8 +17,8 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int = 0) -> None:
         self.path = path
         if path.exists():  # drop records past the step we resume from (they will be redone)
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+            keep = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
         self._fh = path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -30,7 +30,16 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    """The records of a metrics.jsonl; a line cut short by a kill mid-write is skipped."""
+    rows = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(ln) if ln.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def plot_losses(metrics: Path, out: Path, title: str) -> Path:

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint_format import load_checkpoint
+from .checkpoint_format import CheckpointError, load_checkpoint
 from .config import STAGE_NAMES, Config, InstructStage
 from .data.build import SourceCache, build_eval_dataset, build_stage_dataset, corpus, resolve_dirs
 from .data.dataset import Collator
@@ -118,6 +118,32 @@ def freeze_unused(model: torch.nn.Module, loss_of, batch: dict, autocast) -> lis
         if n in names:
             p.requires_grad_(False)
     return frozen
+
+
+RESUME_FREE_KEYS: tuple[str, ...] = (
+    "tracking.", "robot_selection.", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.cpu_threads", "data.num_workers", "data.max_eval_samples", "data.data_dir", "data.robot_selection_dir",
+)
+"""Config keys (prefixes) a resumed stage may change: logging, cadence, threads, where the data is."""
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train.lr": 0.001, ...} of a nested config dict (lists stay values)."""
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], stage: str) -> list[str]:
+    """'key: saved -> current' for each key that differs and would change stage `stage`'s training
+    (other stages' sections and RESUME_FREE_KEYS may differ; keys only one side knows are skipped)."""
+    a, b = _flatten(saved), _flatten(current)
+    others = tuple(f"stages.{n}." for n in STAGE_NAMES if n != stage)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys())
+            if a[k] != b[k] and not k.startswith(RESUME_FREE_KEYS + others)]
 
 
 def _prefixes(names: list[str]) -> list[str]:
@@ -235,12 +261,28 @@ class Trainer:
             if not self.resume:
                 raise TrainError(f"{sdir / 'final.pt'} exists: pass --resume to continue this run, or use a new --output-dir")
             log.info("stage %d (%s) already complete: %s", k, name, sdir / "final.pt")
+            try:
+                final = load_checkpoint(sdir / "final.pt")
+            except CheckpointError as e:
+                raise TrainError(f"{e}; delete it to finish stage {k} again from its newest step checkpoint "
+                                 "(--resume)") from None
+            changes = config_changes(final["config"], self.cfg.to_dict(), name)
+            if changes:
+                log.warning("stage %d was trained with another config (kept as it is; a new --output-dir "
+                            "retrains it): %s", k, "; ".join(changes))
             return self._result_from_disk(k, sdir, skipped=True)
         if not self.resume and (sdir / "checkpoints").is_dir() and any((sdir / "checkpoints").iterdir()):
             raise TrainError(f"{sdir} has checkpoints: pass --resume to continue, or use a new --output-dir")
         if self.ctx.is_main:
             sdir.mkdir(parents=True, exist_ok=True)
-        run = self._setup(k, latest_checkpoint(sdir) if self.resume else None)
+        ckpt = latest_checkpoint(sdir) if self.resume else None
+        if ckpt is not None and (changes := config_changes(ckpt["config"], self.cfg.to_dict(), name)):
+            # the optimizer and scheduler states would keep the old lr/betas/decay, the data position
+            # would point elsewhere: not a continuation of that run
+            raise TrainError(f"cannot resume stage {k} from {ckpt['path']}: the config differs from the one it was "
+                             f"written with ({'; '.join(changes)}); restore those values, or train the stage "
+                             f"in a new --output-dir")
+        run = self._setup(k, ckpt)
         t_start = time.time()
         emissions = Emissions(sdir, f"ember-stage{k}-{name}", self.cfg.tracking.country_iso_code,
                               self.cfg.tracking.codecarbon and self.ctx.is_main)
@@ -274,7 +316,8 @@ class Trainer:
         run = StageRun(k=k, name=name, st=st, sdir=stage_dir(self.out, k), core=model, model=model,
                        dataset=dataset, sampler=sampler, loader=loader, batch_size=batch_size, total=st.steps,
                        autocast=lambda: torch.autocast(ctx.device.type, dtype=dtype, enabled=use_amp))
-        probe = _to_device(loader.collate_fn([dataset[i] for i in range(batch_size)]), ctx.device)
+        # a batch's worth of samples (a dataset smaller than the batch is repeated, as the sampler does)
+        probe = _to_device(loader.collate_fn([dataset[i % len(dataset)] for i in range(batch_size)]), ctx.device)
         frozen = freeze_unused(model, lambda m, b: STAGE_LOSSES[name](m, b, st), probe, run.autocast())
         if frozen:
             log.info("stage %d (%s) does not train: %s", k, name, ", ".join(_prefixes(frozen)))

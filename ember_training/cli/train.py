@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print_params(cfg)
         return 0
 
+    from ..checkpoint_format import CheckpointError
+    from ..data.common import DataError
     from ..distributed import init_distributed, shutdown_distributed
     from ..trainer import Trainer, TrainError
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [1, 2, 3, 4] if args.stage == "all" else [int(args.stage)]
     try:
         Trainer(cfg, args.output_dir, args.data_dir, args.resume, ctx).run(stages)
-    except TrainError as e:
+    except (TrainError, DataError, CheckpointError) as e:  # a bad run directory, dataset or checkpoint
         print(f"ember-train: {e}", file=sys.stderr)
         return 1
     finally:

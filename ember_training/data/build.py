@@ -15,7 +15,7 @@ from ember.prompting import format_prompt
 from ..config import Config
 from ..distill import TeacherLogits
 from .captions import load_coco_captions, load_flickr30k
-from .common import LoadReport, Sample
+from .common import DataError, LoadReport, Sample
 from .dataset import ImageSpec, StageDataset
 from .incidents import load_incidents
 from .instruct import load_llava, load_vqa
@@ -97,7 +97,8 @@ class SourceCache:
             train = [s for s in samples if not is_held_out(s, frac)]
             val = [s for s in samples if is_held_out(s, frac)][: self.cfg.data.max_eval_samples]
             if not train:
-                raise ValueError(f"{report.summary()}: no usable training samples")
+                held = f" ({len(samples)} held out by data.val_fraction={frac})" if samples else ""
+                raise DataError(f"{report.summary()}: no usable training samples{held}")
             self._cache[name] = (train, val, report)
         return self._cache[name]
 

@@ -11,13 +11,13 @@ from ember.prompting import EOS_TOKEN
 from .common import (
     CAPTION_TASK,
     MALFORMED,
-    MISSING_IMAGE,
     DataError,
     LoadReport,
     Sample,
     clean_text,
     read_json,
 )
+from .images import check_image
 
 KARPATHY_TRAIN_SPLITS = ("train", "restval")
 
@@ -36,7 +36,7 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
     for img in data.get("images", []):
         if isinstance(img, dict) and isinstance(img.get("id"), int) and isinstance(img.get("file_name"), str):
             files[img["id"]] = img["file_name"]
-    exists: dict[int, bool] = {}
+    problem: dict[int, str | None] = {}  # per image: None (readable) or the skip reason
     samples: list[Sample] = []
     for ann in data["annotations"]:
         if limit is not None and len(samples) >= limit:
@@ -48,10 +48,10 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
             report.skip(MALFORMED)
             continue
         path = images / files[image_id]
-        if image_id not in exists:
-            exists[image_id] = path.is_file()
-        if not exists[image_id]:
-            report.skip(MISSING_IMAGE)
+        if image_id not in problem:
+            problem[image_id] = check_image(path)
+        if problem[image_id]:
+            report.skip(problem[image_id])
             continue
         samples.append(_caption_sample(f"coco/{ann.get('id', report.rows)}", "coco", path, caption))
     report.kept = len(samples)
@@ -66,7 +66,7 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
     else:
         rows = _results_csv_rows(captions)
     samples: list[Sample] = []
-    exists: dict[str, bool] = {}
+    problem: dict[str, str | None] = {}  # per image: None (readable) or the skip reason
     for uid, name, caption in rows:
         if limit is not None and len(samples) >= limit:
             break
@@ -74,10 +74,10 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
         if name is None or caption is None:
             report.skip(MALFORMED)
             continue
-        if name not in exists:
-            exists[name] = (images / name).is_file()
-        if not exists[name]:
-            report.skip(MISSING_IMAGE)
+        if name not in problem:
+            problem[name] = check_image(images / name)
+        if problem[name]:
+            report.skip(problem[name])
             continue
         samples.append(_caption_sample(f"flickr30k/{uid}", "flickr30k", images / name, caption))
     report.kept = len(samples)

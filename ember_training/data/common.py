@@ -19,6 +19,7 @@ CAPTION_TASK = "Describe the image."
 
 # skip reasons (the summary line counts each)
 MISSING_IMAGE = "missing image"
+UNREADABLE_IMAGE = "unreadable image"  # empty, or not an image format (a failed download)
 UNKNOWN_LABEL = "unknown label"
 MALFORMED = "malformed row"
 NO_ANSWER = "no answer"

@@ -7,6 +7,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .common import MISSING_IMAGE, UNREADABLE_IMAGE
+
+
+def check_image(path: str | Path) -> str | None:
+    """None if `path` is a file in an image format OpenCV decodes (its signature is read, not the
+    pixels), else the skip reason: MISSING_IMAGE, or UNREADABLE_IMAGE for an empty file or another
+    format (an HTML error page saved under the image's name by a failed download)."""
+    path = Path(path)
+    if not path.is_file():
+        return MISSING_IMAGE
+    if path.stat().st_size == 0 or not cv2.haveImageReader(str(path)):
+        return UNREADABLE_IMAGE
+    return None
+
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB uint8 [H, W, 3]; OSError if it cannot be read."""

@@ -17,7 +17,6 @@ from ember.prompting import DEFAULT_TASK
 
 from .common import (
     MALFORMED,
-    MISSING_IMAGE,
     UNKNOWN_LABEL,
     DataError,
     LoadReport,
@@ -25,6 +24,7 @@ from .common import (
     label_vector,
     read_json,
 )
+from .images import check_image
 
 NO_LABELS = "no labels"
 
@@ -69,8 +69,8 @@ def load_incidents(annotations: Path, images: Path, limit: int | None = None) ->
             report.skip(NO_LABELS)
             continue
         path = images / key
-        if not path.is_file():
-            report.skip(MISSING_IMAGE)
+        if problem := check_image(path):
+            report.skip(problem)
             continue
         samples.append(
             Sample(uid=f"incidents/{key}", source="incidents", image=str(path), task=DEFAULT_TASK,

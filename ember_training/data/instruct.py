@@ -8,7 +8,6 @@ from ember.prompting import EOS_TOKEN, IMAGE_TOKEN, MAX_TASK_CHARS
 
 from .common import (
     MALFORMED,
-    MISSING_IMAGE,
     NO_ANSWER,
     DataError,
     LoadReport,
@@ -16,6 +15,7 @@ from .common import (
     clean_text,
     read_json,
 )
+from .images import check_image
 
 
 def _turn_text(turn: object, role: str) -> str | None:
@@ -58,8 +58,8 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
             report.skip(MALFORMED)
             continue
         path = images / image
-        if not path.is_file():
-            report.skip(MISSING_IMAGE)
+        if problem := check_image(path):
+            report.skip(problem)
             continue
         history: list[tuple[str, str]] = []
         uid = row.get("id", i)
@@ -112,8 +112,8 @@ def load_vqa(
             report.skip(NO_ANSWER)
             continue
         path = images / f"COCO_{subtype}_{image_id:012d}.jpg"
-        if not path.is_file():
-            report.skip(MISSING_IMAGE)
+        if problem := check_image(path):
+            report.skip(problem)
             continue
         samples.append(
             Sample(uid=f"vqa/{qid}", source="vqa", image=str(path), task=text, target=answers[qid] + EOS_TOKEN)

@@ -42,6 +42,15 @@ def test_shipped_configs_load(name):
         ({"tokenizer.kind": "wordpiece"}, "tokenizer.kind"),
         ({"data.max_target_tokens": 4000}, "model.n_positions"),
         ({"model.n_heads": 3}, "model.d_model"),
+        ({"stages.alignment.contrastive_weight": -0.5}, "stages.alignment.contrastive_weight"),
+        ({"stages.incidents.confidence_weight": -1}, "stages.incidents.confidence_weight"),
+        ({"stages.alignment.datasets": ["coco", "coco"]}, "stages.alignment.datasets"),
+        ({"train.weight_decay": -0.1}, "train.weight_decay"),
+        ({"train.lr": float("inf")}, "train.lr"),
+        ({"train.grad_clip": float("nan")}, "train.grad_clip"),
+        ({"stages.instruct.distill_temperature": "inf"}, "stages.instruct.distill_temperature"),
+        ({"data.synth.scenes": 0}, "data.synth.scenes"),
+        ({"data.synth.image_size": -5}, "data.synth.image_size"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, key):
@@ -83,3 +92,20 @@ def test_print_params_last_line(capsys):
     model = EmberVLM(load_config(TINY).model)
     assert int(m.group(1)) == sum(p.numel() for p in model.parameters())
     assert int(m.group(2)) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    """YAML keeps the last of two equal keys: an edited copy above the live one would be ignored."""
+    text = TINY.read_text().replace("  lr: 1.0e-3\n", "  lr: 1.0e-3\n  lr: 5.0e-4\n", 1)
+    assert text.count("lr: 5.0e-4") == 1
+    (tmp_path / "twice.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="lr.*twice|twice.*lr"):
+        load_config(tmp_path / "twice.yaml")
+
+
+def test_an_empty_section_of_an_extending_config_keeps_the_parent_values(tmp_path):
+    """`train:` with every key commented out is null in YAML: it overrides nothing (it used to
+    replace the parent's whole section by the dataclass defaults, silently)."""
+    (tmp_path / "child.yaml").write_text(f"extends: {TINY}\ntrain:\n  # lr: 1.0e-4\nstages:\n  alignment:\n")
+    cfg, parent = load_config(tmp_path / "child.yaml"), load_config(TINY)
+    assert cfg.train == parent.train and cfg.stages == parent.stages

@@ -35,7 +35,8 @@ def _losses(sdir):
 
 def test_resume_equals_uninterrupted(tiny_run, tmp_path):
     """Stage 4 (pairing, chain-of-thought targets, grad accumulation, epochs crossed):
-    N steps + resume + N steps gives the losses and weights of 2N steps."""
+    N steps + resume + N steps gives the losses and weights of 2N steps, also when the kill
+    left half a metrics record behind."""
     over = {**quick_overrides(steps=6, batch=4), "data.max_samples_per_dataset": 5, "train.grad_accum": 2,
             "train.checkpoint_every": 100}
     cfg = load_config(write_config(tmp_path / "c.yaml", over))
@@ -47,6 +48,8 @@ def test_resume_equals_uninterrupted(tiny_run, tmp_path):
     first.run_stage(4, stop_at=3)
     assert [p.name for p in step_checkpoints(stage_dir(broken, 4))] == ["step_000003.pt"]
     assert not (stage_dir(broken, 4) / "final.pt").exists()
+    with (stage_dir(broken, 4) / "metrics.jsonl").open("a") as fh:  # killed while writing step 4's record
+        fh.write('{"step": 4, "loss": 2.')
     resumed = Trainer(cfg, broken, resume=True)
     resumed.run([4])
     a, b = _losses(stage_dir(straight, 4)), _losses(stage_dir(broken, 4))
