@@ -82,3 +82,28 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load(path)
     with pytest.raises(FleetConfigError, match="does not exist"):
         load(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("manager", "heartbeat_timeout_s", ".nan"),  # robots would never go offline
+        ("manager", "task_wait_s", ".inf"),  # a SubmitTask call would raise in the manager
+        ("manager", "fusion_window_s", ".nan"),
+        ("inference", "heartbeat_period_s", ".nan"),  # the incident node's timer cannot be made
+        ("inference", "max_rate_hz", ".inf"),
+        ("cameras", "rate_hz", ".nan"),
+    ],
+)
+def test_non_finite_numbers_are_refused_with_the_offending_key(tmp_path, section, key, value):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(base()) + f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(FleetConfigError, match=rf"{section}.{key}: expected a finite number"):
+        load(path)
+
+
+def test_a_non_finite_weight_is_refused(tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(base()) + "manager:\n  weights:\n    load: .nan\n")
+    with pytest.raises(FleetConfigError, match=r"manager.weights.load: expected a finite number"):
+        load(path)

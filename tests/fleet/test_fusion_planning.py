@@ -76,3 +76,29 @@ def test_a_task_without_an_incident_gets_its_own_text_per_required_type():
     assert steps[1].description.endswith("(from the air)")
     long_steps, _ = build_steps("task-4", None, ["drone"], "x" * 5000)
     assert len(long_steps[0].description) < 600
+
+
+def test_a_long_running_incident_keeps_memory_bounded():
+    """Robots that keep reporting the same fire for hours make one incident; the fuser must not
+    keep an entry per report ever received (a leak of ~100 entries/s with 50 robots at 2 Hz)."""
+    import tracemalloc
+
+    f = IncidentFuser(window_s=10)
+    robots = [f"r{i}" for i in range(5)]
+
+    def run(start: int, n: int) -> None:
+        for k in range(start, start + n):
+            for r in robots:
+                add(f, r, 1000.0 + k * 0.5, "on fire", FIRE)
+
+    tracemalloc.start()
+    try:
+        run(0, 2000)  # warm up: whatever bounded state the fuser keeps is full now
+        base = tracemalloc.get_traced_memory()[0]
+        run(2000, 4000)
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(f.incidents) == 1
+    assert f.incident_of("r0", 1000.0 + 5999 * 0.5) is next(iter(f.incidents.values()))
+    assert grown < 200_000, f"{grown} bytes retained after 20000 more reports of one incident"

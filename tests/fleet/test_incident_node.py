@@ -15,14 +15,14 @@ import cv2
 import numpy as np
 import pytest
 from ember_msgs.msg import IncidentAnalysis, RobotSelection
-from ember_msgs.srv import AnalyzeImage
+from ember_msgs.srv import AnalyzeImage, SubmitTask
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ember.labels import INCIDENT_LABELS, ROBOT_TYPES
 from ember.ros.conversions import numpy_to_image, rgb_to_compressed
 from ember.ros.qos import CAMERA_QOS, REPORT_QOS
-from tests.fleet.helpers import Diagnostics, Proc, set_parameter, write_params
+from tests.fleet.helpers import Diagnostics, Proc, fleet_manager_process, set_parameter, write_params
 from tests.ros.helpers import ros_node, spin_until
 
 pytestmark = pytest.mark.ros
@@ -263,3 +263,32 @@ def test_30hz_camera_into_a_slow_model_processes_the_newest_frame_and_counts_dro
     assert indices == sorted(indices)
     gaps = np.diff(indices)
     assert gaps.mean() >= 0.5 * delay * rate, indices  # skipped to the newest, ~9 frames apart
+
+
+def test_a_frame_without_a_stamp_is_stamped_on_arrival_and_fused_by_the_manager(robot, shared_data, tmp_path):
+    """Many camera drivers leave header.stamp zero: the node stamps such a frame when it arrives
+    (both reports alike), so the manager can join the analysis with its selection."""
+    rgb = photo(shared_data, size=(64, 48))
+    params = {"heartbeat_timeout_s": 3.0, "diagnostics_period_s": 0.3, "task_wait_s": 3.0}
+    with fleet_manager_process(tmp_path, params) as manager, ros_node("zero_stamp_camera") as (node, executor):
+        c = Client(node, executor)
+        mdiag = "ember/fleet_manager"
+        assert spin_until(executor, lambda: c.diag.get(mdiag, "robots_online") == 1, 30), manager.output()
+        got = None
+        for _attempt in range(5):
+            n = len(c.incidents)
+            c.raw.publish(numpy_to_image(rgb, "rgb8", header=header(0, 0)))
+            if spin_until(executor, lambda n=n: len(c.incidents) > n, 5):
+                got = c.incidents[-1][1]
+                break
+        assert got is not None, f"no IncidentAnalysis for the unstamped frame:\n{robot.output()}"
+        assert (got.header.stamp.sec, got.header.stamp.nanosec) != (0, 0)
+        assert got.header.frame_id == "cam_bot/camera"
+        assert spin_until(executor, lambda: any(s.header.stamp == got.header.stamp for s in c.selections), 5)
+        assert spin_until(executor, lambda: c.diag.get(mdiag, "reports") >= 1, 10), manager.output()
+        client = node.create_client(SubmitTask, "/fleet/submit_task")
+        assert spin_until(executor, client.service_is_ready, 20)
+        future = client.call_async(SubmitTask.Request(task="Help at the scene"))
+        assert spin_until(executor, future.done, 30)
+        res = future.result()
+        assert res.incident_id and "no robot selection" not in res.message, (res.message, manager.output())

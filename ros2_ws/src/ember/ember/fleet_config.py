@@ -11,6 +11,7 @@ the file itself (symlinks resolved), and may use $VARIABLES and ~.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -270,6 +271,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     if typ in (float, "float"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise FleetConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise FleetConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if typ in (int, "int"):
         if isinstance(value, bool) or not isinstance(value, int):

@@ -152,6 +152,10 @@ class Allocator:
         """The robot's steps for the task, in execution order."""
         return tuple(s for s in self._tasks[task_id].steps if self._owner.get(s.step_id) == robot_id)
 
+    def has_plan(self, task_id: str, robot_id: str) -> bool:
+        """Whether the robot holds steps of the task (its plan for it is active)."""
+        return (task_id, robot_id) in self._active_plans
+
     def robots_of(self, task_id: str) -> list[str]:
         """Robots holding at least one step of the task, sorted."""
         return sorted({self._owner[s.step_id] for s in self._tasks[task_id].steps if s.step_id in self._owner})

@@ -29,6 +29,7 @@ Steps are unfinished until their task ends (robots report no per-step progress).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import threading
 import time
@@ -48,7 +49,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from ember.fleet_config import CostWeights
+from ember.fleet_config import ROBOT_ID_RE, CostWeights
 from ember.labels import ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK, MAX_TASK_CHARS
 from ember.ros.allocation import STATUS_CANCELLED, Allocator, Changes, Policy
@@ -59,6 +60,10 @@ from ember.ros.spinning import run_node
 
 MANAGER_ID = "fleet_manager"
 TEXT_BASIS = "text selector"
+MAX_STALE_PLANS = 100
+"""stale plan ids remembered per robot (each is cancelled once)"""
+MAX_WARNINGS = 1000
+"""distinct warn-once keys kept; later new ones are still logged, not remembered"""
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,33 @@ class Decision:
 
 def _stamp_seconds(stamp: Any) -> float:
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def _unit(x: float) -> bool:
+    """A probability: finite and within 0..1."""
+    return math.isfinite(x) and 0.0 <= x <= 1.0
+
+
+def status_problem(msg: RobotStatus) -> str:
+    """Why a heartbeat cannot be used ('' when it can): the manager addresses plans to
+    /<robot_id>/..., so the id must be a valid ROS name token."""
+    if not ROBOT_ID_RE.match(msg.robot_id):
+        return f"invalid robot id {msg.robot_id!r} (letters, digits, underscores; starting with a letter)"
+    if msg.robot_type not in ROBOT_TYPES:
+        return f"unknown robot type {msg.robot_type!r}"
+    if not math.isfinite(msg.battery):
+        return f"battery {msg.battery}"
+    return ""
+
+
+def report_problem(msg: IncidentAnalysis | RobotSelection) -> str:
+    """Why a report cannot be fused ('' when it can): confidence and robot-type scores must be
+    probabilities, or one broken model poisons every reporter's fused scores."""
+    if not _unit(msg.confidence):
+        return f"confidence {msg.confidence}"
+    if isinstance(msg, RobotSelection) and not all(_unit(float(s)) for s in msg.scores):
+        return f"robot-type scores {[float(s) for s in msg.scores]}"
+    return ""
 
 
 class FleetManager(Node):
@@ -137,9 +169,10 @@ class FleetManager(Node):
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_count = 0
         self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
-                        "tasks_text_selected": 0, "tasks_without_incident": 0}
+                        "tasks_text_selected": 0, "tasks_without_incident": 0, "reports_rejected": 0}
         self._alloc_ms: deque[float] = deque(maxlen=200)
         self._warned: set[str] = set()
+        self._stale_cancelled: dict[str, set[str]] = {}
 
         self._pub_alerts = self.create_publisher(String, alerts_topic, LATCHED_QOS)
         self._pub_fused = self.create_publisher(RobotSelection, fused_topic, LATCHED_QOS)
@@ -156,6 +189,7 @@ class FleetManager(Node):
         self._task_node.create_service(SubmitTask, submit_service, self._on_submit, callback_group=self._io_group)
         self._task_executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self._task_executor.add_node(self._task_node)
+        self._closing = threading.Event()
         self._task_thread = threading.Thread(target=self._spin_tasks, name="fleet-manager-tasks", daemon=True)
         self._task_thread.start()
         timers = MutuallyExclusiveCallbackGroup()
@@ -222,11 +256,14 @@ class FleetManager(Node):
 
     def _on_status(self, msg: RobotStatus) -> None:
         rid = msg.robot_id
-        if msg.robot_type not in ROBOT_TYPES or not rid:
-            self._warn_once(f"bad-status-{rid}", f"ignoring status of {rid!r} with unknown robot type {msg.robot_type!r}")
+        problem = status_problem(msg)
+        if problem:
+            self._warn_once(f"bad-status-{rid}-{problem}", f"ignoring heartbeats of {rid!r}: {problem}")
             return
         with self._lock:
             self._counts["status_msgs"] += 1
+            if self._other_robot_of_that_name(msg):
+                return
             first = rid not in self._last_seen
             was_online = rid in self._alloc.robots and self._alloc.robots[rid].online
             self._last_seen[rid] = time.monotonic()
@@ -235,10 +272,40 @@ class FleetManager(Node):
                 self._ensure_robot_endpoints(rid)
             changes = self._alloc.update_robot(rid, msg.robot_type, msg.battery, msg.available, online=True)
             self._apply(changes, reason=f"{rid} status")
+            self._cancel_stale_plan(rid, msg.current_plan_id)
         if first:
             self.get_logger().info(f"robot {rid} ({msg.robot_type}) joined, battery {msg.battery:.0%}")
         elif not was_online:
             self.get_logger().info(f"robot {rid} is back online")
+
+    def _other_robot_of_that_name(self, msg: RobotStatus) -> bool:
+        """True (and a warning, once) for a heartbeat whose type differs from that of the online
+        robot of its id: two robots with one name. The first keeps the name until it goes offline,
+        so steps do not move with every heartbeat (lock held)."""
+        known = self._alloc.robots.get(msg.robot_id)
+        if known is None or not known.online or known.robot_type == msg.robot_type:
+            return False
+        self._warn_once(
+            f"two-{msg.robot_id}-{msg.robot_type}",
+            f"heartbeats of {msg.robot_id!r} say {msg.robot_type}, but it is online as a {known.robot_type}: "
+            f"two robots with one name? Ignoring the {msg.robot_type}'s until the {known.robot_type} goes offline",
+        )
+        return True
+
+    def _cancel_stale_plan(self, robot_id: str, plan_id: str) -> None:
+        """A heartbeat names a plan this manager has not given the robot (one of a previous run of
+        the manager, or one cancelled since): cancel it, once per plan (lock held)."""
+        task_id, _, addressee = plan_id.rpartition("/")
+        if not plan_id or addressee != robot_id or self._alloc.has_plan(task_id, robot_id):
+            return
+        sent = self._stale_cancelled.setdefault(robot_id, set())
+        if plan_id in sent:
+            return
+        if len(sent) >= MAX_STALE_PLANS:
+            sent.clear()
+        sent.add(plan_id)
+        self.get_logger().info(f"{robot_id} works on plan {plan_id}, which this manager does not hold: cancelling it")
+        self._publish_plan(task_id, robot_id, STATUS_CANCELLED, (), incident_id="")
 
     def _check_liveness(self) -> None:
         now = time.monotonic()
@@ -252,19 +319,34 @@ class FleetManager(Node):
                 self._retry_waiting_tasks()
 
     # -- reports ---------------------------------------------------------------------------
+    def _rejected(self, msg: IncidentAnalysis | RobotSelection) -> bool:
+        """Count and warn (once per robot and kind) about a report that cannot be fused."""
+        problem = report_problem(msg)
+        if not problem:
+            return False
+        kind = type(msg).__name__
+        with self._lock:
+            self._counts["reports_rejected"] += 1
+        self._warn_once(f"bad-{kind}-{msg.robot_id}", f"ignoring {kind} of {msg.robot_id!r}: {problem}")
+        return True
+
     def _on_incident(self, msg: IncidentAnalysis) -> None:
+        if self._rejected(msg):
+            return
         stamp = _stamp_seconds(msg.header.stamp) or time.time()
         report = Report(
             msg.robot_id, stamp, msg.incident_type, float(msg.confidence), msg.place, msg.description, msg.model_version
         )
         with self._lock:
             self._counts["reports"] += 1
-            self._fuser.add_analysis(report)
+            self._fuser.add_analysis(report, received=time.monotonic())
             self._reports_arrived.notify_all()
             if self._waiting_tasks:
                 self._retry_waiting_tasks()
 
     def _on_selection(self, msg: RobotSelection) -> None:
+        if self._rejected(msg):
+            return
         stamp = _stamp_seconds(msg.header.stamp) or time.time()
         with self._lock:
             self._fuser.add_selection(
@@ -314,7 +396,7 @@ class FleetManager(Node):
             done = threading.Event()
             future = client.call_async(AnalyzeImage.Request(image=image, task=task))
             future.add_done_callback(lambda _f, ev=done: ev.set())
-            if not done.wait(self._analyze_timeout) or future.result() is None:
+            if not self._wait(done, self._analyze_timeout) or future.result() is None:
                 client.remove_pending_request(future)
                 continue
             res = future.result()
@@ -329,6 +411,14 @@ class FleetManager(Node):
             with self._lock:
                 return self._fuser.incident_of(res.analysis.robot_id, _stamp_seconds(res.analysis.header.stamp)), ""
         return None, "no live robot answered AnalyzeImage for the task's image"
+
+    def _wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait for `event` up to `timeout` s; False at once when the manager shuts down."""
+        deadline = time.monotonic() + timeout
+        while not event.wait(min(0.1, max(deadline - time.monotonic(), 0.0))):
+            if self._closing.is_set() or time.monotonic() >= deadline:
+                return False
+        return True
 
     def _decide(self, task: str, incident: Incident | None) -> Decision | None:
         """What to plan a task on (lock held), or None while nothing decides it yet. `incident` is
@@ -353,9 +443,13 @@ class FleetManager(Node):
         deadline = time.monotonic() + wait_s
         with self._reports_arrived:
             decision = self._decide(task, incident)
-            while decision is None and time.monotonic() < deadline:
+            if decision is None and wait_s > 0:
+                self.get_logger().info(f"task {task!r} waits up to {wait_s:g}s for incident reports")
+            while decision is None and time.monotonic() < deadline and not self._closing.is_set():
                 self._reports_arrived.wait(deadline - time.monotonic())
                 decision = self._decide(task, incident)
+            if decision is None and self._closing.is_set():
+                return False, "the fleet manager is shutting down", "", []
             if decision is None:
                 picked = incident or self._fuser.pick(task)
                 reason = "no incident reported yet" if picked is None else "no robot selection reported yet"
@@ -443,22 +537,9 @@ class FleetManager(Node):
             self.get_logger().warning(f"{reason}: step {step_id} moves from {old} to {new}")
         for pc in changes.plans:
             info = self._tasks.get(pc.task_id, {})
-            plan = ActionPlan()
-            plan.header.stamp = self.get_clock().now().to_msg()
-            plan.header.frame_id = MANAGER_ID
-            plan.plan_id = self._plan_id(pc.task_id, pc.robot_id)
-            plan.incident_id = info.get("incident_id", "")
-            plan.robot_id = pc.robot_id
-            plan.status = pc.status
-            robot_type = self._alloc.robots[pc.robot_id].robot_type if pc.robot_id in self._alloc.robots else ""
-            plan.steps = [
-                ActionStep(order=s.order, description=s.description, robot_type=s.robot_type or robot_type, robot_id=pc.robot_id)
-                for s in pc.steps
-            ]
-            self._plan_publisher(pc.robot_id).publish(plan)
-            self._counts["plans_sent"] += 1
+            self._publish_plan(pc.task_id, pc.robot_id, pc.status, pc.steps, info.get("incident_id", ""))
             if pc.status == STATUS_CANCELLED:
-                self.get_logger().info(f"{reason}: plan {plan.plan_id} cancelled")
+                self.get_logger().info(f"{reason}: plan {self._plan_id(pc.task_id, pc.robot_id)} cancelled")
         for u in changes.unassignable:
             info = self._tasks.get(u.step.task_id, {})
             self._alert(
@@ -474,6 +555,23 @@ class FleetManager(Node):
                     "cause": reason,
                 }
             )
+
+    def _publish_plan(self, task_id: str, robot_id: str, status: str, steps: tuple, incident_id: str) -> None:
+        """Send one robot its whole step list for a task (lock held)."""
+        plan = ActionPlan()
+        plan.header.stamp = self.get_clock().now().to_msg()
+        plan.header.frame_id = MANAGER_ID
+        plan.plan_id = self._plan_id(task_id, robot_id)
+        plan.incident_id = incident_id
+        plan.robot_id = robot_id
+        plan.status = status
+        robot_type = self._alloc.robots[robot_id].robot_type if robot_id in self._alloc.robots else ""
+        plan.steps = [
+            ActionStep(order=s.order, description=s.description, robot_type=s.robot_type or robot_type, robot_id=robot_id)
+            for s in steps
+        ]
+        self._plan_publisher(robot_id).publish(plan)
+        self._counts["plans_sent"] += 1
 
     def _alert(self, payload: dict[str, Any]) -> None:
         self._counts["alerts"] += 1
@@ -502,9 +600,12 @@ class FleetManager(Node):
         self._pub_fused.publish(msg)
 
     def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.get_logger().warning(text)
+        with self._lock:
+            if key in self._warned:
+                return
+            if len(self._warned) < MAX_WARNINGS:
+                self._warned.add(key)
+        self.get_logger().warning(text)
 
     def snapshot(self) -> dict[str, Any]:
         """Counts of the fleet's state (also published on /diagnostics)."""
@@ -551,9 +652,15 @@ class FleetManager(Node):
             self._task_executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:  # a signal shut the context down between two waits: rclpy says so as an error
+            if self.context.ok():
+                raise
 
     def destroy_node(self) -> None:
         """Stop the helper executor and node, then this node."""
+        self._closing.set()  # wake SubmitTask calls that wait for reports or a robot's analysis
+        with self._reports_arrived:
+            self._reports_arrived.notify_all()
         self._task_executor.shutdown(timeout_sec=5.0)
         self._task_thread.join(timeout=10.0)
         self._task_node.destroy_node()

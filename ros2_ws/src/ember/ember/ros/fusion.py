@@ -1,7 +1,9 @@
 """Fusing several robots' reports about the same incident (pure Python, no ROS).
 
 Reports about one incident are those with the same top label whose source-image stamps lie
-within `window_s` of the incident's reports so far. An IncidentAnalysis and a
+within `window_s` of the incident's reports so far. Which incidents are recent is judged by when
+their reports arrived (the caller's clock), not by the robots' stamps: one robot whose clock
+runs ahead must not make every other incident look old. An IncidentAnalysis and a
 RobotSelection from one robot are joined by (robot_id, source-image stamp): a robot
 publishes both with the header of the image they came from. The fused robot-type scores
 are the confidence-weighted mean of the reporters' latest selections.
@@ -17,6 +19,9 @@ from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 
 MAX_INCIDENTS = 200
 MAX_UNJOINED = 2000
+MAX_KEYS = 4000
+"""(robot, source stamp) -> incident entries kept, newest first: enough to join a selection with
+its analysis and to answer incident_of for recent reports, bounded over a long run"""
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Incident:
     last_seen: float
     reports: dict[str, Report] = field(default_factory=dict)
     """latest report per robot"""
+    last_received: float = 0.0
+    """when its latest report arrived (the caller's clock; the stamp when none is given)"""
 
     @property
     def reporters(self) -> list[str]:
@@ -103,17 +110,19 @@ class IncidentFuser:
     def __init__(self, window_s: float = 10.0) -> None:
         self.window_s = float(window_s)
         self.incidents: OrderedDict[str, Incident] = OrderedDict()
-        self._by_key: dict[tuple[str, int], Incident] = {}
+        self._by_key: OrderedDict[tuple[str, int], Incident] = OrderedDict()
         self._unjoined: OrderedDict[tuple[str, int], Report] = OrderedDict()
         self._count = 0
-        self.latest_stamp = 0.0
+        self.latest_received = 0.0
 
     @staticmethod
     def _key(robot_id: str, stamp: float) -> tuple[str, int]:
         return robot_id, round(stamp * 1e6)
 
-    def add_analysis(self, report: Report) -> Incident:
-        """Add a robot's IncidentAnalysis; returns the incident it joined or opened."""
+    def add_analysis(self, report: Report, received: float | None = None) -> Incident:
+        """Add a robot's IncidentAnalysis that arrived at `received` (the caller's clock, e.g.
+        time.monotonic(); default: its stamp); returns the incident it joined or opened."""
+        received = report.stamp if received is None else float(received)
         key = self._key(report.robot_id, report.stamp)
         sel = self._unjoined.pop(key, None)
         if sel is not None:
@@ -122,7 +131,7 @@ class IncidentFuser:
             report.selection_confidence = sel.selection_confidence
             report.reasoning = sel.reasoning
             report.task = sel.task
-        self.latest_stamp = max(self.latest_stamp, report.stamp)
+        self.latest_received = max(self.latest_received, received)
         incident = self._match(report)
         if incident is None:
             self._count += 1
@@ -131,13 +140,17 @@ class IncidentFuser:
             self.incidents[iid] = incident
             while len(self.incidents) > MAX_INCIDENTS:
                 _, old = self.incidents.popitem(last=False)
-                self._by_key = {k: v for k, v in self._by_key.items() if v is not old}
+                self._by_key = OrderedDict((k, v) for k, v in self._by_key.items() if v is not old)
         prev = incident.reports.get(report.robot_id)
         if prev is None or prev.stamp <= report.stamp or prev.selection_scores is None:
             incident.reports[report.robot_id] = report
         incident.first_seen = min(incident.first_seen, report.stamp)
         incident.last_seen = max(incident.last_seen, report.stamp)
+        incident.last_received = max(incident.last_received, received)
         self._by_key[key] = incident
+        self._by_key.move_to_end(key)
+        while len(self._by_key) > MAX_KEYS:
+            self._by_key.popitem(last=False)
         return incident
 
     def add_selection(
@@ -188,9 +201,11 @@ class IncidentFuser:
         return best
 
     def recent(self) -> list[Incident]:
-        """Incidents with a report within the window before the latest report, newest first."""
-        horizon = self.latest_stamp - self.window_s
-        return sorted((i for i in self.incidents.values() if i.last_seen >= horizon), key=lambda i: -i.last_seen)
+        """Incidents with a report that arrived within the window before the latest one, newest first."""
+        horizon = self.latest_received - self.window_s
+        return sorted(
+            (i for i in self.incidents.values() if i.last_received >= horizon), key=lambda i: -i.last_received
+        )
 
     def pick(self, task: str) -> Incident | None:
         """The incident a task is about: a recent one whose label the task names, else the
@@ -201,4 +216,4 @@ class IncidentFuser:
         words = " ".join(re.findall(r"[a-z]+", task.lower()))
         named = [i for i in recent if re.search(rf"\b{re.escape(i.label.lower())}\b", words)]
         pool = named or recent
-        return max(pool, key=lambda i: (len(i.reports), i.last_seen))
+        return max(pool, key=lambda i: (len(i.reports), i.last_received))

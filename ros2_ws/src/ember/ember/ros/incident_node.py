@@ -34,6 +34,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, CompressedImage, Image
+from std_msgs.msg import Header
 
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK
@@ -68,6 +69,16 @@ class Frame:
     compressed: bool
     received: float
     """time.monotonic() when the callback got it"""
+    arrival_stamp: Any = None
+    """the node's clock (builtin_interfaces/Time) when the callback got it"""
+
+
+def source_header(header: Header, arrival_stamp: Any) -> Header:
+    """The header the reports of an image carry: the image's own, stamped with its arrival time
+    when the camera left the stamp zero (the fleet manager joins a robot's two reports by stamp)."""
+    if header.stamp.sec or header.stamp.nanosec or arrival_stamp is None:
+        return header
+    return Header(stamp=arrival_stamp, frame_id=header.frame_id)
 
 
 class LatestFrame:
@@ -236,7 +247,7 @@ class IncidentNode(Node):
 
     # -- receive path: nothing but the slot ------------------------------------------------
     def _on_frame(self, msg: Any, compressed: bool) -> None:
-        frame = Frame(msg, compressed, time.monotonic())
+        frame = Frame(msg, compressed, time.monotonic(), self.get_clock().now().to_msg())
         dropped = self._slot.put(frame)
         with self._stats.lock:
             self._stats.received += 1
@@ -279,7 +290,8 @@ class IncidentNode(Node):
         if not self.context.ok():
             return
         latency = (time.monotonic() - frame.received) * 1000.0
-        inc, sel = analysis_messages(analysis, frame.msg.header, self._robot_id, task, latency)
+        header = source_header(frame.msg.header, frame.arrival_stamp)
+        inc, sel = analysis_messages(analysis, header, self._robot_id, task, latency)
         self._pub_incident.publish(inc)
         self._pub_selection.publish(sel)
         with self._stats.lock:
@@ -302,6 +314,7 @@ class IncidentNode(Node):
     # -- service ---------------------------------------------------------------------------
     def _on_analyze(self, request: AnalyzeImage.Request, response: AnalyzeImage.Response) -> AnalyzeImage.Response:
         t0 = time.monotonic()
+        header = source_header(request.image.header, self.get_clock().now().to_msg())
         try:
             rgb = image_msg_to_rgb(request.image)
         except ValueError as exc:
@@ -313,7 +326,7 @@ class IncidentNode(Node):
             with self._engine_lock:
                 analysis = self._engine.analyze(rgb, task=task, max_new_tokens=self._max_new_tokens)
             inc, sel = analysis_messages(
-                analysis, request.image.header, self._robot_id, task, (time.monotonic() - t0) * 1000.0
+                analysis, header, self._robot_id, task, (time.monotonic() - t0) * 1000.0
             )
         except Exception as exc:  # noqa: BLE001 - reported to the caller
             response.success = False
