@@ -145,6 +145,30 @@ def test_a_text_task_is_planned_without_any_incident_report(selector_bundle, tmp
         assert int(values["tasks_without_incident"]) == 2 and int(values["tasks_failed"]) == 1
 
 
+def test_the_operator_closes_a_task_on_the_task_done_topic(selector_bundle, tmp_path):
+    """/fleet/task_done (a task id): the task's robots get cancellations, its steps no longer
+    count as their load, and an id that is not an open task changes nothing."""
+    bundle, _, task = selector_bundle
+    with manager(tmp_path, bundle) as proc, ros_node("text_task_done") as (node, executor):
+        op = Operator(node, executor, proc, reporters=())
+        first, _, _, _ = op.submit(task)
+        second, _, _, _ = op.submit(task)
+        values = op.diag.fresh(executor, DIAG)
+        assert int(values["tasks_open"]) == 2 and int(values["steps_assigned"]) == 2, values
+
+        done = node.create_publisher(String, "/fleet/task_done", TASK_QOS)
+        assert spin_until(executor, lambda: done.get_subscription_count() > 0, 20)
+        done.publish(String(data="task-0099"))
+        done.publish(String(data=first.plan_ids[0].split("/")[0]))
+        assert spin_until(executor, lambda: all(p.status == "cancelled"
+                                                for p in op.sim.plans_for(first.plan_ids).values()), 20), proc.output()
+        proc.wait_for_line(r"'task-0099' on the task-done topic is not an open task", timeout=10)
+        values = op.diag.fresh(executor, DIAG)
+        assert int(values["tasks_open"]) == 1 and int(values["tasks_finished"]) == 1, values
+        assert int(values["steps_assigned"]) == 1, values
+        assert {p.status for p in op.sim.plans_for(second.plan_ids).values()} == {"new"}
+
+
 def test_a_task_with_an_image_is_analysed_by_a_robot_whose_plan_it_keeps(selector_bundle, tmp_path, shared_data):
     """SubmitTask with an image: a live robot (incident node, real engine) analyses it for the task;
     the text selector still picks the types, the task belongs to that robot's incident, and its

@@ -105,6 +105,20 @@ def test_corrupt_and_empty_compressed_bytes():
         rgb_to_compressed(RGB, "gif")
 
 
+def test_a_compressed_image_too_large_to_decode_is_refused_from_its_header():
+    """A PNG of a few KB can declare 30000 x 30000 pixels (2.7 GB decoded): refused before decoding."""
+    png = rgb_to_compressed(np.zeros((8, 8, 3), np.uint8), "png")
+    raw = bytearray(png.data.tobytes() if hasattr(png.data, "tobytes") else bytes(png.data))
+    raw[16:24] = (30000).to_bytes(4, "big") * 2  # IHDR width and height
+    with pytest.raises(ValueError, match="30000x30000 pixels exceeds the limit"):
+        compressed_to_rgb(CompressedImage(format="png", data=bytes(raw)))
+    assert compressed_to_rgb(png, max_pixels=64).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="exceeds the limit of 63 pixels"):
+        compressed_to_rgb(png, max_pixels=63)
+    with pytest.raises(ValueError, match="corrupt compressed image .*neither JPEG nor PNG"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"GIF89a not a camera frame"))
+
+
 def test_array_that_does_not_fit_the_encoding():
     with pytest.raises(ValueError, match="does not fit encoding 'rgba8'"):
         numpy_to_image(RGB, "rgba8")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ember.serve.images import DEFAULT_MAX_PIXELS, image_size, sniff_format  # header checks only (cv2, numpy)
+
 
 @dataclass(frozen=True)
 class _Encoding:
@@ -128,12 +130,25 @@ def numpy_to_image(pixels: np.ndarray, encoding: str = "rgb8", header=None, row_
     return msg
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (jpeg or png) to uint8 RGB (H, W, 3)."""
+def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg or png) to uint8 RGB (H, W, 3).
+
+    The size is read from the header and bounded by `max_pixels` before decoding: a few
+    kilobytes of PNG on a camera topic must not make a robot allocate gigabytes."""
     data = msg.data
-    buf = np.frombuffer(data.tobytes() if hasattr(data, "tobytes") else bytes(data), dtype=np.uint8)
-    if buf.size == 0:
+    raw = data.tobytes() if hasattr(data, "tobytes") else bytes(data)
+    if not raw:
         raise ValueError("compressed image is empty")
+    fmt = sniff_format(raw)
+    if fmt is None:
+        raise ValueError(f"corrupt compressed image ({len(raw)} bytes, format {msg.format!r}): neither JPEG nor PNG")
+    try:
+        width, height = image_size(raw, fmt)
+    except ValueError as exc:
+        raise ValueError(f"corrupt compressed image ({exc})") from None
+    if width * height > max_pixels:
+        raise ValueError(f"compressed image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
+    buf = np.frombuffer(raw, dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"corrupt compressed image ({buf.size} bytes, format {msg.format!r}) could not be decoded")

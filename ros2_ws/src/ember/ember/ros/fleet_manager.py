@@ -18,12 +18,15 @@
   once, with or without an incident, and its steps are its own text (unless a robot analysed
   its image: that robot's plan was written for it). Any other task waits up to `task_wait_s`
   for an incident with a robot selection.
+* /fleet/task_done (std_msgs/String, a task id): the operator closes a task (done or
+  withdrawn); its robots get cancellations and its steps stop counting as their load.
 * Out: one ActionPlan per assigned robot on /<robot_id>/ember/action_plan (reliable,
   transient-local; new, updated, cancelled), the fused selection on /fleet/fused_selection
   (RobotSelection, robot_id "fleet_manager"), JSON alerts on /fleet/alerts for steps that no
   live robot can take, and /diagnostics.
 
-Steps are unfinished until their task ends (robots report no per-step progress).
+Steps are unfinished until their task is closed on /fleet/task_done (robots report no
+per-step progress).
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class FleetManager(Node):
         expected = p("robot_ids", Parameter.Type.STRING_ARRAY, ParameterDescriptor(description="robots to expect")).value
         status_topic = p("status_topic", "/fleet/status").value
         tasks_topic = p("tasks_topic", "/fleet/tasks").value
+        done_topic = p("task_done_topic", "/fleet/task_done").value
         alerts_topic = p("alerts_topic", "/fleet/alerts").value
         fused_topic = p("fused_selection_topic", "/fleet/fused_selection").value
         submit_service = p("submit_service", "/fleet/submit_task").value
@@ -169,7 +173,8 @@ class FleetManager(Node):
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_count = 0
         self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
-                        "tasks_text_selected": 0, "tasks_without_incident": 0, "reports_rejected": 0}
+                        "tasks_text_selected": 0, "tasks_without_incident": 0, "reports_rejected": 0,
+                        "tasks_finished": 0}
         self._alloc_ms: deque[float] = deque(maxlen=200)
         self._warned: set[str] = set()
         self._stale_cancelled: dict[str, set[str]] = {}
@@ -179,6 +184,7 @@ class FleetManager(Node):
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_subscription(RobotStatus, status_topic, self._on_status, STATUS_QOS)
         self.create_subscription(String, tasks_topic, self._on_task_topic, TASK_QOS)
+        self.create_subscription(String, done_topic, self._on_task_done, TASK_QOS)
         # SubmitTask may wait (for a first report, for a robot's AnalyzeImage): it lives on a
         # helper node with its own small executor thread, so this node's callbacks never block
         # and this node can be spun by a single-threaded executor.
@@ -518,11 +524,22 @@ class FleetManager(Node):
                 still.append((task, deadline))
         self._waiting_tasks = still
 
-    def finish_task(self, task_id: str) -> None:
-        """Close a task: its robots get cancellations."""
+    def _on_task_done(self, msg: String) -> None:
+        task_id = msg.data.strip()
+        if not self.finish_task(task_id):
+            self._warn_once(f"done-{task_id}", f"{task_id!r} on the task-done topic is not an open task")
+
+    def finish_task(self, task_id: str) -> bool:
+        """Close a task (done or withdrawn): its robots get cancellations, its steps stop
+        counting as their load. False for a task id that is not open."""
         with self._lock:
+            if task_id not in self._alloc.tasks():
+                return False
             self._apply(self._alloc.finish_task(task_id), reason=f"{task_id} finished")
             self._tasks.pop(task_id, None)
+            self._counts["tasks_finished"] += 1
+        self.get_logger().info(f"task {task_id} finished: its plans are cancelled")
+        return True
 
     # -- output ----------------------------------------------------------------------------
     @staticmethod
@@ -618,7 +635,7 @@ class FleetManager(Node):
                 "robots_online": sum(r.online for r in robots),
                 "robots_live": sum(self._alloc.is_live(r) for r in robots),
                 "never_seen": ",".join(sorted(set(self._expected) - set(self._last_seen))),
-                "tasks": len(self._alloc.tasks()),
+                "tasks_open": len(self._alloc.tasks()),
                 "steps_assigned": held,
                 "steps_unassignable": len(self._alloc.pending()),
                 "incidents": len(self._fuser.incidents),
@@ -635,7 +652,7 @@ class FleetManager(Node):
         status.level = (DiagnosticStatus.WARN if snap["steps_unassignable"] or snap["text_selector"].startswith("error")
                         else DiagnosticStatus.OK)
         status.message = (
-            f"{snap['robots_online']}/{snap['robots_seen']} robots online, {snap['tasks']} tasks, "
+            f"{snap['robots_online']}/{snap['robots_seen']} robots online, {snap['tasks_open']} open tasks, "
             f"{snap['steps_unassignable']} unassignable steps"
         )
         status.values = [

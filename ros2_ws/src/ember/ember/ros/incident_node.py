@@ -49,6 +49,7 @@ _ERROR_KINDS = (
     ("data length", "bad_data_length"),
     ("compressed image is empty", "empty_compressed"),
     ("corrupt compressed", "corrupt_compressed"),
+    ("exceeds the limit", "oversized"),
 )
 
 
