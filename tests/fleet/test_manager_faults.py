@@ -202,3 +202,26 @@ def test_two_robots_with_one_name_do_not_make_plans_flip_flop(tmp_path):
             assert "two robots with one name" in proc.output(), proc.output()
         finally:
             fleet.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"heartbeat_timeout_s": -1.0}, r"fleet_manager parameters\.heartbeat_timeout_s: must be > 0"),
+        ({"fusion_window_s": math.nan}, r"fleet_manager parameters\.fusion_window_s: expected a finite number"),
+        ({"selection_threshold": 1.5}, r"fleet_manager parameters\.selection_threshold: must be within 0\.\.1"),
+        ({"weight_load": -0.25}, r"fleet_manager parameters\.weights\.load: must be >= 0"),
+        ({"check_period_s": 0.0}, r"fleet_manager parameters\.check_period_s: must be > 0"),
+    ],
+)
+def test_a_manager_started_directly_refuses_unusable_parameters(tmp_path, params, message):
+    """`ros2 run ember fleet_manager --params-file ...` skips fleet.yaml's checks: the node makes
+    the same ones and exits 1 with one line naming the parameter."""
+    pf = write_params(tmp_path / "bad_manager.yaml", "/fleet_manager", params)
+    proc = Proc(["-m", "ember.ros.fleet_manager", "--ros-args", "--params-file", str(pf)])
+    try:
+        assert proc.proc.wait(timeout=60) == 1, proc.output()
+    finally:
+        proc.stop()
+    proc.wait_for_line(message, timeout=5)
+    assert "Traceback" not in proc.output() and "READY" not in proc.output(), proc.output()

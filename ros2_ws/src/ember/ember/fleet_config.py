@@ -305,6 +305,23 @@ def _non_negative(obj: Any, where: str, names: tuple[str, ...]) -> None:
             raise FleetConfigError(f"{where}.{n}: must be >= 0, got {getattr(obj, n)}")
 
 
+def check_manager(manager: ManagerConfig, where: str) -> None:
+    """The fleet manager's settings are usable (from fleet.yaml, or its own ROS parameters)."""
+    w = manager.weights
+    for name, value in [*vars(manager).items(), *((f"weights.{k}", v) for k, v in vars(w).items())]:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FleetConfigError(f"{where}.{name}: expected a finite number, got {value}")
+    _non_negative(w, f"{where}.weights", ("suitability", "type_mismatch", "battery", "load"))
+    _non_negative(manager, where, ("fusion_window_s", "task_wait_s"))
+    if manager.heartbeat_timeout_s <= 0:
+        raise FleetConfigError(f"{where}.heartbeat_timeout_s: must be > 0")
+    for n in ("low_battery", "selection_threshold"):
+        if not 0.0 <= getattr(manager, n) <= 1.0:
+            raise FleetConfigError(f"{where}.{n}: must be within 0..1, got {getattr(manager, n)}")
+    if manager.max_robot_types < 1:
+        raise FleetConfigError(f"{where}.max_robot_types: must be >= 1")
+
+
 def _resolve_path(value: str, base_dir: Path) -> str:
     if not value:
         return ""
@@ -350,16 +367,8 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
     manager = _scalars(ManagerConfig, mdata, f"{where}.manager")
     wdata = _check_keys(mdata.get("weights"), CostWeights, f"{where}.manager.weights")
     weights = _scalars(CostWeights, wdata, f"{where}.manager.weights")
-    _non_negative(weights, f"{where}.manager.weights", ("suitability", "type_mismatch", "battery", "load"))
     manager = dataclasses.replace(manager, weights=weights)
-    _non_negative(manager, f"{where}.manager", ("fusion_window_s", "task_wait_s"))
-    if manager.heartbeat_timeout_s <= 0:
-        raise FleetConfigError(f"{where}.manager.heartbeat_timeout_s: must be > 0")
-    for n in ("low_battery", "selection_threshold"):
-        if not 0.0 <= getattr(manager, n) <= 1.0:
-            raise FleetConfigError(f"{where}.manager.{n}: must be within 0..1, got {getattr(manager, n)}")
-    if manager.max_robot_types < 1:
-        raise FleetConfigError(f"{where}.manager.max_robot_types: must be >= 1")
+    check_manager(manager, f"{where}.manager")
 
     cdata = _check_keys(top.get("cameras"), CameraConfig, f"{where}.cameras")
     cameras = _scalars(CameraConfig, cdata, f"{where}.cameras")

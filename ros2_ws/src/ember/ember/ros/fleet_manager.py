@@ -52,7 +52,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from ember.fleet_config import ROBOT_ID_RE, CostWeights
+from ember.fleet_config import ROBOT_ID_RE, CostWeights, FleetConfigError, ManagerConfig, check_manager
 from ember.labels import ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK, MAX_TASK_CHARS
 from ember.ros.allocation import STATUS_CANCELLED, Allocator, Changes, Policy
@@ -126,20 +126,27 @@ class FleetManager(Node):
     def __init__(self, node_name: str = "fleet_manager", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         p = self.declare_parameter
-        self._timeout = float(p("heartbeat_timeout_s", 3.0).value)
-        window = float(p("fusion_window_s", 10.0).value)
-        self._threshold = float(p("selection_threshold", 0.5).value)
-        self._max_types = int(p("max_robot_types", 3).value)
-        policy = Policy(
-            low_battery=float(p("low_battery", 0.2).value),
-            selection_threshold=self._threshold,
+        d = ManagerConfig()  # the defaults of fleet.yaml's manager section
+        settings = ManagerConfig(
+            heartbeat_timeout_s=float(p("heartbeat_timeout_s", d.heartbeat_timeout_s).value),
+            fusion_window_s=float(p("fusion_window_s", d.fusion_window_s).value),
+            low_battery=float(p("low_battery", d.low_battery).value),
+            selection_threshold=float(p("selection_threshold", d.selection_threshold).value),
+            max_robot_types=int(p("max_robot_types", d.max_robot_types).value),
+            task_wait_s=float(p("task_wait_s", d.task_wait_s).value),
             weights=CostWeights(
-                suitability=float(p("weight_suitability", 1.0).value),
-                type_mismatch=float(p("weight_type_mismatch", 1.0).value),
-                battery=float(p("weight_battery", 0.5).value),
-                load=float(p("weight_load", 0.25).value),
+                suitability=float(p("weight_suitability", d.weights.suitability).value),
+                type_mismatch=float(p("weight_type_mismatch", d.weights.type_mismatch).value),
+                battery=float(p("weight_battery", d.weights.battery).value),
+                load=float(p("weight_load", d.weights.load).value),
             ),
         )
+        check_manager(settings, f"{self.get_name()} parameters")  # `ros2 run` skips fleet.yaml's checks
+        self._timeout = settings.heartbeat_timeout_s
+        self._threshold = settings.selection_threshold
+        self._max_types = settings.max_robot_types
+        self._task_wait = settings.task_wait_s
+        policy = Policy(low_battery=settings.low_battery, selection_threshold=self._threshold, weights=settings.weights)
         expected = p("robot_ids", Parameter.Type.STRING_ARRAY, ParameterDescriptor(description="robots to expect")).value
         status_topic = p("status_topic", "/fleet/status").value
         tasks_topic = p("tasks_topic", "/fleet/tasks").value
@@ -154,8 +161,10 @@ class FleetManager(Node):
         self._analyze_timeout = float(p("analyze_timeout_s", 30.0).value)
         check_period = float(p("check_period_s", 0.25).value)
         diag_period = float(p("diagnostics_period_s", 1.0).value)
-
-        self._task_wait = float(p("task_wait_s", 10.0).value)
+        for name, value in (("analyze_timeout_s", self._analyze_timeout), ("check_period_s", check_period),
+                            ("diagnostics_period_s", diag_period)):
+            if not (math.isfinite(value) and value > 0):
+                raise FleetConfigError(f"{self.get_name()} parameters.{name}: must be > 0, got {value}")
         bundle = str(p("bundle", "", ParameterDescriptor(description="model bundle whose text robot selector "
                                                                       "decides text tasks ('' = none)")).value)
         self._text_selector, self._text_selector_state = self._load_text_selector(bundle)
@@ -163,7 +172,7 @@ class FleetManager(Node):
         self._reports_arrived = threading.Condition(self._lock)
         self._waiting_tasks: list[tuple[str, float]] = []
         self._alloc = Allocator(policy)
-        self._fuser = IncidentFuser(window)
+        self._fuser = IncidentFuser(settings.fusion_window_s)
         self._expected: list[str] = list(expected or [])
         self._last_seen: dict[str, float] = {}
         self._status: dict[str, RobotStatus] = {}
@@ -205,7 +214,7 @@ class FleetManager(Node):
             self._ensure_robot_endpoints(rid)
         self.get_logger().info(
             f"fleet manager up: expecting {len(self._expected)} robots, heartbeat timeout {self._timeout:g}s, "
-            f"fusion window {window:g}s, low battery {policy.low_battery:g}, text robot selector: "
+            f"fusion window {settings.fusion_window_s:g}s, low battery {policy.low_battery:g}, text robot selector: "
             f"{self._text_selector_state}"
         )
 
