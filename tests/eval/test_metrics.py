@@ -112,6 +112,12 @@ def test_incident_metrics_and_confusion_by_hand():
         incident_metrics([], [], [])
 
 
+def test_a_predicted_label_outside_the_label_list_is_a_clear_error():
+    # e.g. `ember-eval bag --live --connect NS` to a node whose model has another label list
+    with pytest.raises(ValueError, match="frame 1: the prediction names incident label 'alien'"):
+        incident_metrics([["flooded"], ["flooded"]], [["flooded"], ["alien", "flooded"]], [[0.9], [0.8, 0.1]])
+
+
 def test_latency_summary_by_hand():
     s = latency_summary([10, 20, 30, 40])
     assert (s["n"], s["mean"], s["max"], s["p50"]) == (4, 25.0, 40.0, 25.0)

@@ -22,8 +22,12 @@ READY_LINE = "READY"
 
 
 def _make(args: argparse.Namespace) -> int:
+    import math
+
     from ember.bag.make import DEFAULT_START_NS, make_bag
 
+    if args.start is not None and not math.isfinite(args.start):
+        raise BagError(f"--start must be seconds since the epoch, got {args.start}")
     result = make_bag(
         Path(args.out),
         [Path(p) for p in args.images],

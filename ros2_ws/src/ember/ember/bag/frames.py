@@ -16,6 +16,7 @@ from rosbags.interfaces import Connection
 from ember.bag.errors import BagError
 from ember.bag.ground_truth import GROUND_TRUTH_TOPIC, GroundTruth
 from ember.bag.io import OpenBag
+from ember.labels import INCIDENT_LABELS, PLACE_LABELS
 from ember.ros.conversions import compressed_to_rgb, image_msg_to_rgb
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -53,16 +54,56 @@ def camera_connection(bag: OpenBag, topic: str | None = None) -> Connection:
     return cams[0]
 
 
-def read_ground_truth(bag: OpenBag) -> dict[int, GroundTruth]:
-    """Ground truth by image stamp (ns); {} when the bag has no /ember/ground_truth topic."""
+def read_ground_truth(bag: OpenBag, image_topic: str | None = None) -> dict[int, GroundTruth]:
+    """Ground truth by image stamp (ns); {} when the bag has no /ember/ground_truth topic.
+
+    With `image_topic`, truth that names another camera is left out when some truth names
+    this one (several cameras may share stamps; truth naming none, or a bag whose truth names
+    only other topics, e.g. after a remap, applies as it is). Two different truths for one
+    stamp of the chosen camera raise BagError.
+    """
     conns = bag.connections_on(GROUND_TRUTH_TOPIC)
     if not conns:
         return {}
+    truths = [_checked_truth(bag, bag.deserialize(raw, conn.msgtype).data) for conn, _t, raw in bag.messages(conns)]
+    if image_topic is not None and any(t.image_topic == image_topic for t in truths):
+        truths = [t for t in truths if t.image_topic in ("", image_topic)]
     out: dict[int, GroundTruth] = {}
-    for conn, _t, raw in bag.messages(conns):
-        truth = GroundTruth.from_json(bag.deserialize(raw, conn.msgtype).data)
+    for truth in truths:
+        seen = out.get(truth.stamp_ns)
+        if seen is not None and seen != truth:
+            raise BagError(
+                f"bag {bag.path}: two different ground truths for the image stamped {_stamp_text(truth.stamp_ns)}"
+                f"{_zero_note(truth.stamp_ns)} on {truth.image_topic or 'the camera'} (sources {seen.source!r} and "
+                f"{truth.source!r}); ground truth is matched to frames by header stamp"
+            )
         out[truth.stamp_ns] = truth
     return out
+
+
+def _checked_truth(bag: OpenBag, text: str) -> GroundTruth:
+    """A ground-truth message whose labels are ember.labels'; BagError naming the bag and frame otherwise."""
+    try:
+        truth = GroundTruth.from_json(text)
+    except BagError as exc:
+        raise BagError(f"bag {bag.path}: {exc}") from None
+    for names, known, what in ((truth.incidents + truth.negatives, INCIDENT_LABELS, "incident"),
+                               (truth.places, PLACE_LABELS, "place")):
+        for name in names:
+            if name not in known:  # exact names: the metrics index them as they are
+                raise BagError(
+                    f"bag {bag.path}: the ground truth of frame {truth.source or '?'} (stamp "
+                    f"{_stamp_text(truth.stamp_ns)}) has unknown {what} label {name!r}"
+                )
+    return truth
+
+
+def _stamp_text(stamp_ns: int) -> str:
+    return f"{stamp_ns // 10**9}.{stamp_ns % 10**9:09d}"
+
+
+def _zero_note(stamp_ns: int) -> str:
+    return " (the camera left the stamp zero)" if stamp_ns == 0 else ""
 
 
 def decode(msg: object, msgtype: str) -> np.ndarray:
@@ -71,10 +112,22 @@ def decode(msg: object, msgtype: str) -> np.ndarray:
 
 
 def iter_frames(bag: OpenBag, conn: Connection, truth: dict[int, GroundTruth]) -> Iterator[Frame]:
-    """Frames of one camera connection in bag order."""
+    """Frames of one camera connection in bag order.
+
+    Raises BagError when two frames carry one header stamp (a camera that leaves stamps
+    zero, say): answers and ground truth are matched to frames by stamp.
+    """
+    first_index: dict[int, int] = {}
     for index, (_c, t, raw) in enumerate(bag.messages([conn])):
         msg = bag.deserialize(raw, conn.msgtype)
         stamp = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+        if stamp in first_index:
+            raise BagError(
+                f"bag {bag.path}: frames {first_index[stamp]} and {index} of {conn.topic} share the header stamp "
+                f"{_stamp_text(stamp)}{_zero_note(stamp)}; evaluation matches "
+                "answers and ground truth to frames by header stamp, so every frame needs its own"
+            )
+        first_index[stamp] = index
         try:
             rgb, error = decode(msg, conn.msgtype), None
         except ValueError as exc:

@@ -137,6 +137,6 @@ def create_writer(path: str | Path, storage: str) -> Writer:
     try:
         writer = Writer(Path(path), version=BAG_WRITER_VERSION, storage_plugin=plugin)
         writer.open()
-    except WriterError as exc:
+    except (WriterError, OSError) as exc:
         raise BagError(f"cannot create bag {path}: {exc}") from None
     return writer

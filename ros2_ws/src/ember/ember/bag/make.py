@@ -8,6 +8,7 @@ Messages are serialised by rosbags, so no ROS install is needed to make a bag.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
 from contextlib import suppress
@@ -45,6 +46,24 @@ class MakeResult:
     skipped_missing: list[str]
     image_topic: str
     duration_s: float
+
+
+_MAX_SEC = 2**31 - 1
+"""builtin_interfaces/Time.sec is an int32."""
+
+
+def _check_timing(rate_hz: float, start_ns: int) -> int:
+    """The frame period in ns for `rate_hz`; BagError unless every frame gets a stamp of its own."""
+    if not math.isfinite(rate_hz) or rate_hz <= 0:
+        raise BagError(f"--rate must be a positive number of frames per second, got {rate_hz}")
+    period_ns = round(1e9 / rate_hz)
+    if period_ns < 1:
+        raise BagError(f"--rate {rate_hz} Hz puts frames less than 1 ns apart: every frame would get the same "
+                       "timestamp (ground truth and answers are matched by stamp)")
+    if not 0 <= start_ns <= _MAX_SEC * 10**9:
+        raise BagError(f"--start must be seconds since the epoch in 0..{_MAX_SEC} (int32 header stamps), "
+                       f"got {start_ns / 1e9:.0f}")
+    return period_ns
 
 
 def _read_rgb(path: Path, max_side: int) -> np.ndarray:
@@ -99,9 +118,14 @@ def make_bag(
     task: str | None = None,
 ) -> MakeResult:
     """Write the bag; `task` fills rows that have none. Returns what was written."""
-    if rate_hz <= 0:
-        raise BagError(f"--rate must be positive, got {rate_hz}")
+    period_ns = _check_timing(rate_hz, start_ns)
+    if max_side < 0:
+        raise BagError(f"--max-side must be 0 (keep the size) or a positive number of pixels, got {max_side}")
     rows, skipped = collect(images, labels)
+    last_ns = start_ns + (len(rows) - 1) * period_ns
+    if last_ns // 10**9 > _MAX_SEC:
+        raise BagError(f"--start/--rate put frame {len(rows) - 1} at {last_ns / 1e9:.0f} s since the epoch, past the "
+                       f"largest header stamp ({_MAX_SEC} s, int32 seconds)")
     store = get_typestore(DEFAULT_STORE)
     msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
     topic = image_topic or (COMPRESSED_TOPIC if compressed else IMAGE_TOPIC)
@@ -111,7 +135,6 @@ def make_bag(
         qos = [reliable_qos(depth=10)]
         cam = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=qos)
         gt = writer.add_connection(GROUND_TRUTH_TOPIC, GROUND_TRUTH_TYPE, typestore=store, offered_qos_profiles=qos)
-        period_ns = round(1e9 / rate_hz)
         for i, row in enumerate(rows):
             stamp = start_ns + i * period_ns
             header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=frame_id)

@@ -96,8 +96,8 @@ class Replayer:
         topics: Sequence[str] | None = None,
         skip_unknown: bool = False,
     ) -> None:
-        if rate <= 0:
-            raise BagError(f"--rate must be positive, got {rate}")
+        if not rate > 0:  # NaN too: it would plan every publish at NaN and wait for ever
+            raise BagError(f"--rate must be a positive speed factor, got {rate}")
         self.node, self.path, self.rate, self.loop = node, Path(bag), rate, loop
         self.remap = dict(remap or {})
         self.stats = ReplayStats()

@@ -71,8 +71,8 @@ class EvalRun:
 def bag_task(path: str | Path, topic: str | None = None) -> str | None:
     """The task of the bag's ground truth when every frame agrees on one, else None."""
     with open_bag(path) as bag:
-        camera_connection(bag, topic)
-        tasks = {t.task for t in read_ground_truth(bag).values()}
+        conn = camera_connection(bag, topic)
+        tasks = {t.task for t in read_ground_truth(bag, conn.topic).values()}
     return tasks.pop() if len(tasks) == 1 and None not in tasks else None
 
 
@@ -82,7 +82,7 @@ def run_offline(path: str | Path, engine, task: str, topic: str | None = None, m
     preds: dict[int, Prediction] = {}
     with open_bag(path) as bag:
         conn = camera_connection(bag, topic)
-        truth = read_ground_truth(bag)
+        truth = read_ground_truth(bag, conn.topic)
         for fr in iter_frames(bag, conn, truth):
             frames.append(FrameInfo(fr.index, fr.stamp_ns, fr.bag_time_ns, fr.truth, fr.error))
             if fr.rgb is None:

@@ -56,6 +56,11 @@ def _bag(args: argparse.Namespace) -> int:
     mode = "live" if args.live else "offline"
     out = Path(args.out or f"build/eval/{Path(args.bag).name}-{mode}")
     context = {"bag": str(args.bag), "bundle": str(args.bundle)}
+    try:  # before the run: an evaluation must not end with nowhere to put its report
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"ember-eval: error: cannot use {out} as the report directory: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         task = args.task or bag_task(args.bag, args.topic) or DEFAULT_TASK
         if args.live:
@@ -82,11 +87,19 @@ def _bag(args: argparse.Namespace) -> int:
             run = run_offline(args.bag, engine, task, args.topic, args.max_new_tokens)
         metrics = score(run)
     except _errors() as exc:
-        rep.write_failure(out, mode, f"{type(exc).__name__}: {exc}", context)
         print(f"ember-eval: error: {exc}", file=sys.stderr)
+        try:
+            rep.write_failure(out, mode, f"{type(exc).__name__}: {exc}", context)
+        except OSError as write_exc:
+            print(f"ember-eval: error: cannot write the incomplete report in {out}: {write_exc}", file=sys.stderr)
+            return 2
         print(f"incomplete report: {out / 'report.json'}", file=sys.stderr)
         return 2
-    report = rep.write_report(out, run, metrics, args.bundle)
+    try:
+        report = rep.write_report(out, run, metrics, args.bundle)
+    except OSError as exc:
+        print(f"ember-eval: error: cannot write the report in {out}: {exc}", file=sys.stderr)
+        return 2
     fr, inc, rs = report["frames"], report["incidents"] or {}, report["robot_selection"] or {}
 
     def f(v):
@@ -129,7 +142,26 @@ def _load_images(folder: str) -> list:
     return frames
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (its parent directories are created), or None."""
+    import os
+
+    if path.is_dir():
+        return "it is a directory"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "permission denied"
+    return None
+
+
 def _robot_selection(args: argparse.Namespace) -> int:
+    problem = _unwritable(Path(args.json)) if args.json else None
+    if problem:  # before the run, which may take minutes: its result must have somewhere to go
+        print(f"ember-eval: error: cannot write --json {args.json}: {problem}", file=sys.stderr)
+        return 2
     if getattr(args, "cv", None):  # issue 7: cross-validation lives on the training side (torch), loaded lazily
         from ember_training.robot_selection.cv import main_from_args
 
@@ -161,8 +193,11 @@ def _robot_selection(args: argparse.Namespace) -> int:
             **metrics,
             "rows": rsel.per_row(rows, pred),
         }
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        except OSError as exc:
+            print(f"ember-eval: error: cannot write --json {args.json}: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote {args.json}")
     return 0
 

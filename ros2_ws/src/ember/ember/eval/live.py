@@ -38,7 +38,7 @@ def frame_infos(path: str | Path, topic: str | None) -> tuple[str, str, list[Fra
     """(camera topic, type, frames without pixels) - decoded once to know the undecodable ones."""
     with open_bag(path) as bag:
         conn = camera_connection(bag, topic)
-        truth = read_ground_truth(bag)
+        truth = read_ground_truth(bag, conn.topic)
         frames = [FrameInfo(f.index, f.stamp_ns, f.bag_time_ns, f.truth, f.error) for f in iter_frames(bag, conn, truth)]
     if not frames:
         raise BagError(f"camera topic {conn.topic} of {path} holds no message")

@@ -165,6 +165,9 @@ def incident_metrics(
     S = np.zeros((n, len(INCIDENT_LABELS)))
     for i, (labels, scores) in enumerate(zip(ranked_labels, ranked_scores, strict=True)):
         for name, score in zip(labels, scores, strict=True):
+            if name not in index:
+                raise ValueError(f"frame {i}: the prediction names incident label {name!r}, which is not one of "
+                                 f"the {len(INCIDENT_LABELS)} of ember.labels (a model with another label list?)")
             S[i, index[name]] = score
     Y = np.array([[name in g for name in INCIDENT_LABELS] for g in gold_sets], dtype=bool)
     judged = [i for i, g in enumerate(gold_sets) if g]
