@@ -49,12 +49,14 @@ def _code_mtime() -> float:
 
 
 def is_up_to_date(output: Path, checkpoint: Path) -> bool:
+    """The bundle at `output` loads (every file present, hashes match, a format the engine reads),
+    came from `checkpoint` and is newer than it and the exporter's code."""
+    from ember.engine.bundle import BundleError, load_bundle
+
     meta_path = output / "bundle.json"
-    if not meta_path.is_file():
-        return False
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
+        meta = load_bundle(output).meta
+    except BundleError:
         return False
     same_source = meta.get("source", {}).get("checkpoint") == str(checkpoint.resolve())
     built = meta_path.stat().st_mtime
@@ -154,10 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundle_build: {args.output} is up to date ({checkpoint})")
         return 0
 
+    from ember_training.checkpoint_format import CheckpointError
+    from ember_training.export.bundle_writer import ExportError
     from ember_training.export.cli import export_checkpoint
 
     calib = args.calibration_images if args.calibration_images and args.calibration_images.is_dir() else None
-    meta = export_checkpoint(checkpoint, args.output, "int8", calib)
+    try:
+        meta = export_checkpoint(checkpoint, args.output, "int8", calib)
+    except (CheckpointError, ExportError, OSError, ValueError) as exc:  # as ember-export reports them
+        print(f"bundle_build: cannot export {checkpoint}: {exc}", file=sys.stderr)
+        return 2
     checks = meta["export_checks"]
     print(
         f"bundle_build: {args.output} from {checkpoint} ({meta['model_version']}); INT8 top-1 agreement "

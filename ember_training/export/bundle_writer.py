@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +40,9 @@ VERIFY_TASKS = (
     "Find survivors in the collapsed building and report hazards.",
     "Inspect the flooded street for people who need help.",
 )
+
+
+STAGING_PREFIX = ".export-"  # the work/staging directory beside --output
 
 
 class ExportError(RuntimeError):
@@ -77,6 +84,44 @@ def _ship_selector(src: Path, dst: Path) -> dict[str, Any]:
     return {"file": SELECTOR_FILE, "words": len(sel.words), "dim": int(sel.vectors.shape[1]),
             "label_sets": int(sel.sets.shape[0]), "decides": "tasks with known words (not the default camera task)",
             "samples": samples}
+
+
+def _remove_dead_staging(parent: Path) -> None:
+    """Remove staging directories of exports that died (kill -9, OOM): theirs are the ones whose
+    flock nobody holds any more (a running export holds its own until it ends)."""
+    for d in parent.glob(STAGING_PREFIX + "*"):
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live export's
+        else:
+            log.info("removing %s, left by an export that did not finish", d)
+            shutil.rmtree(d, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _staging(parent: Path) -> Iterator[Path]:
+    """A work directory beside the output (same file system: the bundle is moved in by rename),
+    locked while this export runs so that a later export can tell a dead one's from a live one's."""
+    _remove_dead_staging(parent)
+    # created under another name and renamed once locked: a sweeper never sees it unlocked
+    tmp = Path(tempfile.mkdtemp(prefix=".exporting-", dir=parent))
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        locked = tmp.with_name(STAGING_PREFIX + tmp.name.removeprefix(".exporting-"))
+        tmp.rename(locked)
+        tmp = locked
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
 
 
 def _check_output(dst: Path) -> None:
@@ -130,8 +175,7 @@ def export_bundle(
         calib_source = f"generated:{len(images)}"
     pixels = calibration_batch(images, cfg.image_size, cfg.image_mean, cfg.image_std)
 
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=output.parent) as tmp:
-        tmp = Path(tmp)
+    with _staging(output.parent) as tmp:
         work, stage = tmp / "work", tmp / "bundle"
         work.mkdir()
         stage.mkdir()

@@ -31,7 +31,10 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """Export a checkpoint file to a bundle; returns bundle.json. Thresholds, metrics and the
     prompt budget come from the checkpoint (robot_thresholds, metrics, config.data.max_prompt_tokens)."""
-    model, ckpt = model_from_checkpoint(checkpoint)
+    try:
+        model, ckpt = model_from_checkpoint(checkpoint)
+    except RuntimeError as exc:  # load_state_dict: missing/unexpected keys or shapes of another model
+        raise CheckpointError(f"cannot rebuild the model of checkpoint {checkpoint} from its config: {exc}") from exc
     config = ckpt["config"]
     options = ExportOptions(
         precision=precision,
@@ -66,6 +69,17 @@ def selector_of(checkpoint: str | Path, ckpt: dict[str, Any]) -> Path | None:
     return path
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ember-export", description="Export a trained EmberVLM checkpoint to a model bundle."
@@ -82,15 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="images for INT8 calibration (default: generated scenes)",
     )
     p.add_argument(
-        "--num-calibration", type=int, default=16, help="number of calibration images (default 16)"
+        "--num-calibration", type=_at_least_one, default=16, help="number of calibration images (default 16)"
     )
     p.add_argument(
-        "--max-new-tokens", type=int, default=50, help="default generation length stored in bundle.json"
+        "--max-new-tokens", type=_at_least_one, default=50, help="default generation length stored in bundle.json"
     )
     p.add_argument(
         "--model-version", default=None, help="model_version string (default: config-step-precision-hash)"
     )
-    p.add_argument("--verify-inputs", type=int, default=3, help="inputs used by the export self-checks")
+    p.add_argument("--verify-inputs", type=_at_least_one, default=3, help="inputs used by the export self-checks")
     return p
 
 
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_new_tokens,
             args.model_version,
         )
-    except (CheckpointError, ExportError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, ExportError, OSError, ValueError) as exc:  # OSError: output not creatable
         print(f"ember-export: error: {exc}", file=sys.stderr)
         return 2
     print(f"bundle: {args.output} ({meta['precision']}, {bundle_size_bytes(args.output) / 2**20:.2f} MiB)")

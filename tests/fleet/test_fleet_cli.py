@@ -3,6 +3,7 @@ and `python -m ember.demo` (what `make demo` runs) on the tiny bundle."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -109,3 +110,93 @@ def test_demo_without_a_bundle_says_so(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "no model bundle" in res.stderr and "make bundle" in res.stderr
+
+
+def _started_pids(proc: Proc) -> dict[str, int]:
+    """fqn -> pid of every `STARTED <fqn> pid=<pid>` line."""
+    return {parts[1]: int(parts[2].split("=")[1]) for parts in (ln.split() for ln in proc.lines if ln.startswith("STARTED"))}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _assert_no_orphans(pids: dict[str, int]) -> None:
+    """Every child is gone once ember-fleet has exited (orphans are killed, then reported)."""
+    left = {fqn: pid for fqn, pid in pids.items() if _alive(pid)}
+    for pid in left.values():
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"children still running after ember-fleet exited: {left}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_processes_mode_ready_means_every_child_is_up_and_a_signal_stops_all(tiny_bundle, tmp_path, sig):
+    """READY only once every child's node exists: a Ctrl-C (or a closed terminal: SIGHUP) right after
+    it stops every child cleanly (no KeyboardInterrupt tracebacks from half-imported children), exit 0."""
+    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, [("drone_1", "drone")])
+    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", "processes"])
+    pids: dict[str, int] = {}
+    try:
+        proc.wait_for_line(r"^READY$", timeout=60)
+        pids = _started_pids(proc)
+        assert set(pids) == {"/fleet_manager", "/drone_1/incident_node"}
+    finally:
+        rc = proc.stop(sig, timeout=40)
+        _assert_no_orphans(pids)
+    out = proc.output()
+    assert rc == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert out.count("READY") == 1, out  # the children's own READY lines are not passed on
+    assert "ember-fleet: stopped" in out
+
+
+def test_processes_mode_exits_1_when_a_node_cannot_start(tmp_path):
+    """A missing bundle: the incident node cannot start; ember-fleet says so, stops the other
+    children and exits 1 (as in composed mode) instead of running a fleet without robots."""
+    cfg = write_fleet(tmp_path / "fleet.yaml", tmp_path / "no_bundle", [("drone_1", "drone")])
+    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", "processes"])
+    try:
+        rc = proc.proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        rc = proc.stop(signal.SIGINT)
+        pytest.fail(f"ember-fleet kept running (then exit {rc}) without its only robot:\n{proc.output()}")
+    finally:
+        _assert_no_orphans(_started_pids(proc))
+    proc.stop()
+    out = proc.output()
+    assert rc == 1, out
+    assert "cannot start /drone_1/incident_node" in out and "model bundle not found" in out, out
+    assert "READY" not in proc.lines, out  # never ready: one node never existed
+
+
+@pytest.mark.parametrize("mode", ["composed", "processes"])
+def test_ember_fleet_refuses_an_unisolated_dds_environment_in_one_line(tiny_bundle, tmp_path, mode):
+    """EMBER_REQUIRE_LOCAL_DDS=1 without a ROS_DOMAIN_ID: exit 2 with the reason, before any
+    node (or child) starts; no traceback."""
+    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, [("drone_1", "drone")])
+    env = {k: v for k, v in os.environ.items() if k != "ROS_DOMAIN_ID"}
+    res = subprocess.run([sys.executable, "-m", "ember.ros.fleet", "--config", str(cfg), "--mode", mode],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "ROS_DOMAIN_ID must be set" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert "STARTED" not in res.stdout
+
+
+def test_composed_fleet_stopped_while_starting_exits_0(tiny_bundle, tmp_path):
+    """Ctrl-C while the nodes are still being built (a real bundle loads for seconds per robot) is a
+    stop, not 'cannot start <node>' with exit 1."""
+    robots = [(f"drone_{i}", "drone") for i in range(1, 6)]
+    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, robots)
+    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg)])
+    try:
+        proc.wait_for_line(r"^STARTED /fleet_manager ", timeout=60)
+    finally:
+        rc = proc.stop(signal.SIGINT)
+    out = proc.output()
+    assert rc == 0, out
+    assert "cannot start" not in out and "Traceback" not in out, out
+    assert "ember-fleet: stopped" in out

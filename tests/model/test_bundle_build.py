@@ -59,3 +59,40 @@ def test_demo_run_is_current_only_for_the_same_complete_config(tmp_path):
     assert run_is_current(run, config)
     config.write_text(config.read_text() + "train:\n  lr: 7.7e-4\n")  # the config changed: stale
     assert not run_is_current(run, config, complete=False)
+
+
+def test_bundle_build_rebuilds_a_damaged_bundle(tmp_path, capsys):
+    """A bundle whose files no longer match bundle.json (deleted, truncated) is not 'up to date'."""
+    from ember.engine.bundle import load_bundle
+
+    model, tok = tiny_model(), train_bpe(tiny_corpus(), 512)
+    ckpt = save_checkpoint(tmp_path / "run" / "stage4_reasoning" / "final.pt", model, {"model": model.config.to_dict()}, tok, 3)
+    out = tmp_path / "bundle"
+    args = ["--output", str(out), "--checkpoint", str(ckpt), "--calibration-images", str(tmp_path / "none")]
+    assert main(args) == 0
+    (out / "decoder.onnx").unlink()  # a user's cleanup (or a full disk) took a file
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "up to date" not in capsys.readouterr().out
+    load_bundle(out)  # complete again, hashes match
+    with open(out / "vision.onnx", "r+b") as fh:  # truncated copy
+        fh.truncate(100)
+    assert main(args) == 0
+    assert "up to date" not in capsys.readouterr().out
+    load_bundle(out)
+
+
+def test_bundle_build_reports_a_bad_checkpoint_in_one_line(tmp_path, capsys):
+    """A truncated checkpoint (a copy cut short) or a non-checkpoint file: exit 2 with the reason,
+    no traceback, and no bundle written."""
+    model, tok = tiny_model(), train_bpe(tiny_corpus(), 300)
+    good = save_checkpoint(tmp_path / "good.pt", model, {"model": model.config.to_dict()}, tok, 1)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    other = tmp_path / "other.pt"
+    other.write_text("not a checkpoint")
+    for ckpt in (cut, other):
+        assert main(["--output", str(tmp_path / "bundle"), "--checkpoint", str(ckpt)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bundle_build: ") and str(ckpt) in err, err
+    assert not (tmp_path / "bundle").exists()

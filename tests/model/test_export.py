@@ -156,3 +156,68 @@ def test_engine_stops_at_eos(tiny, tmp_path):
     assert a.num_generated_tokens == 0 and a.text == ""
     forced = engine.analyze(img, "Any task", max_new_tokens=4, stop_at_eos=False)
     assert forced.num_generated_tokens == 4
+
+
+def test_cli_refuses_a_checkpoint_of_another_model_without_a_traceback(tmp_path, capsys):
+    """Missing weights, or weights of another architecture: exit 2 with one clear line, no bundle."""
+    from ember_training.checkpoint_format import atomic_torch_save, checkpoint_dict
+
+    model = tiny_model()
+    ckpt = checkpoint_dict(model, {"model": model.config.to_dict()}, train_bpe(tiny_corpus(), 300), 1)
+    missing = {**ckpt, "model": {k: v for k, v in ckpt["model"].items() if k != "logit_scale"}}
+    other_cfg = {**ckpt["config"], "model": {**ckpt["config"]["model"], "adapter_dim": 2 * model.config.adapter_dim}}
+    other = {**ckpt, "config": other_cfg}
+    for name, bad in (("missing.pt", missing), ("other.pt", other)):
+        path = atomic_torch_save(bad, tmp_path / name)
+        out = tmp_path / f"bundle_{name}"
+        assert export_main(["--checkpoint", str(path), "--output", str(out), "--precision", "fp32"]) == 2, name
+        err = capsys.readouterr().err
+        assert "ember-export: error:" in err and str(path) in err, err
+        assert not out.exists()
+
+
+def test_cli_output_below_a_file_and_bad_counts_are_usage_errors(tmp_path, capsys):
+    model = tiny_model()
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, {"model": model.config.to_dict()}, train_bpe(tiny_corpus(), 300), 1)
+    (tmp_path / "a_file").write_text("not a directory")
+    rc = export_main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "a_file" / "bundle"), "--precision", "fp32"])
+    assert rc == 2
+    assert "ember-export: error:" in capsys.readouterr().err
+    for flag in ("--num-calibration", "--verify-inputs"):
+        with pytest.raises(SystemExit) as exc:
+            export_main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "b"), flag, "0"])
+        assert exc.value.code == 2
+        assert f"{flag}: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_killed_export_keeps_the_old_bundle_and_leaves_no_staging_behind(tiny_bundle, tmp_path):
+    """An export killed mid-way (OOM killer, kill -9, a cancelled CI job) leaves the previous bundle
+    loadable at --output, and the next export removes the dead one's staging directory."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ember.engine.bundle import load_bundle
+
+    model = tiny_model()
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, {"model": model.config.to_dict()}, train_bpe(tiny_corpus(), 300), 1)
+    out = tmp_path / "models" / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    args = ["--checkpoint", str(ckpt), "--output", str(out), "--precision", "fp32", "--verify-inputs", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "ember_training.export.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.parent.glob(".export-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for the export's staging directory to appear
+        assert list(out.parent.glob(".export-*")), "the export never started staging"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert load_bundle(out).meta["model_version"] == "tiny-random-int8"  # the old bundle, whole
+    assert export_main(args) == 0
+    assert load_bundle(out).meta["precision"] == "fp32"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]

@@ -7,8 +7,10 @@ The nodes and their parameters come from `FleetConfig.node_descriptions()`, exac
 launch/fleet.launch.py. `composed` (default) runs them all in this process on one
 MultiThreadedExecutor; `processes` starts one child process per node (`python -m <module>
 --ros-args -r __node:=... -r __ns:=... --params-file ...`), printing `STARTED <node> pid=<pid>`
-for each. READY is printed once every node exists. SIGINT/SIGTERM stop everything cleanly,
-exit 0. In processes mode a child that dies is reported and the rest keep running (a crashed
+for each. READY is printed once every node exists (in processes mode: once every child printed
+its own READY, which ember-fleet does not pass on). SIGINT/SIGTERM (and SIGHUP in processes
+mode) stop everything cleanly, exit 0. A node that cannot start stops the fleet: exit 1. In
+processes mode a child that dies after READY is reported and the rest keep running (a crashed
 robot is the fleet manager's business); when all children are gone, ember-fleet exits 1.
 """
 
@@ -22,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import yaml
 
 from ember.fleet_config import FleetConfig, FleetConfigError, NodeDescription, dds_environment, load
+from ember.ros.runtime import DDSEnvironmentError, check_dds_environment
 
 MODES = ("composed", "processes")
 
@@ -104,6 +108,8 @@ def composed_kwargs(desc: NodeDescription) -> dict[str, Any]:
 
 def run_composed(nodes: list[NodeDescription]) -> int:
     """All nodes in this process, one executor; returns the exit code."""
+    import rclpy
+
     from ember.ros import runtime
     from ember.ros.spinning import spin_nodes
 
@@ -113,11 +119,18 @@ def run_composed(nodes: list[NodeDescription]) -> int:
         for d in nodes:
             created.append(node_class(d.executable)(**composed_kwargs(d)))
             print(f"STARTED {d.fqn} pid={os.getpid()}", flush=True)
-    except Exception as exc:  # noqa: BLE001 - report which node failed and stop the others
-        print(f"ember-fleet: cannot start {d.fqn}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - report which node failed and stop the others
+        # SIGINT/SIGTERM while the nodes are being built: rclpy's handlers shut the context down
+        # (the next node then cannot be created) or Python raises KeyboardInterrupt. A stop, not a failure.
+        stopped = isinstance(exc, KeyboardInterrupt) or not rclpy.ok()
+        if not stopped:
+            print(f"ember-fleet: cannot start {d.fqn}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         for n in created:
             n.destroy_node()
         runtime.shutdown()
+        if stopped:
+            print("ember-fleet: stopped", flush=True)
+            return 0
         return 1
     print("READY", flush=True)
     try:
@@ -130,41 +143,92 @@ def run_composed(nodes: list[NodeDescription]) -> int:
     return 0
 
 
-class _Stop(Exception):
-    pass
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the fleet in processes mode. SIGHUP too: the children run in sessions of
+their own, so a closed terminal (or a dropped ssh session) reaches only ember-fleet."""
+
+
+def _say(text: str, err: bool = False) -> None:
+    """print + flush that survives a closed terminal (EIO / EPIPE after SIGHUP)."""
+    try:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
+def _pass_on_output(proc: subprocess.Popen, ready: threading.Event, lock: threading.Lock) -> None:
+    """Copy a child's stdout to ours, except its own READY line (which sets `ready`):
+    ember-fleet prints one READY, for the whole fleet."""
+    for line in proc.stdout:
+        if not ready.is_set() and line.rstrip("\n") == "READY":
+            ready.set()
+            continue
+        with lock:
+            try:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            except OSError:
+                pass
 
 
 def run_processes(nodes: list[NodeDescription], stop_timeout: float = 15.0) -> int:
-    """One child process per node; returns the exit code."""
+    """One child process per node; returns the exit code.
+
+    READY is printed once every child has printed its own READY (its node exists and its
+    signal handlers are installed). A child that exits before that is a node that cannot
+    start: the others are stopped and the exit code is 1, as in composed mode.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="ember-fleet-"))
     children: dict[str, subprocess.Popen] = {}
+    ready: dict[str, threading.Event] = {}
+    readers: dict[str, threading.Thread] = {}
+    out_lock = threading.Lock()
     stopping = {"signal": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
-        stopping["signal"] = signum
-        raise _Stop
+        stopping["signal"] = signum  # the loops below notice it; never raised into Popen mid-start
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    def exited_before_ready(fqn: str) -> bool:
+        if ready[fqn].is_set() or children[fqn].poll() is None:
+            return False
+        readers[fqn].join(timeout=5)  # a READY printed just before exiting still counts
+        return not ready[fqn].is_set()
+
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     rc = 0
     try:
         for i, d in enumerate(nodes):
+            if stopping["signal"]:
+                break
             pf = tmp / f"{i:03d}_{d.fqn.strip('/').replace('/', '_')}.yaml"
             pf.write_text(yaml.safe_dump(params_file_content(d), sort_keys=True))
             # own process group: a terminal's Ctrl-C reaches ember-fleet, which stops the children in order
-            children[d.fqn] = subprocess.Popen(command_line(d, str(pf)), start_new_session=True)
-            print(f"STARTED {d.fqn} pid={children[d.fqn].pid}", flush=True)
-        print("READY", flush=True)
-        alive = dict(children)
-        while alive:
-            for fqn, proc in list(alive.items()):
-                code = proc.poll()
-                if code is not None:
-                    print(f"ember-fleet: {fqn} exited with code {code}", file=sys.stderr, flush=True)
-                    del alive[fqn]
-            time.sleep(0.2)
-        rc = 1
-    except _Stop:
-        rc = 0
+            proc = subprocess.Popen(
+                command_line(d, str(pf)), start_new_session=True, stdout=subprocess.PIPE, text=True, bufsize=1
+            )
+            children[d.fqn], ready[d.fqn] = proc, threading.Event()
+            readers[d.fqn] = threading.Thread(target=_pass_on_output, args=(proc, ready[d.fqn], out_lock), daemon=True)
+            readers[d.fqn].start()
+            _say(f"STARTED {d.fqn} pid={proc.pid}")
+        failed = None
+        while not stopping["signal"] and failed is None and not all(e.is_set() for e in ready.values()):
+            failed = next((fqn for fqn in children if exited_before_ready(fqn)), None)
+            time.sleep(0.1)
+        if failed is not None:
+            code = children[failed].returncode
+            _say(f"ember-fleet: cannot start {failed}: it exited with code {code} (see its output above)", err=True)
+            rc = 1
+        elif not stopping["signal"]:
+            _say("READY")
+            alive = dict(children)
+            while alive and not stopping["signal"]:
+                for fqn, proc in list(alive.items()):
+                    code = proc.poll()
+                    if code is not None:
+                        _say(f"ember-fleet: {fqn} exited with code {code}", err=True)
+                        del alive[fqn]
+                time.sleep(0.2)
+            rc = 0 if stopping["signal"] else 1
     finally:
         for s in old:
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
@@ -176,16 +240,18 @@ def run_processes(nodes: list[NodeDescription], stop_timeout: float = 15.0) -> i
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                print(f"ember-fleet: {fqn} did not stop in {stop_timeout:g}s; killing it", file=sys.stderr, flush=True)
+                _say(f"ember-fleet: {fqn} did not stop in {stop_timeout:g}s; killing it", err=True)
                 proc.kill()
                 proc.wait()
+        for t in readers.values():
+            t.join(timeout=5)
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
         for s, h in old.items():
             signal.signal(s, h)
     if rc == 0:
-        print("ember-fleet: stopped", flush=True)
+        _say("ember-fleet: stopped")
     return rc
 
 
@@ -233,6 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         print("ember-fleet: nothing to start", file=sys.stderr)
         sys.exit(2)
     os.environ.update(dds_environment(cfg))  # before DDS starts here or in the children
+    try:
+        check_dds_environment()  # here, once: not a traceback in composed mode or one error per child
+    except DDSEnvironmentError as exc:
+        print(f"ember-fleet: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(run_composed(nodes) if args.mode == "composed" else run_processes(nodes))
 
 
