@@ -167,6 +167,8 @@ def test_the_operator_closes_a_task_on_the_task_done_topic(selector_bundle, tmp_
         assert int(values["tasks_open"]) == 1 and int(values["tasks_finished"]) == 1, values
         assert int(values["steps_assigned"]) == 1, values
         assert {p.status for p in op.sim.plans_for(second.plan_ids).values()} == {"new"}
+        rid = first.plan_ids[0].split("/")[1]  # one cancellation, even if a heartbeat still named the plan
+        assert [p.status for _, p in op.sim.robots[rid].plans if p.plan_id == first.plan_ids[0]] == ["new", "cancelled"]
 
 
 def test_a_task_with_an_image_is_analysed_by_a_robot_whose_plan_it_keeps(selector_bundle, tmp_path, shared_data):

@@ -313,14 +313,21 @@ class FleetManager(Node):
         task_id, _, addressee = plan_id.rpartition("/")
         if not plan_id or addressee != robot_id or self._alloc.has_plan(task_id, robot_id):
             return
+        if not self._remember_cancelled(robot_id, plan_id):
+            return
+        self.get_logger().info(f"{robot_id} works on plan {plan_id}, which this manager does not hold: cancelling it")
+        self._publish_plan(task_id, robot_id, STATUS_CANCELLED, (), incident_id="")
+
+    def _remember_cancelled(self, robot_id: str, plan_id: str) -> bool:
+        """Note that `robot_id` got a cancellation of `plan_id`; False if it already had one
+        (a heartbeat sent before the cancellation arrived names the plan: no second one)."""
         sent = self._stale_cancelled.setdefault(robot_id, set())
         if plan_id in sent:
-            return
+            return False
         if len(sent) >= MAX_STALE_PLANS:
             sent.clear()
         sent.add(plan_id)
-        self.get_logger().info(f"{robot_id} works on plan {plan_id}, which this manager does not hold: cancelling it")
-        self._publish_plan(task_id, robot_id, STATUS_CANCELLED, (), incident_id="")
+        return True
 
     def _check_liveness(self) -> None:
         now = time.monotonic()
@@ -565,6 +572,7 @@ class FleetManager(Node):
             info = self._tasks.get(pc.task_id, {})
             self._publish_plan(pc.task_id, pc.robot_id, pc.status, pc.steps, info.get("incident_id", ""))
             if pc.status == STATUS_CANCELLED:
+                self._remember_cancelled(pc.robot_id, self._plan_id(pc.task_id, pc.robot_id))
                 self.get_logger().info(f"{reason}: plan {self._plan_id(pc.task_id, pc.robot_id)} cancelled")
         for u in changes.unassignable:
             info = self._tasks.get(u.step.task_id, {})
