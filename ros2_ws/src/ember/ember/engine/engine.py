@@ -118,6 +118,8 @@ class EmberEngine:
         except Exception as exc:
             raise BundleError(f"model bundle {self.bundle.path}: cannot load tokenizer.json ({exc})") from exc
         self._added_tokens: dict[str, int] = {t.content: i for i, t in self.tokenizer.get_added_tokens_decoder().items()}
+        self._plain_tokenizer = Tokenizer.from_str(self.tokenizer.to_str())  # added tokens encoded as text
+        self._plain_tokenizer.encode_special_tokens = True
         self._check_io()
         self.selector = self._load_selector()
         self._kv = KVCacheDecoder(self._decoder, self.n_layers, self.n_heads, self.head_dim, self.d_model)
@@ -277,13 +279,8 @@ class EmberEngine:
         return parts
 
     def _encode_plain(self, text: str) -> list[int]:
-        """Ids of `text` through the tokenizer's normalizer, pre-tokenizer and model, with no
-        added-token matching (what `encode` does between added tokens)."""
-        tok = self.tokenizer
-        if tok.normalizer is not None:
-            text = tok.normalizer.normalize_str(text)
-        words = tok.pre_tokenizer.pre_tokenize_str(text) if tok.pre_tokenizer is not None else [(text, (0, len(text)))]
-        return [t.id for word, _ in words for t in tok.model.tokenize(word)]
+        """Ids of `text` with no added-token matching (what `encode` does between added tokens)."""
+        return self._plain_tokenizer.encode(text, add_special_tokens=False).ids
 
     # -- inference ------------------------------------------------------------------------------
 
