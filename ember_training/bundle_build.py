@@ -156,14 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundle_build: {args.output} is up to date ({checkpoint})")
         return 0
 
-    from ember_training.checkpoint_format import CheckpointError
-    from ember_training.export.bundle_writer import ExportError
-    from ember_training.export.cli import export_checkpoint
+    from ember_training.export.cli import EXPORT_ERRORS, export_checkpoint
 
     calib = args.calibration_images if args.calibration_images and args.calibration_images.is_dir() else None
     try:
         meta = export_checkpoint(checkpoint, args.output, "int8", calib)
-    except (CheckpointError, ExportError, OSError, ValueError) as exc:  # as ember-export reports them
+    except EXPORT_ERRORS as exc:  # as ember-export reports them
         print(f"bundle_build: cannot export {checkpoint}: {exc}", file=sys.stderr)
         return 2
     checks = meta["export_checks"]

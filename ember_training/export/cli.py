@@ -69,6 +69,11 @@ def selector_of(checkpoint: str | Path, ckpt: dict[str, Any]) -> Path | None:
     return path
 
 
+EXPORT_ERRORS: tuple[type[Exception], ...] = (CheckpointError, ExportError, OSError, ValueError)
+"""What export_checkpoint raises for a bad checkpoint, output or calibration set: one line, exit 2
+(OSError: an output that cannot be created)."""
+
+
 def _at_least_one(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_new_tokens,
             args.model_version,
         )
-    except (CheckpointError, ExportError, OSError, ValueError) as exc:  # OSError: output not creatable
+    except EXPORT_ERRORS as exc:
         print(f"ember-export: error: {exc}", file=sys.stderr)
         return 2
     print(f"bundle: {args.output} ({meta['precision']}, {bundle_size_bytes(args.output) / 2**20:.2f} MiB)")
