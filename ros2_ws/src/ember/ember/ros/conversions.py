@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ember.serve.images import DEFAULT_MAX_PIXELS, image_size, sniff_format  # header checks only (cv2, numpy)
+from ember.serve.images import DEFAULT_MAX_PIXELS, ImageError, decode_image  # cv2 and numpy only
 
 
 @dataclass(frozen=True)
@@ -131,28 +131,20 @@ def numpy_to_image(pixels: np.ndarray, encoding: str = "rgb8", header=None, row_
 
 
 def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (jpeg or png) to uint8 RGB (H, W, 3).
-
-    The size is read from the header and bounded by `max_pixels` before decoding: a few
-    kilobytes of PNG on a camera topic must not make a robot allocate gigabytes."""
+    """Decode a sensor_msgs/CompressedImage (jpeg or png) to uint8 RGB (H, W, 3), with the checks
+    of an uploaded image (ember.serve.images.decode_image): the size is read from the header and
+    bounded by `max_pixels` before decoding, so a few kilobytes of PNG on a camera topic cannot
+    make a robot allocate gigabytes."""
     data = msg.data
     raw = data.tobytes() if hasattr(data, "tobytes") else bytes(data)
     if not raw:
         raise ValueError("compressed image is empty")
-    fmt = sniff_format(raw)
-    if fmt is None:
-        raise ValueError(f"corrupt compressed image ({len(raw)} bytes, format {msg.format!r}): neither JPEG nor PNG")
     try:
-        width, height = image_size(raw, fmt)
-    except ValueError as exc:
-        raise ValueError(f"corrupt compressed image ({exc})") from None
-    if width * height > max_pixels:
-        raise ValueError(f"compressed image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"corrupt compressed image ({buf.size} bytes, format {msg.format!r}) could not be decoded")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return decode_image(raw, max_pixels=max_pixels)
+    except ImageError as exc:
+        if exc.status == 413:  # "image of WxH pixels exceeds the limit of N pixels"
+            raise ValueError(f"compressed {exc}") from None
+        raise ValueError(f"corrupt compressed image ({len(raw)} bytes, format {msg.format!r}): {exc}") from None
 
 
 def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality: int = 90):
