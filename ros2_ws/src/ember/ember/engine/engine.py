@@ -349,11 +349,9 @@ class EmberEngine:
         knows words of is decided by the selector ("text-selector"); otherwise (no task or the default
         camera task, no selector, no known word) by the decoder's robot head, which also sees the
         image ("decoder-head")."""
-        task = " ".join(str(task or "").split())
-        if self.selector is not None and task and task != DEFAULT_TASK:
-            sel = self.selector.select(task[:MAX_TASK_CHARS])
-            if sel is not None:
-                return sel.scores, [self.robot_types[i] for i in sel.chosen], "text-selector"
+        sel = self.selector.select_task(task) if self.selector is not None else None
+        if sel is not None:
+            return sel.scores, [self.robot_types[i] for i in sel.chosen], "text-selector"
         robots = _sigmoid(heads["robot_logits"])
         by_score = np.argsort(-robots, kind="stable")
         selected = [self.robot_types[i] for i in by_score if robots[i] >= self.robot_thresholds[i]]

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ember.engine.bundle import Bundle, BundleError, load_bundle
+from ember.prompting import DEFAULT_TASK, MAX_TASK_CHARS
 
 SELECTOR_FILE = "robot_selector.npz"
 SELECTOR_ARRAYS = ("words", "vectors", "scales", "weights", "head_w", "head_b", "sets")
@@ -160,6 +161,14 @@ class RobotSelector:
         members = [int(i) for i in np.flatnonzero(self.sets[best])]
         chosen = sorted(members, key=lambda r: (-marginals[r], r))
         return Selection(scores=marginals, chosen=chosen, known_words=int(rows.size))
+
+    def select_task(self, task: str | None) -> Selection | None:
+        """`select` for an operator task (the engine's and the fleet manager's one rule): None for
+        no task or the camera's default task; whitespace normalised, cut at MAX_TASK_CHARS."""
+        task = " ".join(str(task or "").split())
+        if not task or task == DEFAULT_TASK:
+            return None
+        return self.select(task[:MAX_TASK_CHARS])
 
 
 def bundle_selector(bundle: Bundle, num_robot_types: int) -> RobotSelector | None:

@@ -54,7 +54,6 @@ from std_msgs.msg import String
 
 from ember.fleet_config import ROBOT_ID_RE, CostWeights, FleetConfigError, ManagerConfig, check_manager
 from ember.labels import ROBOT_TYPES
-from ember.prompting import DEFAULT_TASK, MAX_TASK_CHARS
 from ember.ros.allocation import STATUS_CANCELLED, Allocator, Changes, Policy
 from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
 from ember.ros.planning import build_steps
@@ -516,10 +515,7 @@ class FleetManager(Node):
     def _text_selection(self, task: str) -> Selection | None:
         """The text selector's scores and types (best first) for the task, or None when there is
         no selector, the task is the camera default or none of its words is known."""
-        task = " ".join(str(task).split())
-        if self._text_selector is None or not task or task == DEFAULT_TASK:
-            return None
-        sel = self._text_selector.select(task[:MAX_TASK_CHARS])
+        sel = self._text_selector.select_task(task) if self._text_selector is not None else None
         if sel is None:
             return None
         types = [ROBOT_TYPES[i] for i in sel.chosen][: self._max_types]
