@@ -32,6 +32,7 @@ from ember_msgs.msg import ActionPlan, IncidentAnalysis, RobotSelection, RobotSt
 from ember_msgs.srv import AnalyzeImage
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, CompressedImage, Image
 from std_msgs.msg import Header
@@ -70,14 +71,12 @@ class Frame:
     compressed: bool
     received: float
     """time.monotonic() when the callback got it"""
-    arrival_stamp: Any = None
-    """the node's clock (builtin_interfaces/Time) when the callback got it"""
 
 
 def source_header(header: Header, arrival_stamp: Any) -> Header:
     """The header the reports of an image carry: the image's own, stamped with its arrival time
     when the camera left the stamp zero (the fleet manager joins a robot's two reports by stamp)."""
-    if header.stamp.sec or header.stamp.nanosec or arrival_stamp is None:
+    if header.stamp.sec or header.stamp.nanosec:
         return header
     return Header(stamp=arrival_stamp, frame_id=header.frame_id)
 
@@ -248,7 +247,7 @@ class IncidentNode(Node):
 
     # -- receive path: nothing but the slot ------------------------------------------------
     def _on_frame(self, msg: Any, compressed: bool) -> None:
-        frame = Frame(msg, compressed, time.monotonic(), self.get_clock().now().to_msg())
+        frame = Frame(msg, compressed, time.monotonic())
         dropped = self._slot.put(frame)
         with self._stats.lock:
             self._stats.received += 1
@@ -291,7 +290,7 @@ class IncidentNode(Node):
         if not self.context.ok():
             return
         latency = (time.monotonic() - frame.received) * 1000.0
-        header = source_header(frame.msg.header, frame.arrival_stamp)
+        header = source_header(frame.msg.header, self._clock_stamp(frame.received))
         inc, sel = analysis_messages(analysis, header, self._robot_id, task, latency)
         self._pub_incident.publish(inc)
         self._pub_selection.publish(sel)
@@ -311,6 +310,11 @@ class IncidentNode(Node):
         if first:
             what = "malformed image" if counter == "malformed" else "analysis failed"
             self.get_logger().warning(f"{what} ({kind}): {exc}; further ones of this kind are only counted")
+
+    def _clock_stamp(self, monotonic: float) -> Any:
+        """The node's clock (builtin_interfaces/Time) at the time.monotonic() instant `monotonic`."""
+        age = Duration(nanoseconds=int((time.monotonic() - monotonic) * 1e9))
+        return (self.get_clock().now() - age).to_msg()
 
     # -- service ---------------------------------------------------------------------------
     def _on_analyze(self, request: AnalyzeImage.Request, response: AnalyzeImage.Response) -> AnalyzeImage.Response:
