@@ -11,6 +11,7 @@ images) are relative to the config file: pass bundle:= when the installed share/
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
@@ -46,7 +47,13 @@ def _fleet_nodes(context, *args, **kwargs) -> list:
     cameras = _truthy(LaunchConfiguration("cameras").perform(context))
     cfg = load(config, bundle=bundle)
     env = [SetEnvironmentVariable(k, v) for k, v in sorted(dds_environment(cfg).items())]
-    return env + [Node(**d.launch_kwargs()) for d in select(cfg, None, cameras, True)]
+    # parameters go in files, as in ember-fleet's processes mode: launch_ros would re-read the
+    # strings of a parameter dict as YAML (a robot id `yes` becoming a bool)
+    params_dir = Path(tempfile.mkdtemp(prefix="ember-launch-"))
+    nodes = []
+    for i, d in enumerate(select(cfg, None, cameras, True)):
+        nodes.append(Node(**d.launch_kwargs(str(d.write_params_file(params_dir, i)))))
+    return env + nodes
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "fleet.launch.py"
+RCL_BUILTINS = {"use_sim_time", "start_type_description_service"}  # every rclpy node declares them
 
 STANDINS = {
     "launch/__init__.py": '''
@@ -72,6 +74,30 @@ def launch_standins(tmp_path, monkeypatch):
         del sys.modules[name]
 
 
+def node_parameters(entry: dict | str, fqn: str) -> dict:
+    """The parameter values node `fqn` gets from one `parameters=[...]` entry under launch_ros:
+    a dict's string values are re-read as YAML (launch_ros's evaluate_parameter_dict: `yes`
+    becomes True), a string is a params file, which the node's rcl reads from `--params-file`:
+    read here the same way, by a node of that name (rclpy's Python parser re-reads strings as
+    YAML too, so it would not show what the node gets)."""
+    if isinstance(entry, dict):
+        return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in entry.items()}
+    import rclpy
+
+    namespace, _, name = fqn.rpartition("/")
+    context = rclpy.Context()
+    rclpy.init(args=["launch_test", "--ros-args", "--params-file", entry], context=context)
+    try:
+        node = rclpy.create_node(
+            name, namespace=namespace or "/", context=context, automatically_declare_parameters_from_overrides=True
+        )
+        values = {p.name: p.value for p in node.get_parameters_by_prefix("").values() if p.name not in RCL_BUILTINS}
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    return values
+
+
 def launch_nodes(arguments: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
     """Run generate_launch_description() and its OpaqueFunction: (the Node kwargs, comparable;
     the environment variables it sets)."""
@@ -91,9 +117,10 @@ def launch_nodes(arguments: dict[str, str]) -> tuple[list[dict], dict[str, str]]
         if type(n).__name__ != "Node":
             continue
         kw = n.kwargs
+        fqn = f"{kw['namespace'].rstrip('/')}/{kw['name']}" if kw["namespace"] else f"/{kw['name']}"
         params: dict = {}
         for p in kw["parameters"]:
-            params.update(p)
+            params.update(node_parameters(p, fqn))
         out.append(
             {
                 "package": kw["package"],
@@ -157,3 +184,17 @@ def test_ember_fleet_set_overrides_one_nodes_parameter():
     res = subprocess.run([sys.executable, "-m", "ember.ros.fleet", "--dry-run", "--set", "legged_1:battery=full"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "battery expects float" in res.stderr
+
+
+def test_string_parameters_that_read_as_yaml_scalars_stay_strings(launch_standins, tmp_path):
+    """launch_ros re-reads strings of parameter dicts as YAML: a robot named `yes` on topic `on`
+    would reach its node as True/True. Passed in params files, they stay strings."""
+    cfg = tmp_path / "fleet.yaml"
+    cfg.write_text("bundle: nowhere\nrobots:\n  - {id: 'yes', type: drone, camera_topic: 'on', camera: false}\n")
+    from_launch, _ = launch_nodes({"config": str(cfg), "cameras": "false"})
+    assert from_launch == fleet_dry_run("--config", str(cfg), "--no-cameras")[0]
+    robot = next(n for n in from_launch if n["executable"] == "incident_node")
+    assert robot["namespace"] == "/yes"
+    assert robot["parameters"]["robot_id"] == "yes" and robot["parameters"]["image_topic"] == "on"
+    manager = next(n for n in from_launch if n["executable"] == "fleet_manager")
+    assert manager["parameters"]["robot_ids"] == ["yes"]

@@ -125,14 +125,30 @@ class NodeDescription:
         """Fully qualified node name, e.g. /drone_1/incident_node."""
         return f"{self.namespace.rstrip('/')}/{self.name}" if self.namespace else f"/{self.name}"
 
-    def launch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for launch_ros.actions.Node."""
+    def params_file_text(self) -> str:
+        """The node's parameters as a `--params-file` YAML (`<fqn>: {ros__parameters: ...}`).
+
+        A YAML dump keeps every value's type: a robot id `yes` or a topic `on` stays a string
+        (quoted), which `-p name:=value` or launch_ros's parameter dicts would read as a bool."""
+        return yaml.safe_dump({self.fqn: {"ros__parameters": dict(self.parameters)}}, sort_keys=True)
+
+    def write_params_file(self, directory: Path, index: int) -> Path:
+        """Write params_file_text() to `<directory>/<index>_<fqn>.yaml` (index: the node's place
+        among those started, so names never collide); returns the path."""
+        path = directory / f"{index:03d}_{self.fqn.strip('/').replace('/', '_')}.yaml"
+        path.write_text(self.params_file_text())
+        return path
+
+    def launch_kwargs(self, params_file: str) -> dict[str, Any]:
+        """Keyword arguments for launch_ros.actions.Node, its parameters in `params_file`
+        (written by write_params_file): launch_ros re-reads every string of a parameter dict
+        as YAML, so `yes`, `on`, `1` or `null` would reach the node as bool, int or ''."""
         return {
             "package": self.package,
             "executable": self.executable,
             "name": self.name,
             "namespace": self.namespace,
-            "parameters": [dict(self.parameters)],
+            "parameters": [params_file],
             "remappings": [tuple(r) for r in self.remappings],
             "output": "screen",
         }

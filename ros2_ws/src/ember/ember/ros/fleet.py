@@ -75,11 +75,6 @@ def select(cfg: FleetConfig, robots: list[str] | None, cameras: bool, manager: b
     return out
 
 
-def params_file_content(desc: NodeDescription) -> dict[str, Any]:
-    """The --params-file YAML for one node."""
-    return {desc.fqn: {"ros__parameters": dict(desc.parameters)}}
-
-
 def command_line(desc: NodeDescription, params_file: str) -> list[str]:
     """argv of the child process running one node."""
     argv = [sys.executable, "-m", desc.module, "--ros-args", "-r", f"__node:={desc.name}"]
@@ -200,8 +195,7 @@ def run_processes(nodes: list[NodeDescription], stop_timeout: float = 15.0) -> i
         for i, d in enumerate(nodes):
             if stopping["signal"]:
                 break
-            pf = tmp / f"{i:03d}_{d.fqn.strip('/').replace('/', '_')}.yaml"
-            pf.write_text(yaml.safe_dump(params_file_content(d), sort_keys=True))
+            pf = d.write_params_file(tmp, i)
             # own process group: a terminal's Ctrl-C reaches ember-fleet, which stops the children in order
             proc = subprocess.Popen(
                 command_line(d, str(pf)), start_new_session=True, stdout=subprocess.PIPE, text=True, bufsize=1
