@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from ember_msgs.msg import IncidentAnalysis
@@ -118,11 +120,13 @@ def _started_pids(proc: Proc) -> dict[str, int]:
 
 
 def _alive(pid: int) -> bool:
+    """The process runs (a zombie, exited but not yet reaped by its new parent, does not)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return state != "Z"
 
 
 def _assert_no_orphans(pids: dict[str, int]) -> None:
@@ -152,6 +156,26 @@ def test_processes_mode_ready_means_every_child_is_up_and_a_signal_stops_all(tin
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert out.count("READY") == 1, out  # the children's own READY lines are not passed on
     assert "ember-fleet: stopped" in out
+
+
+def test_processes_mode_children_stop_when_ember_fleet_is_killed(tiny_bundle, tmp_path):
+    """`kill -9` of ember-fleet gives it no chance to stop its children: they stop by themselves
+    (the kernel's parent-death signal) instead of running on, orphaned, with the robot's camera."""
+    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, [("drone_1", "drone")])
+    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", "processes"])
+    pids: dict[str, int] = {}
+    try:
+        proc.wait_for_line(r"^READY$", timeout=60)
+        pids = _started_pids(proc)
+        assert len(pids) == 2
+        proc.proc.kill()
+        proc.proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.stop()
+        _assert_no_orphans(pids)
 
 
 def test_processes_mode_exits_1_when_a_node_cannot_start(tmp_path):

@@ -11,7 +11,9 @@ for each. READY is printed once every node exists (in processes mode: once every
 its own READY, which ember-fleet does not pass on). SIGINT/SIGTERM (and SIGHUP in processes
 mode) stop everything cleanly, exit 0. A node that cannot start stops the fleet: exit 1. In
 processes mode a child that dies after READY is reported and the rest keep running (a crashed
-robot is the fleet manager's business); when all children are gone, ember-fleet exits 1.
+robot is the fleet manager's business); when all children are gone, ember-fleet exits 1. If
+ember-fleet itself is killed (`kill -9`, the OOM killer), the kernel sends every child SIGTERM
+(EMBER_STOP_WITH_PARENT, see ember.ros.runtime): no node runs on orphaned.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import yaml
 
 from ember.fleet_config import FleetConfig, FleetConfigError, NodeDescription, dds_environment, load
-from ember.ros.runtime import DDSEnvironmentError, check_dds_environment
+from ember.ros.runtime import STOP_WITH_PARENT_ENV, DDSEnvironmentError, check_dds_environment
 
 MODES = ("composed", "processes")
 
@@ -190,6 +192,7 @@ def run_processes(nodes: list[NodeDescription], stop_timeout: float = 15.0) -> i
         return not ready[fqn].is_set()
 
     old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    child_env = {**os.environ, STOP_WITH_PARENT_ENV: str(os.getpid())}  # a kill -9 here still stops them
     rc = 0
     try:
         for i, d in enumerate(nodes):
@@ -198,7 +201,8 @@ def run_processes(nodes: list[NodeDescription], stop_timeout: float = 15.0) -> i
             pf = d.write_params_file(tmp, i)
             # own process group: a terminal's Ctrl-C reaches ember-fleet, which stops the children in order
             proc = subprocess.Popen(
-                command_line(d, str(pf)), start_new_session=True, stdout=subprocess.PIPE, text=True, bufsize=1
+                command_line(d, str(pf)), start_new_session=True, stdout=subprocess.PIPE, text=True, bufsize=1,
+                env=child_env,
             )
             children[d.fqn], ready[d.fqn] = proc, threading.Event()
             readers[d.fqn] = threading.Thread(target=_pass_on_output, args=(proc, ready[d.fqn], out_lock), daemon=True)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 
 REQUIRE_LOCAL_DDS_ENV = "EMBER_REQUIRE_LOCAL_DDS"
+STOP_WITH_PARENT_ENV = "EMBER_STOP_WITH_PARENT"
+"""Set by ember-fleet's processes mode to its pid: the child node stops when that process dies."""
+PR_SET_PDEATHSIG = 1
 
 
 class DDSEnvironmentError(RuntimeError):
@@ -25,11 +31,25 @@ def check_dds_environment() -> None:
         raise DDSEnvironmentError(f"{REQUIRE_LOCAL_DDS_ENV} is set but " + " and ".join(problems))
 
 
+def stop_with_parent() -> None:
+    """With EMBER_STOP_WITH_PARENT=<pid> (ember-fleet's children): have the kernel send SIGTERM
+    when the parent dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG), so no node is left
+    running, orphaned, on the robot. A parent already gone is the same SIGTERM, now."""
+    parent = os.environ.get(STOP_WITH_PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init(args: list[str] | None = None, context=None) -> None:
-    """rclpy.init after the DDS environment check."""
+    """rclpy.init after the DDS environment check (and stop_with_parent)."""
     import rclpy
 
     check_dds_environment()
+    stop_with_parent()
     rclpy.init(args=args, context=context)
 
 
