@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ember.fsutil import json_text
 from ember.labels import ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 
 from .folds import DEFAULT_SEED, grouped_folds, normalize_task, split
@@ -253,7 +254,7 @@ def run_cv(config: str | Path, data: str | Path, k: int = 5, seed: int = DEFAULT
                           "always_drone": baseline_always_drone(train, test)},
             "rows": rows,
         }
-        (fdir / "result.json").write_text(json.dumps(record, indent=1, ensure_ascii=False))
+        (fdir / "result.json").write_text(json_text(record))
         per_fold.append(record)
         log.info("fold %d: model %s | tfidf %s | minilm+knn %s", f, _fmt(model), _fmt(record["baselines"]["tfidf_lr"]),
                  _fmt(record["baselines"]["minilm_knn"]))
@@ -390,7 +391,7 @@ def main_from_args(args: argparse.Namespace) -> int:
     print(format_summary(s))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(s, indent=1))
+        Path(args.json).write_text(json_text(s))
         print(f"wrote {args.json}")
     plot = args.plot or (str(Path(args.json).with_suffix(".png")) if args.json else None)
     if plot:

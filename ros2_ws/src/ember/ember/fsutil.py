@@ -1,9 +1,12 @@
-"""Small filesystem helpers shared by the bundle exporter and the deploy packager."""
+"""Small filesystem helpers shared by the bundle exporter, the deploy packager and the reports."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 
 def replace_directory(staged: Path, dst: Path) -> None:
@@ -20,3 +23,21 @@ def replace_directory(staged: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staged.rename(dst)
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with every NaN/inf float replaced by None (recursively through dicts, lists, tuples)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int = 1) -> str:
+    """Standard JSON for a result file: a metric that is NaN or inf (no data to average) is written
+    as null, never as the `NaN` token that json.dumps emits and strict parsers (jq, JavaScript,
+    Go) refuse."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)

@@ -13,11 +13,12 @@ report marked complete.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from ember.fsutil import json_text
 
 DEFAULT_BUNDLE = "build/bundle"
 
@@ -194,7 +195,7 @@ def _robot_selection(args: argparse.Namespace) -> int:
             "rows": rsel.per_row(rows, pred),
         }
         try:
-            Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+            Path(args.json).write_text(json_text(report))
         except OSError as exc:
             print(f"ember-eval: error: cannot write --json {args.json}: {exc}", file=sys.stderr)
             return 2

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ember.eval import plots
 from ember.eval.bag_eval import EvalRun, per_frame
+from ember.fsutil import json_text
 
 REPORT_SCHEMA = "ember.eval.bag/1"
 PLOTS = ("confusion_matrix.png", "per_robot_f1.png", "latency_hist.png")
@@ -34,7 +35,7 @@ def write_failure(out: Path, mode: str, error: str, context: dict | None = None)
     shutil.rmtree(out / OUTPUTS_BAG, ignore_errors=True)
     report = {"schema": REPORT_SCHEMA, "complete": False, "mode": mode, "error": error,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(context or {})}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.json").write_text(json_text(report))
     (out / "summary.md").write_text(f"# Ember bag evaluation ({mode}): INCOMPLETE\n\nThe run failed: {error}\n")
     return out / "report.json"
 
@@ -122,6 +123,6 @@ def write_report(out: Path, run: EvalRun, metrics: dict, bundle: str, extra: dic
     (out / "summary.md").write_text(_markdown(report))
     # report.json last: its presence with complete=true means everything else is written
     tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
+    tmp.write_text(json_text(report))
     tmp.replace(out / "report.json")
     return report
