@@ -292,3 +292,72 @@ def test_a_frame_without_a_stamp_is_stamped_on_arrival_and_fused_by_the_manager(
         assert spin_until(executor, future.done, 30)
         res = future.result()
         assert res.incident_id and "no robot selection" not in res.message, (res.message, manager.output())
+
+
+def test_one_frame_on_both_raw_and_compressed_topics_is_analysed_once(robot, shared_data):
+    """image_transport publishes every frame on image_raw and image_raw/compressed when both have
+    subscribers (the node subscribes to both): the second copy (same stamp and frame_id) is the
+    same picture, so it is skipped and counted, not analysed and reported a second time."""
+    rgb = photo(shared_data, size=(64, 48))
+    with ros_node("dual_transport_camera") as (node, executor):
+        c = Client(node, executor)
+        before = c.stats()
+        seen = None
+        for attempt in range(1, 6):
+            sec = 6000 + attempt
+            c.raw.publish(numpy_to_image(rgb, "rgb8", header=header(sec, 3)))
+            spin_until(executor, lambda: False, 0.15)  # the worker takes the raw copy (not replaced in the slot)
+            c.jpeg.publish(rgb_to_compressed(rgb, "jpeg", header=header(sec, 3)))
+            if c.analysis_for(sec, timeout=5) is not None:
+                seen = sec
+                break
+        assert seen is not None, f"no IncidentAnalysis for the frame:\n{robot.output()}"
+        spin_until(executor, lambda: False, 2.0)  # a second report would come within this
+        reports = [m for _, m in c.incidents if m.header.stamp.sec == seen]
+        assert len(reports) == 1, [m.header.stamp for m in reports]
+        after = c.stats()
+        assert int(after["frames_duplicate"]) > int(before.get("frames_duplicate", "0")), after
+
+
+def test_each_unsupported_encoding_is_named_in_the_log_not_only_the_first(robot, shared_data):
+    """A robot that has once logged an odd encoding must still name a different one later (a new
+    camera plugged in), or the operator sees only a counter and never learns what it sends."""
+    rgb = photo(shared_data, size=(16, 12))
+    with ros_node("odd_encodings_camera") as (node, executor):
+        c = Client(node, executor)
+        for sec, encoding in ((7001, "nv21"), (7101, "64FC1")):
+            ok = False
+            for attempt in range(5):
+                msg = numpy_to_image(rgb, "rgb8", header=header(sec + attempt))
+                msg.encoding = encoding
+                c.raw.publish(msg)
+                if spin_until(executor, lambda e=encoding: f"encoding '{e}'" in robot.output(), 3):
+                    ok = True
+                    break
+            assert ok, f"{encoding} was never named in the log:\n{robot.output()}"
+        for _ in range(2):  # repeats of a named encoding are only counted
+            msg = numpy_to_image(rgb, "rgb8", header=header(7200 + _))
+            msg.encoding = "nv21"
+            c.raw.publish(msg)
+        spin_until(executor, lambda: False, 1.0)
+    assert robot.output().count("unknown image encoding 'nv21'") == 1, robot.output()
+
+
+def test_a_frame_refused_on_the_raw_topic_is_still_analysed_from_its_compressed_copy(robot, shared_data):
+    """A driver whose raw frames use an encoding the node refuses (8UC3) still gets analysed from the
+    JPEG copy of the same frame: only a copy of an *analysed* frame counts as duplicate."""
+    rgb = photo(shared_data, size=(64, 48))
+    with ros_node("refused_raw_camera") as (node, executor):
+        c = Client(node, executor)
+        got = None
+        for attempt in range(1, 6):
+            sec = 8000 + attempt
+            raw = numpy_to_image(rgb[:, :, ::-1], "bgr8", header=header(sec, 9))
+            raw.encoding = "8UC3"  # cv_bridge's passthrough of an OpenCV frame
+            c.raw.publish(raw)
+            spin_until(executor, lambda: False, 0.3)  # the raw copy is taken (and refused) first
+            c.jpeg.publish(rgb_to_compressed(rgb, "jpeg", header=header(sec, 9)))
+            got = c.analysis_for(sec, timeout=5)
+            if got is not None:
+                break
+        assert got is not None, f"the JPEG copy of a refused raw frame was not analysed:\n{robot.output()}"

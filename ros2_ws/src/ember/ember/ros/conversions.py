@@ -1,7 +1,10 @@
 """sensor_msgs Image / CompressedImage <-> numpy, without cv_bridge.
 
 Raw images honour `step` (row padding) and `is_bigendian`; every malformed message
-raises ValueError naming the problem, so callers can count and report it.
+raises ValueError naming the problem, so callers can count and report it. Raw encodings:
+rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1, bayer_{rggb,bggr,gbrg,grbg}8 and packed
+4:2:2 YUV (yuv422 = uyvy, yuv422_yuy2 = yuyv). Ambiguous or non-camera ones (8UC3, which
+does not say the channel order; nv21; 32FC1 depth) are refused by name, as is compressedDepth.
 """
 
 from __future__ import annotations
@@ -28,6 +31,32 @@ ENCODINGS: dict[str, _Encoding] = {
     "bgra8": _Encoding(4, np.dtype(np.uint8)),
     "16UC1": _Encoding(1, np.dtype(np.uint16)),
     "mono16": _Encoding(1, np.dtype(np.uint16)),
+    # raw sensor mosaics: the name gives the colour filters of the top-left 2x2 cell
+    "bayer_rggb8": _Encoding(1, np.dtype(np.uint8)),
+    "bayer_bggr8": _Encoding(1, np.dtype(np.uint8)),
+    "bayer_gbrg8": _Encoding(1, np.dtype(np.uint8)),
+    "bayer_grbg8": _Encoding(1, np.dtype(np.uint8)),
+    # packed 4:2:2 YUV (two bytes a pixel): ROS's yuv422 is UYVY, yuv422_yuy2 is YUYV
+    "yuv422": _Encoding(2, np.dtype(np.uint8)),
+    "uyvy": _Encoding(2, np.dtype(np.uint8)),
+    "yuv422_yuy2": _Encoding(2, np.dtype(np.uint8)),
+    "yuyv": _Encoding(2, np.dtype(np.uint8)),
+}
+# cv2 colour conversion to RGB of each 8-bit encoding (OpenCV names Bayer patterns by the
+# 2x2 cell starting at the second row and column: ROS rggb is OpenCV BG).
+_TO_RGB = {
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
+    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV,
+    "yuyv": cv2.COLOR_YUV2RGB_YUYV,
 }
 COMPRESSED_FORMATS = ("jpeg", "png")
 
@@ -48,6 +77,8 @@ def image_to_numpy(msg) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ValueError(f"image has zero size: width={width} height={height}")
+    if enc.channels == 2 and width % 2:
+        raise ValueError(f"{msg.encoding} image has odd width {width} (4:2:2 YUV packs pixel pairs)")
     row_bytes = width * enc.channels * enc.dtype.itemsize
     if step < row_bytes:
         raise ValueError(
@@ -64,22 +95,20 @@ def image_to_numpy(msg) -> np.ndarray:
     return pixels[:, :, 0] if enc.channels == 1 else pixels
 
 
+def stretch_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """16-bit (depth, thermal, mono16) values scaled so the frame's peak becomes 255."""
+    peak = int(pixels.max()) or 1
+    return (pixels.astype(np.float32) * (255.0 / peak)).astype(np.uint8)
+
+
 def to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
     """Convert an array in `encoding` to contiguous uint8 RGB (H, W, 3) for the model."""
     if encoding == "rgb8":
         return np.ascontiguousarray(pixels)
-    if encoding == "bgr8":
-        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    if encoding == "rgba8":
-        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB)
-    if encoding == "bgra8":
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
-    if encoding == "mono8":
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    if encoding in _TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_RGB[encoding])
     if encoding in ("16UC1", "mono16"):
-        peak = int(pixels.max()) or 1
-        gray = (pixels.astype(np.float32) * (255.0 / peak)).astype(np.uint8)
-        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(stretch_to_uint8(pixels), cv2.COLOR_GRAY2RGB)
     raise ValueError(f"unknown image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
 
 
@@ -134,17 +163,24 @@ def compressed_to_rgb(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (jpeg or png) to uint8 RGB (H, W, 3), with the checks
     of an uploaded image (ember.serve.images.decode_image): the size is read from the header and
     bounded by `max_pixels` before decoding, so a few kilobytes of PNG on a camera topic cannot
-    make a robot allocate gigabytes."""
+    make a robot allocate gigabytes. The format is sniffed from the bytes (drivers write "jpeg",
+    "rgb8; jpeg compressed bgr8", "png" or nothing); a 16-bit PNG is stretched like a raw 16-bit
+    frame; compressedDepth is refused as unsupported."""
+    if "compresseddepth" in str(msg.format).lower():
+        raise ValueError(
+            f"unsupported compressed format {msg.format!r} (compressedDepth); supported: {', '.join(COMPRESSED_FORMATS)}"
+        )
     data = msg.data
     raw = data.tobytes() if hasattr(data, "tobytes") else bytes(data)
     if not raw:
         raise ValueError("compressed image is empty")
     try:
-        return decode_image(raw, max_pixels=max_pixels)
+        rgb = decode_image(raw, max_pixels=max_pixels, keep_16bit=True)
     except ImageError as exc:
         if exc.status == 413:  # "image of WxH pixels exceeds the limit of N pixels"
             raise ValueError(f"compressed {exc}") from None
         raise ValueError(f"corrupt compressed image ({len(raw)} bytes, format {msg.format!r}): {exc}") from None
+    return rgb if rgb.dtype == np.uint8 else stretch_to_uint8(rgb)
 
 
 def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header=None, quality: int = 90):

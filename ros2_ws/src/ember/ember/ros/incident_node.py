@@ -6,7 +6,9 @@ started by `ember-fleet` / fleet.launch.py from config/fleet.yaml.
 Receive path and inference are apart: the camera callbacks only put the message into a
 one-frame slot (replacing, and counting as dropped, a frame the worker has not started on);
 a worker thread takes the newest frame, decodes it, runs the model and publishes. A slow
-model therefore drops frames; nothing queues and latency does not grow.
+model therefore drops frames; nothing queues and latency does not grow. A frame that comes
+on both topics (image_transport publishes raw and compressed when both have subscribers) is
+analysed once: the copy with the same stamp and frame_id is skipped and counted as duplicate.
 
 Parameters (read at every use, so `ros2 param set` works for the starred ones):
   robot_id, robot_type, bundle, threads, max_new_tokens,
@@ -46,12 +48,19 @@ from ember.ros.spinning import run_node
 _ERROR_KINDS = (
     ("unknown image encoding", "unknown_encoding"),
     ("zero size", "zero_size"),
+    ("odd width", "odd_width"),
     ("image step", "bad_step"),
     ("data length", "bad_data_length"),
+    ("unsupported compressed format", "unsupported_compressed"),
     ("compressed image is empty", "empty_compressed"),
     ("corrupt compressed", "corrupt_compressed"),
     ("exceeds the limit", "oversized"),
 )
+MAX_LOGGED_KINDS = 64
+"""Distinct malformed-frame kinds (and unknown encodings) logged once each; later ones are only counted."""
+DUPLICATE_WINDOW_S = 1.0
+"""A frame with the stamp and frame_id of the last analysed one, arriving within this many
+seconds of it, is the same picture on the other transport (raw vs compressed) and is skipped."""
 
 
 def error_kind(exc: Exception) -> str:
@@ -71,6 +80,19 @@ class Frame:
     compressed: bool
     received: float
     """time.monotonic() when the callback got it"""
+
+    def key(self) -> tuple[int, int, str] | None:
+        """(sec, nanosec, frame_id) of the camera's stamp; None for an unstamped frame."""
+        stamp = self.msg.header.stamp
+        if not (stamp.sec or stamp.nanosec):
+            return None
+        return (stamp.sec, stamp.nanosec, self.msg.header.frame_id)
+
+    def duplicates(self, other: Frame | None) -> bool:
+        """True if this is another copy (other transport) of the frame `other`."""
+        if other is None or self.key() is None or self.key() != other.key():
+            return False
+        return abs(self.received - other.received) <= DUPLICATE_WINDOW_S
 
 
 def source_header(header: Header, arrival_stamp: Any) -> Header:
@@ -125,6 +147,7 @@ class FrameStats:
     received: int = 0
     processed: int = 0
     dropped: int = 0
+    duplicate: int = 0
     malformed: dict[str, int] = field(default_factory=dict)
     inference_errors: int = 0
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -257,6 +280,7 @@ class IncidentNode(Node):
     # -- worker ----------------------------------------------------------------------------
     def _work(self) -> None:
         next_start = 0.0
+        last: Frame | None = None
         while not self._stop.is_set():
             wait = next_start - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
@@ -264,21 +288,30 @@ class IncidentNode(Node):
             frame = self._slot.take(timeout=0.2)
             if frame is None:
                 continue
+            if frame.duplicates(last):
+                with self._stats.lock:
+                    self._stats.duplicate += 1
+                continue
             rate = float(self._param("max_rate_hz"))
             next_start = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
             try:
-                self._process(frame)
+                if self._process(frame):
+                    last = frame  # a copy of a refused frame (other transport) still gets its turn
             except Exception as exc:  # noqa: BLE001 - the node must keep running
                 if self._stop.is_set() or not self.context.ok():
                     break
                 self._count_error("inference_error", exc, counter="inference")
 
-    def _process(self, frame: Frame) -> None:
+    def _process(self, frame: Frame) -> bool:
+        """Decode, analyse and publish one frame; False if it was refused as malformed."""
         try:
             rgb = compressed_to_rgb(frame.msg) if frame.compressed else image_msg_to_rgb(frame.msg)
         except ValueError as exc:
-            self._count_error(error_kind(exc), exc)
-            return
+            kind = error_kind(exc)
+            # each unknown encoding is named once (a new camera), not only the first one seen
+            detail = str(getattr(frame.msg, "encoding", "")) if kind == "unknown_encoding" else ""
+            self._count_error(kind, exc, log_key=f"{kind}:{detail}")
+            return False
         task = str(self._param("default_task")) or DEFAULT_TASK
         t0 = time.monotonic()
         with self._engine_lock:
@@ -286,9 +319,9 @@ class IncidentNode(Node):
         infer_ms = (time.monotonic() - t0) * 1000.0
         delay = float(self._param("processing_delay_s"))
         if delay > 0 and self._stop.wait(delay):
-            return
+            return True
         if not self.context.ok():
-            return
+            return True
         latency = (time.monotonic() - frame.received) * 1000.0
         header = source_header(frame.msg.header, self._clock_stamp(frame.received))
         inc, sel = analysis_messages(analysis, header, self._robot_id, task, latency)
@@ -298,15 +331,19 @@ class IncidentNode(Node):
             self._stats.processed += 1
             self._stats.latency_ms.append(latency)
             self._stats.inference_ms.append(infer_ms)
+        return True
 
-    def _count_error(self, kind: str, exc: Exception, counter: str = "malformed") -> None:
+    def _count_error(self, kind: str, exc: Exception, counter: str = "malformed", log_key: str = "") -> None:
+        """Count a bad frame; log it the first time its `log_key` (default: its kind) is seen."""
+        log_key = log_key or kind
         with self._stats.lock:
             if counter == "malformed":
                 self._stats.malformed[kind] = self._stats.malformed.get(kind, 0) + 1
             else:
                 self._stats.inference_errors += 1
-            first = kind not in self._logged_kinds
-            self._logged_kinds.add(kind)
+            first = log_key not in self._logged_kinds and len(self._logged_kinds) < MAX_LOGGED_KINDS
+            if first:
+                self._logged_kinds.add(log_key)
         if first:
             what = "malformed image" if counter == "malformed" else "analysis failed"
             self.get_logger().warning(f"{what} ({kind}): {exc}; further ones of this kind are only counted")
@@ -380,6 +417,7 @@ class IncidentNode(Node):
                 "frames_received": s.received,
                 "frames_processed": s.processed,
                 "frames_dropped": s.dropped,
+                "frames_duplicate": s.duplicate,
                 "frames_malformed": sum(s.malformed.values()),
                 "malformed_kinds": dict(s.malformed),
                 "inference_errors": s.inference_errors,

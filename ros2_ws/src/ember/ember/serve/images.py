@@ -79,11 +79,14 @@ def image_size(data: bytes, fmt: str) -> tuple[int, int]:
     return _png_size(data) if fmt == "png" else _jpeg_size(data)
 
 
-def decode_image(data: bytes, declared_type: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(
+    data: bytes, declared_type: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, keep_16bit: bool = False
+) -> np.ndarray:
     """Validate and decode an uploaded JPEG or PNG to contiguous uint8 RGB (H, W, 3).
 
     `declared_type` is the part's Content-Type, if the client sent one. Raises ImageError
     (415 for an unsupported type, 413 for too many pixels, 422 for empty or corrupt data).
+    With `keep_16bit` a 16-bit PNG comes back as uint16 RGB (else it is cut to its high byte).
     """
     declared = (declared_type or "").split(";")[0].strip().lower() or None
     if declared is not None and declared not in ACCEPTED_MIME:
@@ -100,12 +103,13 @@ def decode_image(data: bytes, declared_type: str | None = None, max_pixels: int 
         raise ImageError(f"corrupt {fmt.upper()}: header says {width}x{height} pixels")
     if width * height > max_pixels:
         raise ImageError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels", 413)
-    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if keep_16bit else 0)
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if bgr is None:
         raise ImageError(f"corrupt {fmt.upper()}: the image data could not be decoded ({len(data)} bytes)")
     # OpenCV applies an EXIF orientation: a rotated (portrait phone) photo decodes transposed.
     if bgr.shape[:2] not in ((height, width), (width, height)) or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ImageError(f"corrupt {fmt.upper()}: decoded shape {bgr.shape} does not match the header {width}x{height}")
-    if bgr.dtype != np.uint8:
+    if bgr.dtype != np.uint8 and not (keep_16bit and bgr.dtype == np.uint16):
         raise ImageError(f"unsupported {fmt.upper()} sample type {bgr.dtype}", 415)
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
