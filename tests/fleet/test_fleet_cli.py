@@ -87,6 +87,13 @@ def test_ember_camera_without_loop_ends_by_itself(tmp_path, shared_data):
     res = subprocess.run([sys.executable, "-m", "ember.ros.camera", "--images", str(tmp_path / "none")],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "does not exist" in res.stderr
+    for bad, message in ((["--rate", "nan"], "rate_hz must be a finite number > 0, not nan"),
+                         (["--rate", "inf"], "rate_hz must be a finite number > 0, not inf"),
+                         (["--count", "-3"], "count must be >= 0")):
+        res = subprocess.run([sys.executable, "-m", "ember.ros.camera", "--images", str(tmp_path), *bad],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and message in res.stderr, (bad, res.returncode, res.stderr)
+        assert "Traceback" not in res.stderr
 
 
 def test_demo_runs_the_five_robot_fleet_and_exits_0(tiny_bundle, tmp_path):

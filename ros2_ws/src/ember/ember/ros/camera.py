@@ -12,6 +12,7 @@ every frame is stamped with the publish time and carries `frame_id`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,10 @@ class CameraNode(Node):
         self._count = int(p("count", 0).value)
         if bool(images) == bool(video):
             raise ValueError("give exactly one of the parameters 'images' (a directory) or 'video' (a file)")
-        if rate <= 0:
-            raise ValueError("rate_hz must be > 0")
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate_hz must be a finite number > 0, not {rate:g}")
+        if self._count < 0:
+            raise ValueError(f"count must be >= 0 (0: no limit), not {self._count}")
         if self._format not in ("raw", "jpeg"):
             raise ValueError(f"format must be raw or jpeg, not {self._format!r}")
         msg_type = CompressedImage if self._format == "jpeg" else Image
