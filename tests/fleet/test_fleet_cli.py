@@ -47,6 +47,20 @@ def test_composed_fleet_with_replay_cameras_reports_and_stops_on_sigterm(tiny_bu
     assert "Traceback" not in proc.output()
 
 
+def test_composed_fleet_stops_cleanly_when_its_terminal_closes(tiny_bundle, tmp_path):
+    """SIGHUP (a closed terminal, a dropped ssh session) is a stop like SIGTERM: exit 0 after the
+    nodes are destroyed, not the default 'killed by SIGHUP' (exit 129) with no shutdown."""
+    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, [("drone_1", "drone")])
+    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg)])
+    try:
+        proc.wait_for_line(r"^READY$", timeout=60)
+    finally:
+        rc = proc.stop(signal.SIGHUP)
+    assert rc == 0, proc.output()
+    assert "ember-fleet: stopped" in proc.output()
+    assert "Traceback" not in proc.output()
+
+
 def test_ember_fleet_refuses_a_bad_config(tmp_path):
     bad = tmp_path / "fleet.yaml"
     bad.write_text("bundle: b\nrobots:\n  - {id: r1, type: submarine}\n")

@@ -8,8 +8,8 @@ launch/fleet.launch.py. `composed` (default) runs them all in this process on on
 MultiThreadedExecutor; `processes` starts one child process per node (`python -m <module>
 --ros-args -r __node:=... -r __ns:=... --params-file ...`), printing `STARTED <node> pid=<pid>`
 for each. READY is printed once every node exists (in processes mode: once every child printed
-its own READY, which ember-fleet does not pass on). SIGINT/SIGTERM (and SIGHUP in processes
-mode) stop everything cleanly, exit 0. A node that cannot start stops the fleet: exit 1. In
+its own READY, which ember-fleet does not pass on). SIGINT, SIGTERM and SIGHUP (a closed
+terminal) stop everything cleanly, exit 0. A node that cannot start stops the fleet: exit 1. In
 processes mode a child that dies after READY is reported and the rest keep running (a crashed
 robot is the fleet manager's business); when all children are gone, ember-fleet exits 1. If
 ember-fleet itself is killed (`kill -9`, the OOM killer), the kernel sends every child SIGTERM
@@ -103,8 +103,28 @@ def composed_kwargs(desc: NodeDescription) -> dict[str, Any]:
     }
 
 
+def _sighup_stops_like_sigterm() -> None:
+    """A closed terminal (SIGHUP) stops the composed fleet as SIGTERM does, cleanly: rclpy only
+    handles SIGINT/SIGTERM. SIGHUP is blocked here, before rclpy, numpy or onnxruntime start
+    threads (which inherit the mask), and a thread waiting for it sends this process SIGTERM. A
+    Python handler doing the same covers a thread started earlier (it runs once the main thread
+    leaves the executor's wait, which the nodes' timers end within a second)."""
+
+    def to_sigterm(*_: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def forward() -> None:
+        signal.sigwait({signal.SIGHUP})
+        to_sigterm()
+
+    signal.signal(signal.SIGHUP, to_sigterm)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    threading.Thread(target=forward, name="sighup-to-sigterm", daemon=True).start()
+
+
 def run_composed(nodes: list[NodeDescription]) -> int:
     """All nodes in this process, one executor; returns the exit code."""
+    _sighup_stops_like_sigterm()  # first: before the imports below start threads
     import rclpy
 
     from ember.ros import runtime
