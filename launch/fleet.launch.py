@@ -6,7 +6,8 @@ The nodes come from `ember.fleet_config` (FleetConfig.node_descriptions), the sa
 `ember-fleet` uses, so both start the same nodes with the same parameters. The default
 config is share/ember/config/fleet.yaml (ament index), or config/fleet.yaml beside this
 file's directory in a source checkout. Relative paths in the config (bundle, camera
-images) are relative to the config file: pass bundle:= when the installed share/ has none.
+images) are relative to the config file: pass bundle:= when the installed share/ has none. A
+bundle or camera path that does not exist stops the launch with one error naming it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def _fleet_nodes(context, *args, **kwargs) -> list:
     bundle = LaunchConfiguration("bundle").perform(context) or None
     cameras = _truthy(LaunchConfiguration("cameras").perform(context))
     cfg = load(config, bundle=bundle)
+    missing = cfg.missing_paths(cameras)
+    if missing:  # one clear error instead of every node failing on its own
+        raise RuntimeError(
+            f"{config} names paths that do not exist: {'; '.join(missing)}. Relative paths are relative "
+            "to the fleet file (an installed share/ember/config/fleet.yaml has no bundle beside it): pass "
+            "config:=/path/to/your/fleet.yaml, or bundle:=/abs/path/to/bundle cameras:=false"
+        )
     env = [SetEnvironmentVariable(k, v) for k, v in sorted(dds_environment(cfg).items())]
     # parameters go in files, as in ember-fleet's processes mode: launch_ros would re-read the
     # strings of a parameter dict as YAML (a robot id `yes` becoming a bool)

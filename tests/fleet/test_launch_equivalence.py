@@ -144,10 +144,13 @@ def fleet_dry_run(*args: str) -> tuple[list[dict], dict[str, str]]:
     return [{k: n[k] for k in keys} for n in plan["nodes"]], plan["environment"]
 
 
-def test_launch_file_and_ember_fleet_start_the_same_nodes(launch_standins, monkeypatch):
+def test_launch_file_and_ember_fleet_start_the_same_nodes(launch_standins, monkeypatch, tmp_path, shared_data):
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
-    from_launch, env = launch_nodes({})  # the launch file's default config: config/fleet.yaml of this checkout
-    from_fleet, fleet_env = fleet_dry_run("--config", "config/fleet.yaml", "--mode", "processes")
+    bundle = tmp_path / "bundle"  # the launch file checks that the bundle exists; its contents are the nodes' business
+    bundle.mkdir()
+    # the launch file's default config: config/fleet.yaml of this checkout (cameras from ../shared)
+    from_launch, env = launch_nodes({"bundle": str(bundle)})
+    from_fleet, fleet_env = fleet_dry_run("--config", "config/fleet.yaml", "--mode", "processes", "--bundle", str(bundle))
     assert from_launch == from_fleet
     assert env == fleet_env == {"FASTDDS_DEFAULT_PROFILES_FILE": str((ROOT / "config" / "fastdds.xml").resolve())}
     assert {n["executable"] for n in from_launch} == {"fleet_manager", "incident_node", "ember-camera"}
@@ -156,6 +159,8 @@ def test_launch_file_and_ember_fleet_start_the_same_nodes(launch_standins, monke
 
 def test_same_nodes_with_bundle_and_camera_arguments(launch_standins, tmp_path):
     cfg = tmp_path / "fleet.yaml"
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / "my_bundle").mkdir()
     cfg.write_text(
         "bundle: nowhere\n"
         "cameras: {enabled: true, video: clip.mp4, format: jpeg}\n"
@@ -190,7 +195,8 @@ def test_string_parameters_that_read_as_yaml_scalars_stay_strings(launch_standin
     """launch_ros re-reads strings of parameter dicts as YAML: a robot named `yes` on topic `on`
     would reach its node as True/True. Passed in params files, they stay strings."""
     cfg = tmp_path / "fleet.yaml"
-    cfg.write_text("bundle: nowhere\nrobots:\n  - {id: 'yes', type: drone, camera_topic: 'on', camera: false}\n")
+    (tmp_path / "b").mkdir()
+    cfg.write_text("bundle: b\nrobots:\n  - {id: 'yes', type: drone, camera_topic: 'on', camera: false}\n")
     from_launch, _ = launch_nodes({"config": str(cfg), "cameras": "false"})
     assert from_launch == fleet_dry_run("--config", str(cfg), "--no-cameras")[0]
     robot = next(n for n in from_launch if n["executable"] == "incident_node")
@@ -198,3 +204,22 @@ def test_string_parameters_that_read_as_yaml_scalars_stay_strings(launch_standin
     assert robot["parameters"]["robot_id"] == "yes" and robot["parameters"]["image_topic"] == "on"
     manager = next(n for n in from_launch if n["executable"] == "fleet_manager")
     assert manager["parameters"]["robot_ids"] == ["yes"]
+
+
+def test_a_fleet_file_whose_paths_do_not_exist_is_one_clear_error(launch_standins, tmp_path):
+    """`ros2 launch ember fleet.launch.py` after colcon build reads the installed copy of
+    config/fleet.yaml, whose relative bundle and image paths then point into install/: one
+    error naming them and the launch arguments that help, not one failure per node."""
+    installed = tmp_path / "install" / "ember" / "share" / "ember" / "config" / "fleet.yaml"
+    installed.parent.mkdir(parents=True)
+    for name in ("fleet.yaml", "fastdds.xml"):  # what setup.py installs into share/ember/config
+        (installed.parent / name).write_text((ROOT / "config" / name).read_text())
+    with pytest.raises(RuntimeError) as err:
+        launch_nodes({"config": str(installed)})
+    text = str(err.value)
+    assert f"bundle {installed.parent.parent / 'build' / 'bundle'}" in text and "cameras.images" in text, text
+    assert "config:=" in text and "bundle:=" in text and "cameras:=false" in text
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    nodes, _ = launch_nodes({"config": str(installed), "bundle": str(bundle), "cameras": "false"})
+    assert {n["executable"] for n in nodes} == {"fleet_manager", "incident_node"}

@@ -185,6 +185,15 @@ class FleetConfig:
                 return r
         raise KeyError(robot_id)
 
+    def missing_paths(self, cameras: bool = True) -> list[str]:
+        """The files this fleet needs that are not there: the bundle directory and the replay
+        cameras' images/video (when `cameras` and enabled), each as '<key> <path>'. Empty when
+        the nodes can start. (A missing dds_profile is already an error of load.)"""
+        wanted = [("bundle", self.bundle, Path.is_dir)]
+        if cameras and self.cameras.enabled:
+            wanted += [("cameras.images", self.cameras.images, Path.is_dir), ("cameras.video", self.cameras.video, Path.is_file)]
+        return [f"{key} {path}" for key, path, exists in wanted if path and not exists(Path(path))]
+
     def node_descriptions(self) -> list[NodeDescription]:
         """Every node of the fleet: the manager, one incident node per robot, replay cameras."""
         nodes = [manager_description(self)]
