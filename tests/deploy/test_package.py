@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,6 +117,13 @@ def test_check_a_bare_bundle(tiny_bundle: Path):
     report = check_package(tiny_bundle, max_new_tokens=2)
     assert report.ok, report.lines()
     assert [line.split()[1] for line in report.lines()] == ["bundle", "runtime", "engine", "analyze"]
+
+
+def test_check_reports_peak_rss_in_mib(tiny_bundle: Path):
+    """The analyze line gives the peak RSS in MiB, the unit of bench/edge.py and DEPLOYMENT.md."""
+    report = check_package(tiny_bundle, max_new_tokens=2)
+    analyze = next(detail for name, _, detail in report.results if name == "analyze")
+    assert re.search(r"peak RSS \d+ MiB$", analyze), analyze
 
 
 def test_run_script_check_uses_the_shipped_code(package: Path, tmp_path: Path):

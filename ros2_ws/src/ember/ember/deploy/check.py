@@ -174,7 +174,7 @@ def _check_engine(bundle: Path, report: CheckReport, threads: int, image: str | 
         "analyze",
         True,
         f"{total:.0f} ms for {result.num_generated_tokens} tokens ({threads} thread(s)); "
-        f"incident {result.incident_type!r}, robots {', '.join(result.robot_types)}; peak RSS {_peak_rss_mb():.0f} MB",
+        f"incident {result.incident_type!r}, robots {', '.join(result.robot_types)}; peak RSS {_peak_rss_mb():.0f} MiB",
     )
 
 
