@@ -57,6 +57,28 @@ def test_offline_robot_steps_move_with_update_and_cancellation():
     alloc.check_invariants()
 
 
+def test_only_an_offline_robot_without_steps_can_be_forgotten():
+    alloc = Allocator(Policy())
+    alloc.update_robot("d1", "drone")
+    alloc.update_robot("d2", "drone")
+    alloc.add_task("t1", steps("t1", "drone"), FIRE)
+    holder = alloc.owner("t1/1")
+    assert not alloc.forget_robot(holder)  # online, holds a step
+    assert not alloc.forget_robot("nobody")
+    alloc.set_offline(holder)  # its step moves to the other drone
+    assert alloc.forget_robot(holder)
+    assert holder not in alloc.robots and alloc.load(holder) == 0
+    alloc.check_invariants()
+    other = alloc.owner("t1/1")
+    alloc.finish_task("t1")
+    alloc.set_offline(other)
+    assert alloc.forget_robot(other) and not alloc.robots
+    alloc.update_robot(other, "drone")  # it comes back: a robot like any new one
+    alloc.add_task("t2", steps("t2", "drone"), FIRE)
+    assert alloc.owner("t2/1") == other
+    alloc.check_invariants()
+
+
 def test_low_battery_moves_steps_to_a_suitable_other_type_and_back_to_pending():
     alloc = Allocator(Policy(low_battery=0.2, selection_threshold=0.5))
     alloc.update_robot("d1", "drone")

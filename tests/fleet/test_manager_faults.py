@@ -212,6 +212,7 @@ def test_two_robots_with_one_name_do_not_make_plans_flip_flop(tmp_path):
         ({"selection_threshold": 1.5}, r"fleet_manager parameters\.selection_threshold: must be within 0\.\.1"),
         ({"weight_load": -0.25}, r"fleet_manager parameters\.weights\.load: must be >= 0"),
         ({"check_period_s": 0.0}, r"fleet_manager parameters\.check_period_s: must be > 0"),
+        ({"forget_after_s": -1.0}, r"fleet_manager parameters\.forget_after_s: must be >= 0"),
     ],
 )
 def test_a_manager_started_directly_refuses_unusable_parameters(tmp_path, params, message):

@@ -74,6 +74,9 @@ class ManagerConfig:
     max_robot_types: int = 3
     task_wait_s: float = 10.0
     """how long a task waits for a first incident report with a robot selection"""
+    forget_after_s: float = 3600.0
+    """a robot not in the fleet's list that is offline this long is forgotten, its endpoints
+    destroyed (robots coming and going under new names do not pile up); 0 = never"""
     text_selector: bool = True
     """decide an operator task's robot types with the bundle's text robot selector (the robots'
     rule for text tasks); false: always from the fused camera reports"""
@@ -223,6 +226,7 @@ def manager_description(cfg: FleetConfig) -> NodeDescription:
         "selection_threshold": float(m.selection_threshold),
         "max_robot_types": int(m.max_robot_types),
         "task_wait_s": float(m.task_wait_s),
+        "forget_after_s": float(m.forget_after_s),
         "bundle": cfg.bundle if m.text_selector else "",
         "weight_suitability": float(m.weights.suitability),
         "weight_type_mismatch": float(m.weights.type_mismatch),
@@ -337,7 +341,7 @@ def check_manager(manager: ManagerConfig, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise FleetConfigError(f"{where}.{name}: expected a finite number, got {value}")
     _non_negative(w, f"{where}.weights", ("suitability", "type_mismatch", "battery", "load"))
-    _non_negative(manager, where, ("fusion_window_s", "task_wait_s"))
+    _non_negative(manager, where, ("fusion_window_s", "task_wait_s", "forget_after_s"))
     if manager.heartbeat_timeout_s <= 0:
         raise FleetConfigError(f"{where}.heartbeat_timeout_s: must be > 0")
     for n in ("low_battery", "selection_threshold"):

@@ -216,6 +216,16 @@ class Allocator:
             return Changes()
         return self.update_robot(robot_id, robot.robot_type, robot.battery, robot.available, online=False)
 
+    def forget_robot(self, robot_id: str) -> bool:
+        """Drop a robot that is offline and holds no step (gone for good); False, and nothing
+        changes, for a robot that is unknown, online or still holds steps."""
+        robot = self.robots.get(robot_id)
+        if robot is None or robot.online or self.load(robot_id):
+            return False
+        del self.robots[robot_id]
+        self._load.pop(robot_id, None)
+        return True
+
     def add_task(self, task_id: str, steps: Iterable[Step], scores: Sequence[float]) -> Changes:
         """Allocate a new task's steps by bids; scores are the fused robot-type scores."""
         if task_id in self._tasks:

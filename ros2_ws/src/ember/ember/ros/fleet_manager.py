@@ -36,7 +36,7 @@ import math
 import statistics
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,8 @@ TEXT_BASIS = "text selector"
 MAX_STALE_PLANS = 100
 """stale plan ids remembered per robot (each is cancelled once)"""
 MAX_WARNINGS = 1000
-"""distinct warn-once keys kept; later new ones are still logged, not remembered"""
+"""warn-once keys remembered, the least recently hit forgotten first: a key that keeps coming
+(a broken robot's heartbeats) stays remembered however many one-off keys (unknown task ids) pass"""
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class FleetManager(Node):
             selection_threshold=float(p("selection_threshold", d.selection_threshold).value),
             max_robot_types=int(p("max_robot_types", d.max_robot_types).value),
             task_wait_s=float(p("task_wait_s", d.task_wait_s).value),
+            forget_after_s=float(p("forget_after_s", d.forget_after_s, ParameterDescriptor(
+                description="a robot not in robot_ids that is offline this long is forgotten (0 = never)")).value),
             weights=CostWeights(
                 suitability=float(p("weight_suitability", d.weights.suitability).value),
                 type_mismatch=float(p("weight_type_mismatch", d.weights.type_mismatch).value),
@@ -145,6 +148,7 @@ class FleetManager(Node):
         self._threshold = settings.selection_threshold
         self._max_types = settings.max_robot_types
         self._task_wait = settings.task_wait_s
+        self._forget_after = settings.forget_after_s
         policy = Policy(low_battery=settings.low_battery, selection_threshold=self._threshold, weights=settings.weights)
         expected = p("robot_ids", Parameter.Type.STRING_ARRAY, ParameterDescriptor(description="robots to expect")).value
         status_topic = p("status_topic", "/fleet/status").value
@@ -178,13 +182,15 @@ class FleetManager(Node):
         self._plan_pubs: dict[str, Any] = {}
         self._report_subs: dict[str, list] = {}
         self._analyze_clients: dict[str, Any] = {}
+        self._analyzing: dict[str, int] = {}
+        """robot id -> SubmitTask calls using its AnalyzeImage client now (it is not destroyed then)"""
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_count = 0
         self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
                         "tasks_text_selected": 0, "tasks_without_incident": 0, "reports_rejected": 0,
-                        "tasks_finished": 0}
+                        "tasks_finished": 0, "robots_forgotten": 0}
         self._alloc_ms: deque[float] = deque(maxlen=200)
-        self._warned: set[str] = set()
+        self._warned: OrderedDict[str, None] = OrderedDict()
         self._stale_cancelled: dict[str, set[str]] = {}
 
         self._pub_alerts = self.create_publisher(String, alerts_topic, LATCHED_QOS)
@@ -336,8 +342,32 @@ class FleetManager(Node):
                 if robot is not None and robot.online and now - seen > self._timeout:
                     self.get_logger().warning(f"robot {rid} offline: no heartbeat for {now - seen:.1f}s")
                     self._apply(self._alloc.set_offline(rid), reason=f"{rid} offline")
+            if self._forget_after > 0:
+                for rid, seen in list(self._last_seen.items()):
+                    if now - seen > self._forget_after:
+                        self._forget_robot(rid)
             if self._waiting_tasks:
                 self._retry_waiting_tasks()
+
+    def _forget_robot(self, robot_id: str) -> None:
+        """Drop a robot gone for good (offline for forget_after_s, not one of robot_ids, holding no
+        step, no SubmitTask using its client): its state and its ROS endpoints (lock held). If it
+        comes back it joins anew; a plan it still names is cancelled then (_cancel_stale_plan)."""
+        if robot_id in self._expected or self._analyzing.get(robot_id) or not self._alloc.forget_robot(robot_id):
+            return
+        for sub in self._report_subs.pop(robot_id, []):
+            self.destroy_subscription(sub)
+        pub = self._plan_pubs.pop(robot_id, None)
+        if pub is not None:
+            self.destroy_publisher(pub)
+        client = self._analyze_clients.pop(robot_id, None)
+        if client is not None:
+            self._task_node.destroy_client(client)
+        self._last_seen.pop(robot_id, None)
+        self._status.pop(robot_id, None)
+        self._stale_cancelled.pop(robot_id, None)
+        self._counts["robots_forgotten"] += 1
+        self.get_logger().info(f"robot {robot_id} forgotten: offline for more than {self._forget_after:g}s")
 
     # -- reports ---------------------------------------------------------------------------
     def _rejected(self, msg: IncidentAnalysis | RobotSelection) -> bool:
@@ -406,21 +436,26 @@ class FleetManager(Node):
             live = [r for r in self._alloc.robots.values() if self._alloc.is_live(r)]
             live.sort(key=lambda r: (self._alloc.load(r.robot_id), r.robot_id))
         for robot in live:
-            client = self._analyze_clients.get(robot.robot_id)
-            if client is None:
-                client = self._task_node.create_client(
-                    AnalyzeImage, f"/{robot.robot_id}/{self._analyze_service}", callback_group=self._io_group
-                )
-                self._analyze_clients[robot.robot_id] = client
-            if not client.wait_for_service(timeout_sec=2.0):
+            rid = robot.robot_id
+            with self._lock:
+                if rid not in self._alloc.robots:  # forgotten meanwhile
+                    continue
+                client = self._analyze_clients.get(rid)
+                if client is None:
+                    client = self._task_node.create_client(
+                        AnalyzeImage, f"/{rid}/{self._analyze_service}", callback_group=self._io_group
+                    )
+                    self._analyze_clients[rid] = client
+                self._analyzing[rid] = self._analyzing.get(rid, 0) + 1
+            try:
+                res = self._call_analyze(client, image, task)
+            finally:
+                with self._lock:
+                    left = self._analyzing.pop(rid) - 1
+                    if left:
+                        self._analyzing[rid] = left
+            if res is None:
                 continue
-            done = threading.Event()
-            future = client.call_async(AnalyzeImage.Request(image=image, task=task))
-            future.add_done_callback(lambda _f, ev=done: ev.set())
-            if not self._wait(done, self._analyze_timeout) or future.result() is None:
-                client.remove_pending_request(future)
-                continue
-            res = future.result()
             if not res.success:
                 return None, f"{robot.robot_id} could not analyse the image: {res.message}"
             if not _stamp_seconds(res.analysis.header.stamp):
@@ -432,6 +467,18 @@ class FleetManager(Node):
             with self._lock:
                 return self._fuser.incident_of(res.analysis.robot_id, _stamp_seconds(res.analysis.header.stamp)), ""
         return None, "no live robot answered AnalyzeImage for the task's image"
+
+    def _call_analyze(self, client: Any, image: Any, task: str) -> AnalyzeImage.Response | None:
+        """One robot's AnalyzeImage response, or None when it does not answer in time."""
+        if not client.wait_for_service(timeout_sec=2.0):
+            return None
+        done = threading.Event()
+        future = client.call_async(AnalyzeImage.Request(image=image, task=task))
+        future.add_done_callback(lambda _f, ev=done: ev.set())
+        if not self._wait(done, self._analyze_timeout) or future.result() is None:
+            client.remove_pending_request(future)
+            return None
+        return future.result()
 
     def _wait(self, event: threading.Event, timeout: float) -> bool:
         """Wait for `event` up to `timeout` s; False at once when the manager shuts down."""
@@ -632,9 +679,11 @@ class FleetManager(Node):
     def _warn_once(self, key: str, text: str) -> None:
         with self._lock:
             if key in self._warned:
+                self._warned.move_to_end(key)
                 return
-            if len(self._warned) < MAX_WARNINGS:
-                self._warned.add(key)
+            self._warned[key] = None
+            if len(self._warned) > MAX_WARNINGS:
+                self._warned.popitem(last=False)
         self.get_logger().warning(text)
 
     def snapshot(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ a robot dies) or have their battery changed.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ from ember.labels import ROBOT_TYPES
 from ember.ros.qos import PLAN_QOS, REPORT_QOS, STATUS_QOS
 
 TICKS_PER_SECOND = 20
+MAX_PLAN_HISTORY = 5000
+"""plans recorded per robot (the oldest go first): a long run keeps a bounded record"""
 
 
 @dataclass
@@ -32,11 +35,26 @@ class SimRobot:
     robot_type: str
     battery: float = 1.0
     alive: bool = True
-    plans: list[tuple[float, ActionPlan]] = field(default_factory=list)
-    """(time.monotonic() on arrival, plan) in arrival order"""
+    plans: deque[tuple[float, ActionPlan]] = field(default_factory=lambda: deque(maxlen=MAX_PLAN_HISTORY))
+    """(time.monotonic() on arrival, plan) in arrival order, the latest MAX_PLAN_HISTORY"""
+    open_plans: dict[str, ActionPlan] = field(default_factory=dict)
+    """plan_id -> latest plan, for plans not cancelled (as an incident node holds them)"""
+
+    def receive(self, plan: ActionPlan) -> None:
+        """Record a plan addressed to this robot."""
+        self.plans.append((time.monotonic(), plan))
+        if plan.status == ActionPlan.STATUS_CANCELLED:
+            self.open_plans.pop(plan.plan_id, None)
+        else:
+            self.open_plans[plan.plan_id] = plan
+
+    @property
+    def current_plan_id(self) -> str:
+        """The plan its heartbeat names: the newest open one, as IncidentNode does ('' if none)."""
+        return next(reversed(self.open_plans), "")
 
     def latest_plans(self) -> dict[str, ActionPlan]:
-        """plan_id -> the latest plan of that id."""
+        """plan_id -> the latest plan of that id (among the recorded ones)."""
         out: dict[str, ActionPlan] = {}
         for _, p in self.plans:
             out[p.plan_id] = p
@@ -61,7 +79,7 @@ class SimulatedRobots(Node):
             self.create_subscription(
                 ActionPlan,
                 f"/{rid}/ember/action_plan",
-                lambda m, r=robot: r.plans.append((time.monotonic(), m)),
+                robot.receive,
                 PLAN_QOS,
                 event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
             )
@@ -85,8 +103,7 @@ class SimulatedRobots(Node):
             msg.robot_type = robot.robot_type
             msg.available = True
             msg.battery = float(robot.battery)
-            latest = [p for p in robot.latest_plans().values() if p.status != ActionPlan.STATUS_CANCELLED]
-            msg.current_plan_id = latest[-1].plan_id if latest else ""
+            msg.current_plan_id = robot.current_plan_id
             self._status_pub.publish(msg)
             self.heartbeats_sent += 1
 
