@@ -1,6 +1,12 @@
 """Launch the Ember fleet of config/fleet.yaml on a ROS 2 distro.
 
     ros2 launch ember fleet.launch.py [config:=/path/fleet.yaml] [bundle:=/path/bundle] [cameras:=false]
+                                      [robots:=drone_1,legged_1] [manager:=false] [incident_nodes:=false]
+
+On a robot computer, start only its own incident node: `robots:=drone_1 manager:=false
+cameras:=false`; on the base station only the fleet manager: `incident_nodes:=false`
+(no cameras either; ember-fleet's --robots, --no-manager, --no-cameras, --no-robots). The default
+starts the whole file on one machine.
 
 The nodes come from `ember.fleet_config` (FleetConfig.node_descriptions), the same source
 `ember-fleet` uses, so both start the same nodes with the same parameters. The default
@@ -46,8 +52,12 @@ def _fleet_nodes(context, *args, **kwargs) -> list:
     config = LaunchConfiguration("config").perform(context)
     bundle = LaunchConfiguration("bundle").perform(context) or None
     cameras = _truthy(LaunchConfiguration("cameras").perform(context))
+    robots = [r.strip() for r in LaunchConfiguration("robots").perform(context).split(",") if r.strip()]
+    manager = _truthy(LaunchConfiguration("manager").perform(context))
+    incident_nodes = _truthy(LaunchConfiguration("incident_nodes").perform(context))
     cfg = load(config, bundle=bundle)
-    missing = cfg.missing_paths(cameras)
+    selected = select(cfg, robots, cameras, manager, incident_nodes)
+    missing = cfg.missing_paths(selected)
     if missing:  # one clear error instead of every node failing on its own
         raise RuntimeError(
             f"{config} names paths that do not exist: {'; '.join(missing)}. Relative paths are relative "
@@ -59,7 +69,7 @@ def _fleet_nodes(context, *args, **kwargs) -> list:
     # strings of a parameter dict as YAML (a robot id `yes` becoming a bool)
     params_dir = Path(tempfile.mkdtemp(prefix="ember-launch-"))
     nodes = []
-    for i, d in enumerate(select(cfg, None, cameras, True)):
+    for i, d in enumerate(selected):
         nodes.append(Node(**d.launch_kwargs(str(d.write_params_file(params_dir, i)))))
     return env + nodes
 
@@ -71,6 +81,9 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument("config", default_value=default_config(), description="fleet file (fleet.yaml)"),
             DeclareLaunchArgument("bundle", default_value="", description="model bundle directory (overrides the file)"),
             DeclareLaunchArgument("cameras", default_value="true", description="start the replay cameras of the file"),
+            DeclareLaunchArgument("robots", default_value="", description="comma-separated robot ids to start (default: all)"),
+            DeclareLaunchArgument("manager", default_value="true", description="start the fleet manager"),
+            DeclareLaunchArgument("incident_nodes", default_value="true", description="start the robots' incident nodes"),
             OpaqueFunction(function=_fleet_nodes),
         ]
     )

@@ -223,3 +223,22 @@ def test_a_fleet_file_whose_paths_do_not_exist_is_one_clear_error(launch_standin
     bundle.mkdir()
     nodes, _ = launch_nodes({"config": str(installed), "bundle": str(bundle), "cameras": "false"})
     assert {n["executable"] for n in nodes} == {"fleet_manager", "incident_node"}
+
+
+def test_a_robot_computer_and_a_base_station_start_their_part_of_the_file(launch_standins, tmp_path):
+    """robots:= / manager:= / incident_nodes:= pick nodes as ember-fleet's --robots / --no-manager /
+    --no-robots do: one robot's incident node on its computer, the manager alone elsewhere (which
+    needs no bundle directory: it runs without the text selector then)."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    args = {"bundle": str(bundle), "cameras": "false"}
+    robot, _ = launch_nodes({**args, "robots": "drone_1", "manager": "false"})
+    assert robot == fleet_dry_run("--bundle", str(bundle), "--no-cameras", "--robots", "drone_1", "--no-manager")[0]
+    assert [(n["namespace"], n["executable"]) for n in robot] == [("/drone_1", "incident_node")]
+    two, _ = launch_nodes({**args, "robots": "drone_1, legged_1"})
+    assert [n["namespace"] for n in two] == ["", "/drone_1", "/legged_1"]
+    base, _ = launch_nodes({"bundle": str(tmp_path / "not_here"), "incident_nodes": "false"})
+    assert base == fleet_dry_run("--bundle", str(tmp_path / "not_here"), "--no-robots")[0]
+    assert [n["executable"] for n in base] == ["fleet_manager"]
+    with pytest.raises(Exception, match=r"no robot drone_9 in .*fleet.yaml \(it has drone_1, humanoid_1"):
+        launch_nodes({**args, "robots": "drone_9"})

@@ -188,12 +188,14 @@ class FleetConfig:
                 return r
         raise KeyError(robot_id)
 
-    def missing_paths(self, cameras: bool = True) -> list[str]:
-        """The files this fleet needs that are not there: the bundle directory and the replay
-        cameras' images/video (when `cameras` and enabled), each as '<key> <path>'. Empty when
-        the nodes can start. (A missing dds_profile is already an error of load.)"""
-        wanted = [("bundle", self.bundle, Path.is_dir)]
-        if cameras and self.cameras.enabled:
+    def missing_paths(self, nodes: list[NodeDescription]) -> list[str]:
+        """The files that `nodes` (some of node_descriptions()) need and that are not there: the
+        bundle directory (incident nodes) and the replay cameras' images/video, each as
+        '<key> <path>'. Empty when they can start. (A missing dds_profile is an error of load;
+        the manager runs without the bundle's text selector, with a warning.)"""
+        executables = {d.executable for d in nodes}
+        wanted = [("bundle", self.bundle, Path.is_dir)] if "incident_node" in executables else []
+        if "ember-camera" in executables:
             wanted += [("cameras.images", self.cameras.images, Path.is_dir), ("cameras.video", self.cameras.video, Path.is_file)]
         return [f"{key} {path}" for key, path, exists in wanted if path and not exists(Path(path))]
 

@@ -1,7 +1,10 @@
 """`ember-fleet`: start the fleet of config/fleet.yaml without `ros2 launch` (embedded default).
 
     ember-fleet --config config/fleet.yaml [--bundle DIR] [--mode composed|processes]
-                [--robots drone_1,legged_1] [--no-cameras] [--no-manager] [--dry-run]
+                [--robots drone_1,legged_1] [--no-cameras] [--no-manager] [--no-robots] [--dry-run]
+
+On a robot computer: `--robots drone_1 --no-manager --no-cameras` (its own incident node); on
+the base station: `--no-robots` (the fleet manager alone).
 
 The nodes and their parameters come from `FleetConfig.node_descriptions()`, exactly as in
 launch/fleet.launch.py. `composed` (default) runs them all in this process on one
@@ -56,12 +59,16 @@ def node_class(executable: str) -> type:
     raise ValueError(f"no node class for executable {executable!r}")
 
 
-def select(cfg: FleetConfig, robots: list[str] | None, cameras: bool, manager: bool) -> list[NodeDescription]:
-    """The config's node descriptions, optionally only some robots / without cameras or manager."""
+def select(
+    cfg: FleetConfig, robots: list[str] | None, cameras: bool, manager: bool, incident_nodes: bool = True
+) -> list[NodeDescription]:
+    """The config's node descriptions, optionally only some robots / without cameras, manager or
+    incident nodes (a base station runs only the manager)."""
     if robots:
         unknown = sorted(set(robots) - {r.id for r in cfg.robots})
         if unknown:
-            raise FleetConfigError(f"--robots: no robot {', '.join(unknown)} in {cfg.path}")
+            known = ", ".join(r.id for r in cfg.robots)
+            raise FleetConfigError(f"robots: no robot {', '.join(unknown)} in {cfg.path} (it has {known})")
     out = []
     for d in cfg.node_descriptions():
         if d.executable == "fleet_manager":
@@ -69,7 +76,7 @@ def select(cfg: FleetConfig, robots: list[str] | None, cameras: bool, manager: b
                 out.append(d)
             continue
         rid = d.namespace.strip("/")
-        if robots and rid not in robots:
+        if not incident_nodes or (robots and rid not in robots):
             continue
         if d.executable == "ember-camera" and not cameras:
             continue
@@ -294,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--robots", help="comma-separated robot ids to start (default: all)")
     ap.add_argument("--no-cameras", action="store_true", help="do not start the replay cameras")
     ap.add_argument("--no-manager", action="store_true", help="do not start the fleet manager")
+    ap.add_argument("--no-robots", action="store_true", help="start no incident nodes or cameras (the manager alone)")
     ap.add_argument(
         "--set",
         action="append",
@@ -306,7 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = load(args.config, bundle=args.bundle)
         robots = [r for r in (args.robots or "").split(",") if r]
-        nodes = apply_overrides(select(cfg, robots, not args.no_cameras, not args.no_manager), args.set)
+        nodes = apply_overrides(
+            select(cfg, robots, not args.no_cameras, not args.no_manager, incident_nodes=not args.no_robots), args.set
+        )
     except FleetConfigError as exc:
         print(f"ember-fleet: {exc}", file=sys.stderr)
         sys.exit(2)
