@@ -1,13 +1,27 @@
-"""DDP context: started by torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) or a single process."""
+"""DDP context: started by torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) or a single process.
+
+Two kinds of waiting: the training collectives (DDP's gradient all-reduce, `mean`, `gather`) run
+in lockstep under the process group's timeout (torch's default: 10 min with NCCL, 30 min with
+gloo; EMBER_DIST_TIMEOUT_S sets it), while `barrier` waits for work only rank 0 does (generated
+data, the tokenizer, checkpoint writes, evaluation, the robot-selection recipe) on a separate gloo
+group with a timeout of WAIT_TIMEOUT, so that work may take longer than the collective timeout.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+TIMEOUT_ENV = "EMBER_DIST_TIMEOUT_S"
+"""Environment variable: the training collectives' timeout in seconds (unset: torch's default)."""
+WAIT_TIMEOUT = timedelta(hours=24)
+"""How long the other ranks wait in `barrier` for rank 0 (a crashed rank ends the job sooner:
+torchrun stops every rank when one exits with an error)."""
 
 
 @dataclass
@@ -16,6 +30,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    wait_group: Any = None  # the gloo group of `barrier` (None: the default group)
 
     @property
     def is_main(self) -> bool:
@@ -26,16 +41,22 @@ class DistContext:
         return self.world_size > 1
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (for rank 0's own work: up to WAIT_TIMEOUT)."""
         if self.enabled:
-            dist.barrier()
+            dist.barrier(group=self.wait_group)
 
     def mean(self, value: float) -> float:
         """Average of a float over ranks."""
+        return self.mean_dict({"v": value})["v"]
+
+    def mean_dict(self, values: dict[str, float]) -> dict[str, float]:
+        """Average of each float over ranks (one all-reduce; every rank passes the same keys)."""
         if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+            return dict(values)
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return float(t.item()) / self.world_size
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's object, in rank order (all ranks get the list)."""
@@ -44,6 +65,20 @@ class DistContext:
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+
+def collective_timeout() -> timedelta | None:
+    """The timeout EMBER_DIST_TIMEOUT_S asks for (None: torch's default)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if seconds <= 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be > 0, got {raw!r}")
+    return timedelta(seconds=seconds)
 
 
 def init_distributed() -> DistContext:
@@ -55,9 +90,14 @@ def init_distributed() -> DistContext:
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return DistContext(rank, world, local, device)
+    wait_group = None
+    if world > 1:
+        timeout = collective_timeout()
+        if not dist.is_initialized():
+            kwargs = {"timeout": timeout} if timeout is not None else {}
+            dist.init_process_group(backend="nccl" if cuda else "gloo", **kwargs)
+        wait_group = dist.new_group(backend="gloo", timeout=max(WAIT_TIMEOUT, timeout or WAIT_TIMEOUT))
+    return DistContext(rank, world, local, device, wait_group)
 
 
 def shutdown_distributed() -> None:

@@ -291,6 +291,7 @@ class Trainer:
         evaluation: dict[str, Any] = {}
         if finished:
             evaluation = self._evaluate(run)
+            self.ctx.barrier()  # rank 0 evaluates alone: the others wait here, not in _save's gather
             self._save(sdir / "final.pt", run, evaluation)
         if self.ctx.is_main and self.cfg.tracking.plots:
             plot_losses(sdir / "metrics.jsonl", sdir / "loss.png", f"stage {k}: {name}")
@@ -321,7 +322,10 @@ class Trainer:
         frozen = freeze_unused(model, lambda m, b: STAGE_LOSSES[name](m, b, st), probe, run.autocast())
         if frozen:
             log.info("stage %d (%s) does not train: %s", k, name, ", ".join(_prefixes(frozen)))
+        if ctx.rank:  # dropout: a stream per rank (rank 0 keeps the single-process one); a resume restores it
+            torch.manual_seed(cfg.train.seed + k + 1000 * ctx.rank)
         if ctx.enabled:
+            ctx.barrier()  # ranks load their data at their own pace (rank 0 has every source from the tokenizer)
             run.model = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
                             find_unused_parameters=True)
         run.opt = build_optimizer(model, cfg.train, st.lr or cfg.train.lr)
@@ -335,7 +339,11 @@ class Trainer:
             run.pos = DataPosition(**ckpt["data_position"])
             run.step = int(ckpt["step"])
             rngs = ckpt["rng"]
-            set_rng_state(rngs[ctx.rank] if ctx.rank < len(rngs) else rngs[0])
+            if ctx.rank < len(rngs):  # a rank the checkpoint does not know keeps its own seed (above)
+                set_rng_state(rngs[ctx.rank])
+            if len(rngs) != ctx.world_size and ctx.is_main:
+                log.warning("stage %d was checkpointed by %d rank(s) and resumes with %d rank(s): the data "
+                            "shards and random numbers differ from an uninterrupted run", k, len(rngs), ctx.world_size)
             log.info("stage %d resumes at step %d from %s", k, run.step, ckpt["path"])
         return run
 
@@ -347,6 +355,7 @@ class Trainer:
         bar = tqdm(total=run.total, initial=run.step, desc=f"stage {run.k} {run.name}", unit="step",
                    dynamic_ncols=True, disable=not (ctx.is_main and cfg.tracking.progress))
         batches = self._batches(run)
+        ctx.barrier()  # rank 0 opened its logs (wandb.init may take a while) outside a timed collective
         finished = True
         while run.step < run.total:
             logs, lr, grad_norm = self._step(run, batches)
@@ -401,8 +410,7 @@ class Trainer:
         lr = run.sched.get_last_lr()[0]
         run.sched.step()
         run.step += 1
-        logs["loss"] = ctx.mean(logs["loss"])
-        return logs, lr, grad_norm
+        return ctx.mean_dict(logs), lr, grad_norm  # the loss and its parts over every rank's batch
 
     def _evaluate(self, run: StageRun) -> dict[str, Any]:
         """Held-out evaluation after stages 3 and 4 (rank 0): metrics and robot thresholds."""
