@@ -135,7 +135,7 @@ def run_composed(nodes: list[NodeDescription]) -> int:
     import rclpy
 
     from ember.ros import runtime
-    from ember.ros.spinning import spin_nodes
+    from ember.ros.spinning import print_ready, spin_nodes
 
     runtime.init()
     created = []
@@ -156,9 +156,8 @@ def run_composed(nodes: list[NodeDescription]) -> int:
             print("ember-fleet: stopped", flush=True)
             return 0
         return 1
-    print("READY", flush=True)
     try:
-        spin_nodes(created)
+        spin_nodes(created, on_ready=print_ready)
     finally:
         for n in reversed(created):
             n.destroy_node()

@@ -12,7 +12,9 @@ from rclpy.node import Node
 from ember.ros import runtime
 
 
-def spin_nodes(nodes: list[Node], threads: int | None = None, multi_threaded: bool = True) -> None:
+def spin_nodes(
+    nodes: list[Node], threads: int | None = None, multi_threaded: bool = True, on_ready: Callable[[], None] | None = None
+) -> None:
     """Spin `nodes` on one executor (multi-threaded unless told otherwise) until shutdown.
 
     rclpy's Python executors rebuild their wait set for every callback, the multi-threaded
@@ -20,19 +22,35 @@ def spin_nodes(nodes: list[Node], threads: int | None = None, multi_threaded: bo
     cheaper on the single-threaded one.
 
     rclpy's signal handlers turn SIGINT and SIGTERM into a context shutdown, which ends the
-    spin here; KeyboardInterrupt is tolerated too. The caller destroys the nodes.
+    spin here, whenever it comes (also while the executor is being set up); KeyboardInterrupt
+    is tolerated too. `on_ready` (printing READY) runs once the executor holds the nodes, so a
+    signal right after it meets a running executor. The caller destroys the nodes.
     """
-    executor = (
-        MultiThreadedExecutor(num_threads=threads or max(4, 2 * len(nodes))) if multi_threaded else SingleThreadedExecutor()
-    )
-    for n in nodes:
-        executor.add_node(n)
+    executor = None
     try:
+        executor = (
+            MultiThreadedExecutor(num_threads=threads or max(4, 2 * len(nodes))) if multi_threaded else SingleThreadedExecutor()
+        )
+        for n in nodes:
+            executor.add_node(n)
+        if on_ready is not None:
+            on_ready()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # a signal just after READY shuts the context down while the executor is created or builds
+        # its wait set: rclpy raises RCLError "the given context is not valid" then. A stop too.
+        if all(n.context.ok() for n in nodes):
+            raise
     finally:
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
+
+
+def print_ready() -> None:
+    """The READY line launchers and tests wait for."""
+    print("READY", flush=True)
 
 
 def run_node(
@@ -47,9 +65,8 @@ def run_node(
         print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         runtime.shutdown()
         sys.exit(1)
-    print("READY", flush=True)
     try:
-        spin_nodes([node], multi_threaded=multi_threaded)
+        spin_nodes([node], multi_threaded=multi_threaded, on_ready=print_ready)
     finally:
         node.destroy_node()
         runtime.shutdown()
