@@ -187,8 +187,9 @@ def test_two_robots_with_one_name_do_not_make_plans_flip_flop(tmp_path):
             assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 20)
 
             def beat() -> None:
-                for rtype in ("drone", "humanoid"):
-                    pub.publish(RobotStatus(robot_id="dup", robot_type=rtype, battery=1.0, available=True))
+                for rtype in ("drone", "humanoid"):  # naming the plan they hold, as robots do
+                    pub.publish(RobotStatus(robot_id="dup", robot_type=rtype, battery=1.0, available=True,
+                                            current_plan_id=plans[-1].plan_id if plans else ""))
 
             node.create_timer(0.2, beat)
             assert spin_until(executor, lambda: "robot dup (drone) joined" in proc.output(), 20), proc.output()
@@ -226,3 +227,29 @@ def test_a_manager_started_directly_refuses_unusable_parameters(tmp_path, params
         proc.stop()
     proc.wait_for_line(message, timeout=5)
     assert "Traceback" not in proc.output() and "READY" not in proc.output(), proc.output()
+
+
+def test_a_robot_that_restarted_and_lost_its_plans_gets_them_again(tmp_path):
+    """A robot restarting faster than heartbeat_timeout_s never goes offline, and the plan topic's
+    history (the last PLAN_QOS messages) need not hold its plans: when its heartbeats say it holds
+    none while it has steps here, the manager sends its plans again, unchanged, once."""
+    with fleet_manager_process(tmp_path, PARAMS) as proc, ros_node("faults_test") as (node, executor):
+        fleet = Fleet(node, executor, proc)
+        try:
+            fleet.report("sim_000", "on fire", FIRE)
+            fleet.wait_reports(1)
+            res = fleet.submit("Put out the fire")
+            assert res.success, (res.message, proc.output())
+            plan_id = res.plan_ids[0]
+            robot = fleet.sim.robots[plan_id.rsplit("/", 1)[1]]
+            assert spin_until(executor, lambda: plan_id in robot.open_plans, 20), proc.output()
+            before = robot.open_plans[plan_id]
+            robot.open_plans.clear()  # the restart: its heartbeats now name no plan
+            assert spin_until(executor, lambda: plan_id in robot.open_plans, 20), proc.output()
+            again = robot.open_plans[plan_id]
+            assert again.status == ActionPlan.STATUS_UPDATED
+            assert [(s.order, s.description) for s in again.steps] == [(s.order, s.description) for s in before.steps]
+            assert fleet.diag.fresh(executor, DIAG)["plans_resent"] == "1", proc.output()
+            assert "sending them again" in proc.output()
+        finally:
+            fleet.close()

@@ -54,7 +54,7 @@ from std_msgs.msg import String
 
 from ember.fleet_config import ROBOT_ID_RE, CostWeights, FleetConfigError, ManagerConfig, check_manager
 from ember.labels import ROBOT_TYPES
-from ember.ros.allocation import STATUS_CANCELLED, Allocator, Changes, Policy
+from ember.ros.allocation import STATUS_CANCELLED, STATUS_UPDATED, Allocator, Changes, Policy
 from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
 from ember.ros.planning import build_steps
 from ember.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS, TASK_QOS
@@ -188,10 +188,14 @@ class FleetManager(Node):
         self._task_count = 0
         self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
                         "tasks_text_selected": 0, "tasks_without_incident": 0, "reports_rejected": 0,
-                        "tasks_finished": 0, "robots_forgotten": 0}
+                        "tasks_finished": 0, "robots_forgotten": 0, "plans_resent": 0}
         self._alloc_ms: deque[float] = deque(maxlen=200)
         self._warned: OrderedDict[str, None] = OrderedDict()
         self._stale_cancelled: dict[str, set[str]] = {}
+        self._last_plan_sent: dict[str, float] = {}
+        """robot id -> time.monotonic() of the last plan message sent to it"""
+        self._resent: dict[str, set[str]] = {}
+        """robot id -> plan ids sent again since its heartbeat last named a plan (each once)"""
 
         self._pub_alerts = self.create_publisher(String, alerts_topic, LATCHED_QOS)
         self._pub_fused = self.create_publisher(RobotSelection, fused_topic, LATCHED_QOS)
@@ -293,6 +297,10 @@ class FleetManager(Node):
             changes = self._alloc.update_robot(rid, msg.robot_type, msg.battery, msg.available, online=True)
             self._apply(changes, reason=f"{rid} status")
             self._cancel_stale_plan(rid, msg.current_plan_id)
+            if msg.current_plan_id:
+                self._resent.pop(rid, None)  # it holds plans again: a later loss is a new one
+            else:
+                self._resend_lost_plans(rid)
         if first:
             self.get_logger().info(f"robot {rid} ({msg.robot_type}) joined, battery {msg.battery:.0%}")
         elif not was_online:
@@ -322,6 +330,27 @@ class FleetManager(Node):
             return
         self.get_logger().info(f"{robot_id} works on plan {plan_id}, which this manager does not hold: cancelling it")
         self._publish_plan(task_id, robot_id, STATUS_CANCELLED, (), incident_id="")
+
+    def _resend_lost_plans(self, robot_id: str) -> None:
+        """A heartbeat says the robot holds no plan while it holds steps here: it restarted (quicker
+        than heartbeat_timeout_s, so it never went offline) and the plan topic's history (PLAN_QOS,
+        the last messages only) may not have covered its plans. Send each again, unchanged, once no
+        plan was sent to it for heartbeat_timeout_s (a heartbeat older than a plan in flight names
+        none yet). Each plan once until a heartbeat names a plan again: a robot that never fills
+        current_plan_id gets one copy, not one per heartbeat (lock held)."""
+        held = {self._plan_id(t, robot_id): t for t in self._alloc.tasks() if self._alloc.has_plan(t, robot_id)}
+        resent = self._resent.setdefault(robot_id, set())
+        resent.intersection_update(held)  # plans closed since are forgotten
+        todo = [t for pid, t in held.items() if pid not in resent]
+        if not todo or time.monotonic() - self._last_plan_sent.get(robot_id, -math.inf) < self._timeout:
+            return
+        self.get_logger().warning(f"{robot_id} holds no plan but has {len(todo)} here (restarted?): sending them again")
+        for task_id in todo:
+            resent.add(self._plan_id(task_id, robot_id))
+            info = self._tasks.get(task_id, {})
+            steps = self._alloc.plan_of(task_id, robot_id)
+            self._publish_plan(task_id, robot_id, STATUS_UPDATED, steps, info.get("incident_id", ""))
+            self._counts["plans_resent"] += 1
 
     def _remember_cancelled(self, robot_id: str, plan_id: str) -> bool:
         """Note that `robot_id` got a cancellation of `plan_id`; False if it already had one
@@ -366,6 +395,8 @@ class FleetManager(Node):
         self._last_seen.pop(robot_id, None)
         self._status.pop(robot_id, None)
         self._stale_cancelled.pop(robot_id, None)
+        self._last_plan_sent.pop(robot_id, None)
+        self._resent.pop(robot_id, None)
         self._counts["robots_forgotten"] += 1
         self.get_logger().info(f"robot {robot_id} forgotten: offline for more than {self._forget_after:g}s")
 
@@ -648,6 +679,7 @@ class FleetManager(Node):
             for s in steps
         ]
         self._plan_publisher(robot_id).publish(plan)
+        self._last_plan_sent[robot_id] = time.monotonic()
         self._counts["plans_sent"] += 1
 
     def _alert(self, payload: dict[str, Any]) -> None:
