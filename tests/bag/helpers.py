@@ -103,13 +103,22 @@ def truncate(bag: Path, fraction: float = 0.5) -> Path:
 
 
 def labelled_image_bag(path: Path, storage: str, n: int, period_s: float = 0.25, malformed: tuple[int, ...] = (),
-                       size: tuple[int, int] = (48, 64), seed: int = 1) -> list[np.ndarray]:
+                       size: tuple[int, int] = (48, 64), seed: int = 1, compression: str | None = None) -> list[np.ndarray]:
     """A bag of `n` rgb8 images with ground truth (LABELS cycled); frames in `malformed` get a
-    wrong `step` (undecodable). Returns the pixels."""
+    wrong `step` (undecodable); `compression` 'file' or 'message' zstd-compresses it as
+    `ros2 bag record --compression-mode` does. Returns the pixels."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+
     from ember.bag.ground_truth import GroundTruth
 
     rng = np.random.default_rng(seed)
-    writer = create_writer(path, storage)
+    if compression is None:
+        writer = create_writer(path, storage)
+    else:
+        writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+        writer.set_compression(CompressionMode[compression.upper()], CompressionFormat.ZSTD)
+        writer.open()
     cam = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=KILTED,
                                 offered_qos_profiles=[reliable_qos()])
     gt = writer.add_connection("/ember/ground_truth", "std_msgs/msg/String", typestore=KILTED,

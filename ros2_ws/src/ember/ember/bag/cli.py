@@ -59,6 +59,8 @@ def _info(args: argparse.Namespace) -> int:
             defined = "definition" if c.msgdef.data.strip() else "no definition"
             py = "python interface" if rclpy_class(c.msgtype) else "no python interface"
             print(f"  {c.topic}  {c.msgtype}  {c.msgcount} msgs  ({defined}, {py})")
+        for note in bag.notes:
+            print(f"note: {note}")
     return 0
 
 

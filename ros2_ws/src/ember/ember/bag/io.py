@@ -1,15 +1,20 @@
 """Opening and writing rosbag2 bags (sqlite3 and mcap) with errors that say what is wrong.
 
-A bag is a directory with metadata.yaml and storage files, as `ros2 bag record` writes it.
+A bag is a directory with metadata.yaml and storage files, as `ros2 bag record` writes it
+(split into several files, zstd-compressed per file or per message: rosbags reads them all).
 A bare `.mcap` / `.db3` file is accepted too, and so is a directory whose metadata.yaml is
 missing (a recording killed before it closed): its single storage file is read directly.
+
+Interrupted recordings (an mcap without footer, an sqlite3 file with its `-wal` journal) are
+read as far as they were written, and definitions rosbag2 stored as `unknown` count as absent:
+see ember.bag.recovery.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rosbags.interfaces import (
@@ -25,6 +30,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys.store import Typestore
 
 from ember.bag.errors import BagError
+from ember.bag.recovery import UnfinishedMcapReader, bag_metadata, readable_target
 from ember.bag.types import bag_typestore
 
 STORAGES = ("mcap", "sqlite3")
@@ -70,6 +76,8 @@ def _storage_path(path: Path) -> Path:
 def storage_of(path: Path) -> str:
     """'mcap' or 'sqlite3' for a bag directory or storage file."""
     path = _storage_path(Path(path))
+    if path.is_dir() and bag_metadata(path).get("storage_identifier") in STORAGES:
+        return bag_metadata(path)["storage_identifier"]  # file-compressed bags hold .mcap.zstd / .db3.zstd
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in _SUFFIX)
     if not files:
         raise BagError(f"bag {path} holds no .mcap or .db3 file")
@@ -84,6 +92,8 @@ class OpenBag:
     reader: Reader
     typestore: Typestore
     unknown_types: set[str]
+    notes: list[str] = field(default_factory=list)
+    """What was read differently from a complete bag (an unfinished recording, say)."""
 
     @property
     def connections(self) -> list[Connection]:
@@ -113,20 +123,29 @@ class OpenBag:
 def open_bag(path: str | Path) -> Iterator[OpenBag]:
     """Open a bag for reading; BagError names the problem (missing, truncated, not a bag)."""
     path = Path(path)
-    target = _storage_path(path)
-    reader = Reader(target)
-    try:
-        reader.open()
-    except Exception as exc:  # noqa: BLE001 - ReaderError, sqlite3.DatabaseError, struct.error, ...
-        raise BagError(f"bag {path} is truncated or corrupt: {type(exc).__name__}: {exc}") from None
-    try:
-        store, unknown = bag_typestore(reader.connections)
-        yield OpenBag(path, reader, store, unknown)
-    finally:
+    with ExitStack() as stack:
+        target = readable_target(_storage_path(path), stack)
+        reader = Reader(target)
+        if target.suffix == ".mcap":  # a lone mcap: perhaps a recording killed before it wrote its footer
+            reader.storage = UnfinishedMcapReader(target)
         try:
-            reader.close()
-        except Exception:  # noqa: BLE001 - closing a broken file; the first error is the one to report
-            pass
+            reader.open()
+        except Exception as exc:  # noqa: BLE001 - ReaderError, sqlite3.DatabaseError, struct.error, ...
+            raise BagError(f"bag {path} is truncated or corrupt: {type(exc).__name__}: {exc}") from None
+        notes = []
+        if getattr(reader.storage, "unfinished", False):
+            notes.append(f"{path} is an unfinished recording (no mcap summary or footer): read up to its last "
+                         f"complete record, {reader.message_count} messages")
+        if target != _storage_path(path):
+            notes.append(f"{path}: sqlite3 journal (-wal) or unknown-encoding definitions applied in a temporary copy")
+        try:
+            store, unknown = bag_typestore(reader.connections)
+            yield OpenBag(path, reader, store, unknown, notes)
+        finally:
+            try:
+                reader.close()
+            except Exception:  # noqa: BLE001 - closing a broken file; the first error is the one to report
+                pass
 
 
 def create_writer(path: str | Path, storage: str) -> Writer:
