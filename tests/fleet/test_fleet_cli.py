@@ -50,8 +50,7 @@ def test_composed_fleet_with_replay_cameras_reports_and_stops_on_sigterm(tiny_bu
 def test_composed_fleet_stops_cleanly_when_its_terminal_closes(tiny_bundle, tmp_path):
     """SIGHUP (a closed terminal, a dropped ssh session) is a stop like SIGTERM: exit 0 after the
     nodes are destroyed, not the default 'killed by SIGHUP' (exit 129) with no shutdown."""
-    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, [("drone_1", "drone")])
-    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg)])
+    proc = _one_robot_fleet(tiny_bundle, tmp_path, "composed")
     try:
         proc.wait_for_line(r"^READY$", timeout=60)
     finally:
@@ -135,6 +134,12 @@ def test_demo_without_a_bundle_says_so(tmp_path):
     assert "no model bundle" in res.stderr and "make bundle" in res.stderr
 
 
+def _one_robot_fleet(bundle, tmp_path, mode: str) -> Proc:
+    """`ember-fleet` in `mode` with the manager and one drone on `bundle` (started, not yet READY)."""
+    cfg = write_fleet(tmp_path / "fleet.yaml", bundle, [("drone_1", "drone")])
+    return Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", mode])
+
+
 def _started_pids(proc: Proc) -> dict[str, int]:
     """fqn -> pid of every `STARTED <fqn> pid=<pid>` line."""
     return {parts[1]: int(parts[2].split("=")[1]) for parts in (ln.split() for ln in proc.lines if ln.startswith("STARTED"))}
@@ -162,8 +167,7 @@ def _assert_no_orphans(pids: dict[str, int]) -> None:
 def test_processes_mode_ready_means_every_child_is_up_and_a_signal_stops_all(tiny_bundle, tmp_path, sig):
     """READY only once every child's node exists: a Ctrl-C (or a closed terminal: SIGHUP) right after
     it stops every child cleanly (no KeyboardInterrupt tracebacks from half-imported children), exit 0."""
-    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, [("drone_1", "drone")])
-    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", "processes"])
+    proc = _one_robot_fleet(tiny_bundle, tmp_path, "processes")
     pids: dict[str, int] = {}
     try:
         proc.wait_for_line(r"^READY$", timeout=60)
@@ -182,8 +186,7 @@ def test_processes_mode_ready_means_every_child_is_up_and_a_signal_stops_all(tin
 def test_processes_mode_children_stop_when_ember_fleet_is_killed(tiny_bundle, tmp_path):
     """`kill -9` of ember-fleet gives it no chance to stop its children: they stop by themselves
     (the kernel's parent-death signal) instead of running on, orphaned, with the robot's camera."""
-    cfg = write_fleet(tmp_path / "fleet.yaml", tiny_bundle, [("drone_1", "drone")])
-    proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", "processes"])
+    proc = _one_robot_fleet(tiny_bundle, tmp_path, "processes")
     pids: dict[str, int] = {}
     try:
         proc.wait_for_line(r"^READY$", timeout=60)

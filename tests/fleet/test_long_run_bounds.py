@@ -41,6 +41,16 @@ def endpoint_counts(mgr: FleetManager) -> tuple[int, int, int]:
     return len(list(mgr.publishers)), len(list(mgr.subscriptions)), len(list(mgr._task_node.clients))
 
 
+def report_until_fused(sim: SimulatedRobots, mgr: FleetManager, executor, rid: str, label: str, scores) -> None:
+    """Publish one report of `rid` once its publishers matched, and wait until the manager fused it."""
+    sim.add_reporter(rid)
+    assert spin_until(executor, sim.report_publishers_matched, 20)
+    sim.publish_report(rid, label, scores)
+    assert spin_until(
+        executor, lambda: any(i.fused_scores() for i in mgr._fuser.incidents.values()), 20
+    ), mgr.snapshot()
+
+
 def test_robots_that_leave_for_good_under_new_names_do_not_pile_up():
     """Robots replaced or renamed over days: each new id gets report subscriptions and a plan
     publisher; once gone for forget_after_s they must be dropped (3 DDS endpoints, 7 dict entries
@@ -60,12 +70,7 @@ def test_robots_that_leave_for_good_under_new_names_do_not_pile_up():
         reporter = SimulatedRobots(0, context=node.context, node_name="reporter")
         executor.add_node(reporter)
         try:
-            reporter.add_reporter("kept_1")
-            assert spin_until(executor, reporter.report_publishers_matched, 20)
-            reporter.publish_report("kept_1", "blocked road", ROAD)
-            assert spin_until(
-                executor, lambda: any(i.fused_scores() for i in mgr._fuser.incidents.values()), 20
-            ), mgr.snapshot()
+            report_until_fused(reporter, mgr, executor, "kept_1", "blocked road", ROAD)
         finally:
             executor.remove_node(reporter)
             reporter.destroy_node()
@@ -103,12 +108,7 @@ def test_tasks_opened_and_closed_leave_no_bookkeeping_behind():
         executor.add_node(sim)
         try:
             assert spin_until(executor, lambda: mgr.snapshot()["robots_online"] == 5, 30), mgr.snapshot()
-            sim.add_reporter("sim_000")
-            assert spin_until(executor, sim.report_publishers_matched, 20)
-            sim.publish_report("sim_000", "on fire", FIRE)
-            assert spin_until(
-                executor, lambda: any(i.fused_scores() for i in mgr._fuser.incidents.values()), 20
-            ), mgr.snapshot()
+            report_until_fused(sim, mgr, executor, "sim_000", "on fire", FIRE)
             stale_after_warmup = 0
             for i in range(1500):
                 ok, message, _, plan_ids = mgr.plan_task("Put out the fire", None)
