@@ -157,10 +157,14 @@ def _sqlite_needs_repair(db: Path) -> bool:
 def _repaired_sqlite(db: Path, folder: Path) -> Path:
     """A copy of `db` in `folder` with its -wal journal applied and unknown-encoding definitions blanked."""
     copy = folder / db.name
-    shutil.copyfile(db, copy)
     wal = db.with_name(db.name + "-wal")
-    if wal.is_file():
-        shutil.copyfile(wal, folder / wal.name)
+    try:
+        shutil.copyfile(db, copy)
+        if wal.is_file():
+            shutil.copyfile(wal, folder / wal.name)
+    except OSError as exc:  # a full /tmp, typically: the copy is as large as the recording
+        raise BagError(f"{db} has a -wal journal to apply, in a copy under {folder.parent} (set TMPDIR to "
+                       f"a roomier place), and copying failed: {exc}") from None
     try:
         con = sqlite3.connect(copy)
         try:
