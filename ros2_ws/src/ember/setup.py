@@ -43,6 +43,7 @@ setup(
             # embedded-default tools
             "ember-fleet = ember.ros.fleet:main",
             "ember-camera = ember.ros.camera:main",
+            "ember-task = ember.ros.operator:main",
             "ember-bag = ember.bag.cli:main",
             "ember-eval = ember.eval.cli:main",
             "ember-serve = ember.serve.app:main",
