@@ -17,13 +17,26 @@ from ember.engine.preprocess import preprocess
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def spread_order(paths: list[Path], limit: int) -> list[Path]:
+    """`paths` (sorted by name) reordered so the first `limit` are spread evenly over all of them,
+    the rest after: a directory of recorded frames named in time order then calibrates on the whole
+    recording, not on its first `limit` (nearly identical) frames."""
+    if len(paths) <= limit:
+        return list(paths)
+    picked = sorted({int(i) for i in np.linspace(0, len(paths) - 1, limit).round()})
+    chosen = set(picked)
+    return [paths[i] for i in picked] + [p for i, p in enumerate(paths) if i not in chosen]
+
+
 def load_images(directory: str | Path, limit: int = 16) -> list[np.ndarray]:
-    """Up to `limit` RGB uint8 images from a directory (sorted by name); unreadable files are skipped."""
+    """Up to `limit` RGB uint8 images from a directory, spread over all of them in name order
+    (spread_order); unreadable files are skipped (the next ones take their place)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"calibration image directory not found: {directory}")
     images = []
-    for path in sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in spread_order(paths, limit):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             continue

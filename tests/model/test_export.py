@@ -221,3 +221,23 @@ def test_killed_export_keeps_the_old_bundle_and_leaves_no_staging_behind(tiny_bu
     assert export_main(args) == 0
     assert load_bundle(out).meta["precision"] == "fp32"
     assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]
+
+
+def test_calibration_images_are_spread_over_a_recording_not_its_first_frames(tmp_path):
+    """A directory of 64 recorded frames (named in time order, the scene changing over time):
+    8 calibration images come from all of it, so INT8 ranges cover the whole recording; an
+    unreadable frame is replaced by another one."""
+    import cv2
+    import numpy as np
+
+    from ember_training.export.calibration import load_images
+
+    for i in range(64):
+        cv2.imwrite(str(tmp_path / f"frame_{i:04d}.png"), np.full((16, 16, 3), i * 4, np.uint8))
+    def levels() -> list[int]:
+        return sorted(int(im[0, 0, 0]) // 4 for im in load_images(tmp_path, limit=8))
+
+    assert levels() == [0, 9, 18, 27, 36, 45, 54, 63]  # before: 0..7, the first eight frames
+    (tmp_path / "frame_0027.png").write_bytes(b"not a png")  # one of the evenly spaced picks
+    got = levels()
+    assert len(got) == 8 and 27 not in got and got[0] == 0 and got[-1] == 63, got
