@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -95,6 +96,9 @@ def test_an_interrupted_mcap_recording_is_read_up_to_its_last_complete_chunk(tmp
     res = cli("eval", "bag", "--bag", bag, "--bundle", tiny_bundle, "--out", tmp_path / "report")
     assert res.returncode == 0, res.stderr
     assert f"offline: {len(frames)}/{len(frames)} frames answered" in res.stdout
+    assert "ember-eval: note: " in res.stderr and "unfinished recording" in res.stderr, res.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(report["bag_notes"]) == 1 and "unfinished recording" in report["bag_notes"][0], report["bag_notes"]
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

@@ -81,6 +81,7 @@ def run_offline(path: str | Path, engine, task: str, topic: str | None = None, m
     frames: list[FrameInfo] = []
     preds: dict[int, Prediction] = {}
     with open_bag(path) as bag:
+        notes = list(bag.notes)
         conn = camera_connection(bag, topic)
         truth = read_ground_truth(bag, conn.topic)
         for fr in iter_frames(bag, conn, truth):
@@ -92,7 +93,7 @@ def run_offline(path: str | Path, engine, task: str, topic: str | None = None, m
     if not frames:
         raise ValueError(f"camera topic {conn.topic} of {path} holds no message")
     return EvalRun("offline", str(path), conn.topic, conn.msgtype, task, frames, preds,
-                   model_version=getattr(engine, "model_version", ""))
+                   model_version=getattr(engine, "model_version", ""), extra={"bag_notes": notes} if notes else {})
 
 
 def score(run: EvalRun) -> dict:

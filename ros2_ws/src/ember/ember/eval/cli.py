@@ -87,6 +87,8 @@ def _bag(args: argparse.Namespace) -> int:
             engine = _engine(args.bundle, args.threads)
             run = run_offline(args.bag, engine, task, args.topic, args.max_new_tokens)
         metrics = score(run)
+        for note in run.extra.get("bag_notes", []):  # an unfinished recording, say: also in report.json
+            print(f"ember-eval: note: {note}", file=sys.stderr)
     except _errors() as exc:
         print(f"ember-eval: error: {exc}", file=sys.stderr)
         try:

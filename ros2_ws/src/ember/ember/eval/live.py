@@ -34,15 +34,17 @@ class LiveError(RuntimeError):
     """The live run could not produce a complete evaluation (node failed, nothing answered, ...)."""
 
 
-def frame_infos(path: str | Path, topic: str | None) -> tuple[str, str, list[FrameInfo]]:
-    """(camera topic, type, frames without pixels) - decoded once to know the undecodable ones."""
+def frame_infos(path: str | Path, topic: str | None) -> tuple[str, str, list[FrameInfo], list[str]]:
+    """(camera topic, type, frames without pixels, the bag's notes) - decoded once to know the
+    undecodable ones."""
     with open_bag(path) as bag:
         conn = camera_connection(bag, topic)
         truth = read_ground_truth(bag, conn.topic)
         frames = [FrameInfo(f.index, f.stamp_ns, f.bag_time_ns, f.truth, f.error) for f in iter_frames(bag, conn, truth)]
+        notes = list(bag.notes)
     if not frames:
         raise BagError(f"camera topic {conn.topic} of {path} holds no message")
-    return conn.topic, conn.msgtype, frames
+    return conn.topic, conn.msgtype, frames, notes
 
 
 class NodeProcess:
@@ -199,7 +201,7 @@ def run_live(
     from ember.bag.replay import Replayer
     from ember.ros import runtime
 
-    cam_topic, cam_type, frames = frame_infos(path, topic)
+    cam_topic, cam_type, frames, notes = frame_infos(path, topic)
     stamp_of = {f.bag_time_ns: f.stamp_ns for f in frames}
     namespace = connect or DEFAULT_NAMESPACE
     suffix = "camera/image_raw/compressed" if cam_type.endswith("CompressedImage") else "camera/image_raw"
@@ -248,6 +250,8 @@ def run_live(
                     "replay": {"published": stats.published, "lag_ms": _lag(stats.lag_s), "rate": replay_rate},
                     "dropped_breakdown": _breakdown(stats.published, len(preds), before, after),
                 }
+                if notes:
+                    extra["bag_notes"] = notes
                 if recorder is not None:
                     extra["outputs_bag"] = str(record_to)
                     extra["outputs_recorded"] = recorder.close()
