@@ -27,7 +27,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from ember.ros import runtime
 from ember.ros.conversions import numpy_to_image, rgb_to_compressed
 from ember.ros.qos import CAMERA_QOS
-from ember.ros.spinning import spin_nodes
+from ember.ros.spinning import spin_nodes, stopped_by_signal
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _spin_until_finished(node: CameraNode) -> None:
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     if not node._count and node._loop:
         spin_nodes([node], threads=1)
@@ -186,8 +186,9 @@ def _spin_until_finished(node: CameraNode) -> None:
     try:
         while not node.finished:
             executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except (KeyboardInterrupt, Exception) as exc:
+        if not stopped_by_signal(exc, node.context):
+            raise
     finally:
         executor.shutdown()
 

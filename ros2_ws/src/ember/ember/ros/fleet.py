@@ -135,7 +135,7 @@ def run_composed(nodes: list[NodeDescription]) -> int:
     import rclpy
 
     from ember.ros import runtime
-    from ember.ros.spinning import print_ready, spin_nodes
+    from ember.ros.spinning import print_ready, spin_nodes, stopped_by_signal
 
     runtime.init()
     created = []
@@ -146,7 +146,7 @@ def run_composed(nodes: list[NodeDescription]) -> int:
     except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - report which node failed and stop the others
         # SIGINT/SIGTERM while the nodes are being built: rclpy's handlers shut the context down
         # (the next node then cannot be created) or Python raises KeyboardInterrupt. A stop, not a failure.
-        stopped = isinstance(exc, KeyboardInterrupt) or not rclpy.ok()
+        stopped = stopped_by_signal(exc, rclpy.get_default_context())
         if not stopped:
             print(f"ember-fleet: cannot start {d.fqn}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         for n in created:

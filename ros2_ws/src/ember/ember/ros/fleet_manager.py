@@ -47,7 +47,7 @@ from ember_msgs.srv import AnalyzeImage, SubmitTask
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
@@ -58,7 +58,7 @@ from ember.ros.allocation import STATUS_CANCELLED, STATUS_UPDATED, Allocator, Ch
 from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
 from ember.ros.planning import build_steps
 from ember.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS, TASK_QOS
-from ember.ros.spinning import run_node
+from ember.ros.spinning import run_node, stopped_by_signal
 
 MANAGER_ID = "fleet_manager"
 TEXT_BASIS = "text selector"
@@ -761,10 +761,8 @@ class FleetManager(Node):
     def _spin_tasks(self) -> None:
         try:
             self._task_executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        except Exception:  # a signal shut the context down between two waits: rclpy says so as an error
-            if self.context.ok():
+        except (KeyboardInterrupt, Exception) as exc:
+            if not stopped_by_signal(exc, self.context):
                 raise
 
     def destroy_node(self) -> None:

@@ -26,7 +26,7 @@ import cv2
 from ember_msgs.msg import ActionPlan, RobotStatus
 from ember_msgs.srv import SubmitTask
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
@@ -36,6 +36,7 @@ from ember.fleet_config import ROBOT_ID_RE
 from ember.ros import runtime
 from ember.ros.conversions import numpy_to_image
 from ember.ros.qos import LATCHED_QOS, PLAN_QOS, STATUS_QOS, TASK_QOS
+from ember.ros.spinning import stopped_by_signal
 from ember.serve.images import ImageError, decode_image
 
 PROG = "ember-task"
@@ -254,12 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     code = EXIT_OK
     try:
         code = _run(node, args, image, robots)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        code = EXIT_OK if args.command == "watch" else 130
-    except Exception:
-        # Ctrl-C shuts the context down (rclpy's handler) while the executor waits: RCLError
-        # "context is not valid" then, a stop like the others
-        if node.context.ok():
+    except (KeyboardInterrupt, Exception) as exc:
+        if not stopped_by_signal(exc, node.context):
             raise
         code = EXIT_OK if args.command == "watch" else 130
     finally:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 from ember.ros import runtime
+
+
+def stopped_by_signal(exc: BaseException, context: Any) -> bool:
+    """Whether `exc`, raised out of rclpy, is a stop rather than a failure: KeyboardInterrupt,
+    ExternalShutdownException, or any error once `context` is shut down (a signal that lands while
+    an executor is created or builds its wait set surfaces as RCLError "the given context is not
+    valid")."""
+    return isinstance(exc, (KeyboardInterrupt, ExternalShutdownException)) or not context.ok()
 
 
 def spin_nodes(
@@ -36,12 +44,8 @@ def spin_nodes(
         if on_ready is not None:
             on_ready()
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        # a signal just after READY shuts the context down while the executor is created or builds
-        # its wait set: rclpy raises RCLError "the given context is not valid" then. A stop too.
-        if all(n.context.ok() for n in nodes):
+    except (KeyboardInterrupt, Exception) as exc:
+        if not stopped_by_signal(exc, nodes[0].context):
             raise
     finally:
         if executor is not None:
