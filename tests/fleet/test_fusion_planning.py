@@ -102,3 +102,26 @@ def test_a_long_running_incident_keeps_memory_bounded():
     assert len(f.incidents) == 1
     assert f.incident_of("r0", 1000.0 + 5999 * 0.5) is next(iter(f.incidents.values()))
     assert grown < 200_000, f"{grown} bytes retained after 20000 more reports of one incident"
+
+
+def test_a_forgotten_robot_stops_counting_in_its_incidents():
+    """A robot gone for good (the manager's forget_after_s) kept its latest report in every
+    incident it reported: with new robot names joining one incident for days, the incident grew
+    and departed robots kept weighing in its fused scores."""
+    f = IncidentFuser(window_s=10)
+    fire = add(f, "drone_1", 100.0, "on fire", FIRE, conf=0.9)
+    add(f, "gone_1", 101.0, "on fire", FIRE2, conf=0.9)
+    alone = add(f, "gone_1", 102.0, "flooded", FIRE2)
+    f.add_selection("gone_1", 103.0, FIRE2, [], 0.5)  # a selection still waiting for its analysis
+
+    f.forget_robot("gone_1")
+
+    assert fire.reporters == ["drone_1"]
+    assert fire.fused_scores() == FIRE
+    assert list(f.incidents.values()) == [fire]  # the incident only it reported is closed
+    assert alone.incident_id not in f.incidents
+    assert f.incident_of("gone_1", 101.0) is None
+    # it joins anew later: its selection of before does not attach to its new analysis
+    back = add(f, "gone_1", 103.0, "on fire")
+    assert back is fire and back.reports["gone_1"].selection_scores is None
+    assert f.incident_of("drone_1", 100.0) is fire

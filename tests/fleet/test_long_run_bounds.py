@@ -51,6 +51,22 @@ def report_until_fused(sim: SimulatedRobots, mgr: FleetManager, executor, rid: s
     ), mgr.snapshot()
 
 
+def report_until_reported_by(mgr: FleetManager, executor, node, rid: str) -> None:
+    """`rid` reports the blocked road; wait until the manager's incident lists it."""
+    reporter = SimulatedRobots(0, context=node.context, node_name=f"reporter_{rid}")
+    executor.add_node(reporter)
+    try:
+        reporter.add_reporter(rid)
+        assert spin_until(executor, reporter.report_publishers_matched, 20)
+        reporter.publish_report(rid, "blocked road", ROAD)
+        assert spin_until(
+            executor, lambda: any(rid in i.reports for i in mgr._fuser.incidents.values()), 20
+        ), mgr.snapshot()
+    finally:
+        executor.remove_node(reporter)
+        reporter.destroy_node()
+
+
 def test_robots_that_leave_for_good_under_new_names_do_not_pile_up():
     """Robots replaced or renamed over days: each new id gets report subscriptions and a plan
     publisher; once gone for forget_after_s they must be dropped (3 DDS endpoints, 7 dict entries
@@ -79,6 +95,8 @@ def test_robots_that_leave_for_good_under_new_names_do_not_pile_up():
             for rid in [f"temp_{w}_{i}" for i in range(per_wave)]:
                 beat(rid, "wheeled")
             assert spin_until(executor, lambda: mgr.snapshot()["robots_online"] >= per_wave, 20), mgr.snapshot()
+            if w == 0:  # one of them reports the incident too
+                report_until_reported_by(mgr, executor, node, "temp_0_0")
             ok, msg, _, plan_ids = mgr.plan_task("Clear the blocked road", None)
             assert ok and any("/temp_" in p for p in plan_ids), (msg, plan_ids)
             # the wave stops: its robots go offline (their steps move), then are forgotten
@@ -88,7 +106,9 @@ def test_robots_that_leave_for_good_under_new_names_do_not_pile_up():
         assert snap["robots_forgotten"] == waves * per_wave, snap
         assert snap["robots_seen"] == 1 and snap["robots_expected"] == 1, snap  # kept_1: in robot_ids
         assert endpoint_counts(mgr) == base, (endpoint_counts(mgr), base)
-        assert set(mgr._alloc.robots) == {"kept_1"}
+        assert set(mgr._alloc.robots) == {"kept_1"} and set(mgr._robots) == {"kept_1"}
+        # a forgotten robot's reports stop counting in the incidents it reported
+        assert [i.reporters for i in mgr._fuser.incidents.values()] == [["kept_1"]]
 
         # a forgotten robot that comes back joins anew and can take steps again
         for _ in range(3):
@@ -117,7 +137,7 @@ def test_tasks_opened_and_closed_leave_no_bookkeeping_behind():
                 if i % 50 == 0:
                     executor.spin_once(timeout_sec=0.0)
                 if i == 500:
-                    stale_after_warmup = sum(len(s) for s in mgr._stale_cancelled.values())
+                    stale_after_warmup = sum(len(r.stale_cancelled) for r in mgr._robots.values())
             snap = mgr.snapshot()
             assert snap["tasks_open"] == 0 and snap["steps_assigned"] == 0, snap
             alloc = mgr._alloc
@@ -125,7 +145,7 @@ def test_tasks_opened_and_closed_leave_no_bookkeeping_behind():
                         or alloc._active_plans)
             assert len(mgr._alloc_ms) <= 200 and len(mgr._warned) <= 1000
             # cancellations remembered per robot stay capped (they are cleared, not kept for ever)
-            assert sum(len(s) for s in mgr._stale_cancelled.values()) <= max(stale_after_warmup, 5 * 100)
+            assert sum(len(r.stale_cancelled) for r in mgr._robots.values()) <= max(stale_after_warmup, 5 * 100)
         finally:
             executor.remove_node(sim)
             sim.destroy_node()

@@ -37,7 +37,7 @@ import statistics
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import rclpy
@@ -87,6 +87,28 @@ class Decision:
     incident: Incident | None
     selection: Selection
     steps_from_incident: bool
+
+
+@dataclass
+class RobotRecord:
+    """All the manager keeps about one robot besides its allocator state: forgetting the robot
+    drops the record whole, endpoints destroyed."""
+
+    report_subs: list[Any]
+    """its IncidentAnalysis and RobotSelection subscriptions"""
+    plan_pub: Any
+    last_seen: float | None = None
+    """time.monotonic() of its last heartbeat; None: never heard (an expected robot)"""
+    analyze_client: Any = None
+    """its AnalyzeImage client, made on the first SubmitTask with an image it analyses"""
+    analyzing: int = 0
+    """SubmitTask calls using analyze_client now (it is not destroyed then)"""
+    stale_cancelled: set[str] = field(default_factory=set)
+    """plan ids cancelled because its heartbeats named them (each cancelled once)"""
+    last_plan_sent: float = -math.inf
+    """time.monotonic() of the last plan message sent to it"""
+    resent: set[str] = field(default_factory=set)
+    """plan ids sent again since its heartbeat last named a plan (each once)"""
 
 
 def _stamp_seconds(stamp: Any) -> float:
@@ -177,13 +199,7 @@ class FleetManager(Node):
         self._alloc = Allocator(policy)
         self._fuser = IncidentFuser(settings.fusion_window_s)
         self._expected: list[str] = list(expected or [])
-        self._last_seen: dict[str, float] = {}
-        self._status: dict[str, RobotStatus] = {}
-        self._plan_pubs: dict[str, Any] = {}
-        self._report_subs: dict[str, list] = {}
-        self._analyze_clients: dict[str, Any] = {}
-        self._analyzing: dict[str, int] = {}
-        """robot id -> SubmitTask calls using its AnalyzeImage client now (it is not destroyed then)"""
+        self._robots: dict[str, RobotRecord] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
         self._task_count = 0
         self._counts = {"status_msgs": 0, "reports": 0, "plans_sent": 0, "alerts": 0, "tasks": 0, "tasks_failed": 0,
@@ -191,11 +207,6 @@ class FleetManager(Node):
                         "tasks_finished": 0, "robots_forgotten": 0, "plans_resent": 0}
         self._alloc_ms: deque[float] = deque(maxlen=200)
         self._warned: OrderedDict[str, None] = OrderedDict()
-        self._stale_cancelled: dict[str, set[str]] = {}
-        self._last_plan_sent: dict[str, float] = {}
-        """robot id -> time.monotonic() of the last plan message sent to it"""
-        self._resent: dict[str, set[str]] = {}
-        """robot id -> plan ids sent again since its heartbeat last named a plan (each once)"""
 
         self._pub_alerts = self.create_publisher(String, alerts_topic, LATCHED_QOS)
         self._pub_fused = self.create_publisher(RobotSelection, fused_topic, LATCHED_QOS)
@@ -220,7 +231,7 @@ class FleetManager(Node):
         self.create_timer(check_period, self._check_liveness, callback_group=timers)
         self.create_timer(diag_period, self._publish_diagnostics, callback_group=timers)
         for rid in self._expected:
-            self._ensure_robot_endpoints(rid)
+            self._record(rid)
         self.get_logger().info(
             f"fleet manager up: expecting {len(self._expected)} robots, heartbeat timeout {self._timeout:g}s, "
             f"fusion window {settings.fusion_window_s:g}s, low battery {policy.low_battery:g}, text robot selector: "
@@ -245,38 +256,35 @@ class FleetManager(Node):
         return selector, f"on ({bundle})"
 
     # -- robots ----------------------------------------------------------------------------
-    def _ensure_robot_endpoints(self, robot_id: str) -> None:
-        """Report subscriptions and the plan publisher of a robot, made when it is first seen
-        (so its first plan does not wait for a new publisher to be discovered).
+    def _record(self, robot_id: str) -> RobotRecord:
+        """A robot's record, made with its report subscriptions and plan publisher when it is
+        first expected or heard of (so its first plan does not wait for a new publisher to be
+        discovered; lock held).
 
         Per-robot endpoints go without rclpy's default QoS-event handlers: every handler is
         one more entity in each executor wait, and with hundreds of robots that cost dominates.
         """
-        if robot_id in self._report_subs:
-            return
+        record = self._robots.get(robot_id)
+        if record is not None:
+            return record
         ns = f"/{robot_id}/"
         quiet = SubscriptionEventCallbacks(use_default_callbacks=False)
-        self._report_subs[robot_id] = [
-            self.create_subscription(
-                IncidentAnalysis, ns + self._incident_topic, self._on_incident, REPORT_QOS, event_callbacks=quiet
-            ),
-            self.create_subscription(
-                RobotSelection, ns + self._selection_topic, self._on_selection, REPORT_QOS, event_callbacks=quiet
-            ),
-        ]
-        self._plan_publisher(robot_id)
-
-    def _plan_publisher(self, robot_id: str) -> Any:
-        pub = self._plan_pubs.get(robot_id)
-        if pub is None:
-            pub = self.create_publisher(
-                ActionPlan,
-                f"/{robot_id}/{self._plan_topic}",
-                PLAN_QOS,
+        record = RobotRecord(
+            report_subs=[
+                self.create_subscription(
+                    IncidentAnalysis, ns + self._incident_topic, self._on_incident, REPORT_QOS, event_callbacks=quiet
+                ),
+                self.create_subscription(
+                    RobotSelection, ns + self._selection_topic, self._on_selection, REPORT_QOS, event_callbacks=quiet
+                ),
+            ],
+            plan_pub=self.create_publisher(
+                ActionPlan, ns + self._plan_topic, PLAN_QOS,
                 event_callbacks=PublisherEventCallbacks(use_default_callbacks=False),
-            )
-            self._plan_pubs[robot_id] = pub
-        return pub
+            ),
+        )
+        self._robots[robot_id] = record
+        return record
 
     def _on_status(self, msg: RobotStatus) -> None:
         rid = msg.robot_id
@@ -288,19 +296,17 @@ class FleetManager(Node):
             self._counts["status_msgs"] += 1
             if self._other_robot_of_that_name(msg):
                 return
-            first = rid not in self._last_seen
+            record = self._record(rid)
+            first = record.last_seen is None
             was_online = rid in self._alloc.robots and self._alloc.robots[rid].online
-            self._last_seen[rid] = time.monotonic()
-            self._status[rid] = msg
-            if first:
-                self._ensure_robot_endpoints(rid)
+            record.last_seen = time.monotonic()
             changes = self._alloc.update_robot(rid, msg.robot_type, msg.battery, msg.available, online=True)
             self._apply(changes, reason=f"{rid} status")
             self._cancel_stale_plan(rid, msg.current_plan_id)
             if msg.current_plan_id:
-                self._resent.pop(rid, None)  # it holds plans again: a later loss is a new one
+                record.resent.clear()  # it holds plans again: a later loss is a new one
             else:
-                self._resend_lost_plans(rid)
+                self._resend_lost_plans(rid, record)
         if first:
             self.get_logger().info(f"robot {rid} ({msg.robot_type}) joined, battery {msg.battery:.0%}")
         elif not was_online:
@@ -331,7 +337,7 @@ class FleetManager(Node):
         self.get_logger().info(f"{robot_id} works on plan {plan_id}, which this manager does not hold: cancelling it")
         self._publish_plan(task_id, robot_id, STATUS_CANCELLED, (), incident_id="")
 
-    def _resend_lost_plans(self, robot_id: str) -> None:
+    def _resend_lost_plans(self, robot_id: str, record: RobotRecord) -> None:
         """A heartbeat says the robot holds no plan while it holds steps here: it restarted (quicker
         than heartbeat_timeout_s, so it never went offline) and the plan topic's history (PLAN_QOS,
         the last messages only) may not have covered its plans. Send each again, unchanged, once no
@@ -339,10 +345,10 @@ class FleetManager(Node):
         none yet). Each plan once until a heartbeat names a plan again: a robot that never fills
         current_plan_id gets one copy, not one per heartbeat (lock held)."""
         held = {self._plan_id(t, robot_id): t for t in self._alloc.tasks() if self._alloc.has_plan(t, robot_id)}
-        resent = self._resent.setdefault(robot_id, set())
+        resent = record.resent
         resent.intersection_update(held)  # plans closed since are forgotten
         todo = [t for pid, t in held.items() if pid not in resent]
-        if not todo or time.monotonic() - self._last_plan_sent.get(robot_id, -math.inf) < self._timeout:
+        if not todo or time.monotonic() - record.last_plan_sent < self._timeout:
             return
         self.get_logger().warning(f"{robot_id} holds no plan but has {len(todo)} here (restarted?): sending them again")
         for task_id in todo:
@@ -355,7 +361,7 @@ class FleetManager(Node):
     def _remember_cancelled(self, robot_id: str, plan_id: str) -> bool:
         """Note that `robot_id` got a cancellation of `plan_id`; False if it already had one
         (a heartbeat sent before the cancellation arrived names the plan: no second one)."""
-        sent = self._stale_cancelled.setdefault(robot_id, set())
+        sent = self._record(robot_id).stale_cancelled
         if plan_id in sent:
             return False
         if len(sent) >= MAX_STALE_PLANS:
@@ -366,15 +372,16 @@ class FleetManager(Node):
     def _check_liveness(self) -> None:
         now = time.monotonic()
         with self._lock:
-            for rid, seen in list(self._last_seen.items()):
+            for rid, record in list(self._robots.items()):
+                if record.last_seen is None:
+                    continue
+                silent = now - record.last_seen
                 robot = self._alloc.robots.get(rid)
-                if robot is not None and robot.online and now - seen > self._timeout:
-                    self.get_logger().warning(f"robot {rid} offline: no heartbeat for {now - seen:.1f}s")
+                if robot is not None and robot.online and silent > self._timeout:
+                    self.get_logger().warning(f"robot {rid} offline: no heartbeat for {silent:.1f}s")
                     self._apply(self._alloc.set_offline(rid), reason=f"{rid} offline")
-            if self._forget_after > 0:
-                for rid, seen in list(self._last_seen.items()):
-                    if now - seen > self._forget_after:
-                        self._forget_robot(rid)
+                if 0 < self._forget_after < silent:
+                    self._forget_robot(rid)
             if self._waiting_tasks:
                 self._retry_waiting_tasks()
 
@@ -382,21 +389,16 @@ class FleetManager(Node):
         """Drop a robot gone for good (offline for forget_after_s, not one of robot_ids, holding no
         step, no SubmitTask using its client): its state and its ROS endpoints (lock held). If it
         comes back it joins anew; a plan it still names is cancelled then (_cancel_stale_plan)."""
-        if robot_id in self._expected or self._analyzing.get(robot_id) or not self._alloc.forget_robot(robot_id):
+        record = self._robots.get(robot_id)
+        if robot_id in self._expected or record is None or record.analyzing or not self._alloc.forget_robot(robot_id):
             return
-        for sub in self._report_subs.pop(robot_id, []):
+        del self._robots[robot_id]
+        for sub in record.report_subs:
             self.destroy_subscription(sub)
-        pub = self._plan_pubs.pop(robot_id, None)
-        if pub is not None:
-            self.destroy_publisher(pub)
-        client = self._analyze_clients.pop(robot_id, None)
-        if client is not None:
-            self._task_node.destroy_client(client)
-        self._last_seen.pop(robot_id, None)
-        self._status.pop(robot_id, None)
-        self._stale_cancelled.pop(robot_id, None)
-        self._last_plan_sent.pop(robot_id, None)
-        self._resent.pop(robot_id, None)
+        self.destroy_publisher(record.plan_pub)
+        if record.analyze_client is not None:
+            self._task_node.destroy_client(record.analyze_client)
+        self._fuser.forget_robot(robot_id)
         self._counts["robots_forgotten"] += 1
         self.get_logger().info(f"robot {robot_id} forgotten: offline for more than {self._forget_after:g}s")
 
@@ -469,22 +471,20 @@ class FleetManager(Node):
         for robot in live:
             rid = robot.robot_id
             with self._lock:
-                if rid not in self._alloc.robots:  # forgotten meanwhile
+                record = self._robots.get(rid)
+                if rid not in self._alloc.robots or record is None:  # forgotten meanwhile
                     continue
-                client = self._analyze_clients.get(rid)
-                if client is None:
-                    client = self._task_node.create_client(
+                if record.analyze_client is None:
+                    record.analyze_client = self._task_node.create_client(
                         AnalyzeImage, f"/{rid}/{self._analyze_service}", callback_group=self._io_group
                     )
-                    self._analyze_clients[rid] = client
-                self._analyzing[rid] = self._analyzing.get(rid, 0) + 1
+                record.analyzing += 1
+                client = record.analyze_client
             try:
                 res = self._call_analyze(client, image, task)
             finally:
                 with self._lock:
-                    left = self._analyzing.pop(rid) - 1
-                    if left:
-                        self._analyzing[rid] = left
+                    record.analyzing -= 1
             if res is None:
                 continue
             if not res.success:
@@ -678,8 +678,9 @@ class FleetManager(Node):
             ActionStep(order=s.order, description=s.description, robot_type=s.robot_type or robot_type, robot_id=robot_id)
             for s in steps
         ]
-        self._plan_publisher(robot_id).publish(plan)
-        self._last_plan_sent[robot_id] = time.monotonic()
+        record = self._record(robot_id)
+        record.plan_pub.publish(plan)
+        record.last_plan_sent = time.monotonic()
         self._counts["plans_sent"] += 1
 
     def _alert(self, payload: dict[str, Any]) -> None:
@@ -723,12 +724,13 @@ class FleetManager(Node):
         with self._lock:
             robots = self._alloc.robots.values()
             held = sum(self._alloc.load(r) for r in self._alloc.robots)
+            seen = {rid for rid, record in self._robots.items() if record.last_seen is not None}
             return {
-                "robots_seen": len(self._last_seen),
+                "robots_seen": len(seen),
                 "robots_expected": len(self._expected),
                 "robots_online": sum(r.online for r in robots),
                 "robots_live": sum(self._alloc.is_live(r) for r in robots),
-                "never_seen": ",".join(sorted(set(self._expected) - set(self._last_seen))),
+                "never_seen": ",".join(sorted(set(self._expected) - seen)),
                 "tasks_open": len(self._alloc.tasks()),
                 "steps_assigned": held,
                 "steps_unassignable": len(self._alloc.pending()),

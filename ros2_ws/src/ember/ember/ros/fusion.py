@@ -186,6 +186,16 @@ class IncidentFuser:
             report.task = task
         return incident
 
+    def forget_robot(self, robot_id: str) -> None:
+        """Drop every report of a robot gone for good: it no longer counts in any incident's
+        fused scores, and an incident only it reported is closed."""
+        for iid, incident in list(self.incidents.items()):
+            if incident.reports.pop(robot_id, None) is not None and not incident.reports:
+                del self.incidents[iid]
+        for store in (self._by_key, self._unjoined):
+            for key in [k for k in store if k[0] == robot_id]:
+                del store[key]
+
     def incident_of(self, robot_id: str, stamp: float) -> Incident | None:
         """The incident that a robot's report of the image stamped `stamp` joined."""
         return self._by_key.get(self._key(robot_id, stamp))
