@@ -103,10 +103,13 @@ def truncate(bag: Path, fraction: float = 0.5) -> Path:
 
 
 def labelled_image_bag(path: Path, storage: str, n: int, period_s: float = 0.25, malformed: tuple[int, ...] = (),
-                       size: tuple[int, int] = (48, 64), seed: int = 1, compression: str | None = None) -> list[np.ndarray]:
+                       size: tuple[int, int] = (48, 64), seed: int = 1, compression: str | None = None,
+                       second_connection: str | None = None) -> list[np.ndarray]:
     """A bag of `n` rgb8 images with ground truth (LABELS cycled); frames in `malformed` get a
     wrong `step` (undecodable); `compression` 'file' or 'message' zstd-compresses it as
-    `ros2 bag record --compression-mode` does. Returns the pixels."""
+    `ros2 bag record --compression-mode` does; `second_connection` (a message type) puts the odd
+    frames on a second connection of the camera topic (PNG when CompressedImage), as merged bags
+    have it. Returns the pixels."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 
@@ -121,6 +124,8 @@ def labelled_image_bag(path: Path, storage: str, n: int, period_s: float = 0.25,
         writer.open()
     cam = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=KILTED,
                                 offered_qos_profiles=[reliable_qos()])
+    cam2 = second_connection and writer.add_connection("/camera/image_raw", second_connection, typestore=KILTED,
+                                                        offered_qos_profiles=[reliable_qos(depth=5)])
     gt = writer.add_connection("/ember/ground_truth", "std_msgs/msg/String", typestore=KILTED,
                                offered_qos_profiles=[reliable_qos()])
     T = KILTED.types
@@ -135,7 +140,12 @@ def labelled_image_bag(path: Path, storage: str, n: int, period_s: float = 0.25,
         step = w * 3 - (1 if k in malformed else 0)
         img = T["sensor_msgs/msg/Image"](header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=step,
                                          data=rgb.reshape(-1))
-        writer.write(cam, t, KILTED.serialize_cdr(img, "sensor_msgs/msg/Image"))
+        if cam2 and k % 2 and second_connection.endswith("CompressedImage"):
+            png = np.frombuffer(cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes(), np.uint8)
+            msg = T[second_connection](header=header, format="rgb8; png compressed bgr8", data=png)
+            writer.write(cam2, t, KILTED.serialize_cdr(msg, second_connection))
+        else:
+            writer.write(cam2 if cam2 and k % 2 else cam, t, KILTED.serialize_cdr(img, "sensor_msgs/msg/Image"))
         incidents, robots = LABELS[k % len(LABELS)]
         truth = GroundTruth(stamp_ns=t, source=f"frame{k}", incidents=incidents, robot_types=robots,
                             image_topic="/camera/image_raw")

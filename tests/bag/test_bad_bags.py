@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ember.bag.errors import BagError
-from ember.bag.frames import camera_connection
+from ember.bag.frames import camera_stream
 from ember.bag.io import create_writer, open_bag
 from ember.bag.make import make_bag
 from tests.bag.helpers import (
@@ -45,7 +45,7 @@ def test_missing_metadata_reads_the_storage_file_and_a_non_bag_is_refused(tmp_pa
     make_bag(bag, [folder], [labels], storage="mcap")
     (bag / "metadata.yaml").unlink()  # a recorder killed before it closed the bag
     with open_bag(bag) as opened:
-        assert camera_connection(opened).msgcount == 6
+        assert camera_stream(opened).msgcount == 6
     with pytest.raises(BagError, match="does not exist"):
         open_bag(tmp_path / "nowhere").__enter__()
     (tmp_path / "plain").mkdir()
@@ -57,11 +57,11 @@ def test_missing_topics_are_named(tmp_path):
     string_bag(tmp_path / "chat", "mcap", [0.0, 0.1])
     with open_bag(tmp_path / "chat") as bag:
         with pytest.raises(BagError, match=r"no camera topic .*/chatter \(std_msgs/msg/String\)"):
-            camera_connection(bag)
+            camera_stream(bag)
         with pytest.raises(BagError, match=r"no topic '/camera/image_raw' \(topics: /chatter\)"):
-            camera_connection(bag, "/camera/image_raw")
+            camera_stream(bag, "/camera/image_raw")
         with pytest.raises(BagError, match="not a camera image type"):
-            camera_connection(bag, "/chatter")
+            camera_stream(bag, "/chatter")
     replay = cli("bag", "replay", tmp_path / "chat", "--topics", "/nope")
     assert replay.returncode == 2 and "has no topic /nope (topics: /chatter)" in replay.stderr
     remap = cli("bag", "replay", tmp_path / "chat", "--remap", "/other:=/x")

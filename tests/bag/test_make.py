@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ember.bag.errors import BagError
-from ember.bag.frames import camera_connection, iter_frames, read_ground_truth
+from ember.bag.frames import camera_stream, iter_frames, read_ground_truth
 from ember.bag.ground_truth import GroundTruth
 from ember.bag.io import open_bag, storage_of
 from ember.bag.make import make_bag
@@ -27,7 +27,7 @@ def test_made_bag_reads_back_frames_and_ground_truth(tmp_path, storage, compress
     meta = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["storage_identifier"] == storage and meta["message_count"] == 10
     with open_bag(tmp_path / "bag") as bag:
-        conn = camera_connection(bag)
+        conn = camera_stream(bag)
         assert conn.msgtype == ("sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image")
         truth = read_ground_truth(bag)
         frames = list(iter_frames(bag, conn, truth))
@@ -52,7 +52,7 @@ def test_large_images_are_downscaled_and_unlabelled_folders_work(tmp_path):
     write_labelled_images(folder, n=2, size=(300, 500))
     make_bag(tmp_path / "bag", [folder], [], max_side=100)  # no labels file: every image, no truth content
     with open_bag(tmp_path / "bag") as bag:
-        frames = list(iter_frames(bag, camera_connection(bag), read_ground_truth(bag)))
+        frames = list(iter_frames(bag, camera_stream(bag), read_ground_truth(bag)))
     assert [f.rgb.shape for f in frames] == [(60, 100, 3)] * 2
     assert all(f.truth.incidents == [] and f.truth.robot_types is None for f in frames)
 

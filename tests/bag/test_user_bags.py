@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from ember.bag.frames import camera_connection, iter_frames, read_ground_truth
+from ember.bag.errors import BagError
+from ember.bag.frames import camera_stream, iter_frames, read_ground_truth
 from ember.bag.io import open_bag
 from tests.bag.helpers import cli, custom_type_bag, labelled_image_bag
 
 
 def _frames(path: Path) -> list:
     with open_bag(path) as bag:
-        conn = camera_connection(bag)
+        conn = camera_stream(bag)
         return list(iter_frames(bag, conn, read_ground_truth(bag, conn.topic)))
 
 
@@ -121,3 +122,26 @@ def test_definitions_rosbag2_stored_as_unknown_count_as_absent(tmp_path, storage
         assert [opened.deserialize(raw, c.msgtype).data for c, _, raw in opened.messages(chatter)] == ["m0", "m1", "m2"]
     info = cli("bag", "info", bag)
     assert info.returncode == 0 and "/widgets  acme_msgs/msg/Widget  3 msgs  (no definition" in info.stdout, info.stderr
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_camera_topic_on_several_connections_is_read_whole_and_mixed_types_are_refused(tmp_path, storage,
+                                                                                       tiny_bundle):
+    """A topic recorded over several connections (merged bags, several recorders) was evaluated on
+    its first connection only: half the frames vanished without a word. A topic that carries both
+    Image and CompressedImage was evaluated on the first type only."""
+    same = tmp_path / "same"
+    pixels = labelled_image_bag(same, storage, n=6, second_connection="sensor_msgs/msg/Image")
+    frames = _frames(same)
+    assert [f.index for f in frames] == list(range(6))
+    assert all(f.truth is not None and (f.rgb == p).all() for f, p in zip(frames, pixels, strict=True))
+    with open_bag(same) as bag:
+        assert camera_stream(bag, "/camera/image_raw").msgcount == 6
+
+    mixed = tmp_path / "mixed"
+    labelled_image_bag(mixed, storage, n=4, second_connection="sensor_msgs/msg/CompressedImage")
+    with open_bag(mixed) as bag, pytest.raises(BagError, match=r"/camera/image_raw .* carries messages of several types "
+                                                          r"\(sensor_msgs/msg/CompressedImage, sensor_msgs/msg/Image"):
+        camera_stream(bag)
+    run = cli("eval", "bag", "--bag", mixed, "--bundle", tiny_bundle, "--out", tmp_path / "report")
+    assert run.returncode != 0 and "carries messages of several types" in run.stderr, run.stderr

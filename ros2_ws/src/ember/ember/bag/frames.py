@@ -35,9 +35,22 @@ class Frame:
     truth: GroundTruth | None
 
 
-def camera_connection(bag: OpenBag, topic: str | None = None) -> Connection:
+@dataclass(frozen=True)
+class CameraStream:
+    """The camera topic to evaluate: its message type and every connection that carries it
+    (a bag written by several recorders, or merged, can hold one topic on several)."""
+
+    topic: str
+    msgtype: str
+    connections: list[Connection]
+
+    @property
+    def msgcount(self) -> int:
+        return sum(c.msgcount for c in self.connections)
+
+
+def camera_stream(bag: OpenBag, topic: str | None = None) -> CameraStream:
     """The camera topic to evaluate: `topic`, or the bag's only Image/CompressedImage topic."""
-    cams = [c for c in bag.connections if c.msgtype in IMAGE_TYPES]
     if topic is not None:
         match = [c for c in bag.connections if c.topic == topic]
         if not match:
@@ -45,13 +58,22 @@ def camera_connection(bag: OpenBag, topic: str | None = None) -> Connection:
             raise BagError(f"bag {bag.path} has no topic {topic!r} (topics: {have})")
         if match[0].msgtype not in IMAGE_TYPES:
             raise BagError(f"topic {topic} in {bag.path} is {match[0].msgtype}, not a camera image type")
-        return match[0]
-    if not cams:
-        have = ", ".join(f"{c.topic} ({c.msgtype})" for c in bag.connections) or "none"
-        raise BagError(f"bag {bag.path} has no camera topic (sensor_msgs Image or CompressedImage); topics: {have}")
-    if len({c.topic for c in cams}) > 1:
-        raise BagError(f"bag {bag.path} has several camera topics ({', '.join(sorted({c.topic for c in cams}))}); choose one")
-    return cams[0]
+    else:
+        match = [c for c in bag.connections if c.msgtype in IMAGE_TYPES]
+        if not match:
+            have = ", ".join(f"{c.topic} ({c.msgtype})" for c in bag.connections) or "none"
+            raise BagError(f"bag {bag.path} has no camera topic (sensor_msgs Image or CompressedImage); topics: {have}")
+        if len({c.topic for c in match}) > 1:
+            raise BagError(
+                f"bag {bag.path} has several camera topics ({', '.join(sorted({c.topic for c in match}))}); choose one"
+            )
+    types = sorted({c.msgtype for c in match})
+    if len(types) > 1:
+        raise BagError(
+            f"topic {match[0].topic} in {bag.path} carries messages of several types ({', '.join(types)}; a merged "
+            "bag?): an evaluation reads one camera stream of one type, so split the topic first"
+        )
+    return CameraStream(match[0].topic, types[0], match)
 
 
 def read_ground_truth(bag: OpenBag, image_topic: str | None = None) -> dict[int, GroundTruth]:
@@ -111,25 +133,25 @@ def decode(msg: object, msgtype: str) -> np.ndarray:
     return compressed_to_rgb(msg) if msgtype.endswith("CompressedImage") else image_msg_to_rgb(msg)
 
 
-def iter_frames(bag: OpenBag, conn: Connection, truth: dict[int, GroundTruth]) -> Iterator[Frame]:
-    """Frames of one camera connection in bag order.
+def iter_frames(bag: OpenBag, camera: CameraStream, truth: dict[int, GroundTruth]) -> Iterator[Frame]:
+    """Frames of the camera topic (all its connections) in bag order.
 
     Raises BagError when two frames carry one header stamp (a camera that leaves stamps
     zero, say): answers and ground truth are matched to frames by stamp.
     """
     first_index: dict[int, int] = {}
-    for index, (_c, t, raw) in enumerate(bag.messages([conn])):
-        msg = bag.deserialize(raw, conn.msgtype)
+    for index, (_c, t, raw) in enumerate(bag.messages(camera.connections)):
+        msg = bag.deserialize(raw, camera.msgtype)
         stamp = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
         if stamp in first_index:
             raise BagError(
-                f"bag {bag.path}: frames {first_index[stamp]} and {index} of {conn.topic} share the header stamp "
+                f"bag {bag.path}: frames {first_index[stamp]} and {index} of {camera.topic} share the header stamp "
                 f"{_stamp_text(stamp)}{_zero_note(stamp)}; evaluation matches "
                 "answers and ground truth to frames by header stamp, so every frame needs its own"
             )
         first_index[stamp] = index
         try:
-            rgb, error = decode(msg, conn.msgtype), None
+            rgb, error = decode(msg, camera.msgtype), None
         except ValueError as exc:
             rgb, error = None, str(exc)
-        yield Frame(index, stamp, t, conn.topic, rgb, error, truth.get(stamp))
+        yield Frame(index, stamp, t, camera.topic, rgb, error, truth.get(stamp))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ember.bag.frames import camera_connection, iter_frames, read_ground_truth
+from ember.bag.frames import camera_stream, iter_frames, read_ground_truth
 from ember.bag.ground_truth import GroundTruth
 from ember.bag.io import open_bag
 from ember.eval.metrics import confusion, incident_metrics, latency_summary, robot_selection_metrics
@@ -71,8 +71,8 @@ class EvalRun:
 def bag_task(path: str | Path, topic: str | None = None) -> str | None:
     """The task of the bag's ground truth when every frame agrees on one, else None."""
     with open_bag(path) as bag:
-        conn = camera_connection(bag, topic)
-        tasks = {t.task for t in read_ground_truth(bag, conn.topic).values()}
+        camera = camera_stream(bag, topic)
+        tasks = {t.task for t in read_ground_truth(bag, camera.topic).values()}
     return tasks.pop() if len(tasks) == 1 and None not in tasks else None
 
 
@@ -82,17 +82,17 @@ def run_offline(path: str | Path, engine, task: str, topic: str | None = None, m
     preds: dict[int, Prediction] = {}
     with open_bag(path) as bag:
         notes = list(bag.notes)
-        conn = camera_connection(bag, topic)
-        truth = read_ground_truth(bag, conn.topic)
-        for fr in iter_frames(bag, conn, truth):
+        camera = camera_stream(bag, topic)
+        truth = read_ground_truth(bag, camera.topic)
+        for fr in iter_frames(bag, camera, truth):
             frames.append(FrameInfo(fr.index, fr.stamp_ns, fr.bag_time_ns, fr.truth, fr.error))
             if fr.rgb is None:
                 continue
             a = engine.analyze(fr.rgb, task=task, max_new_tokens=max_new_tokens)
             preds[fr.stamp_ns] = Prediction.from_analysis(a, a.timings_ms.get("total_ms", 0.0))
     if not frames:
-        raise ValueError(f"camera topic {conn.topic} of {path} holds no message")
-    return EvalRun("offline", str(path), conn.topic, conn.msgtype, task, frames, preds,
+        raise ValueError(f"camera topic {camera.topic} of {path} holds no message")
+    return EvalRun("offline", str(path), camera.topic, camera.msgtype, task, frames, preds,
                    model_version=getattr(engine, "model_version", ""), extra={"bag_notes": notes} if notes else {})
 
 

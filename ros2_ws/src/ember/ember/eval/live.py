@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from ember.bag.errors import BagError
-from ember.bag.frames import camera_connection, iter_frames, read_ground_truth
+from ember.bag.frames import camera_stream, iter_frames, read_ground_truth
 from ember.bag.io import open_bag
 from ember.eval.bag_eval import EvalRun, FrameInfo, Prediction, f32
 
@@ -38,13 +38,13 @@ def frame_infos(path: str | Path, topic: str | None) -> tuple[str, str, list[Fra
     """(camera topic, type, frames without pixels, the bag's notes) - decoded once to know the
     undecodable ones."""
     with open_bag(path) as bag:
-        conn = camera_connection(bag, topic)
-        truth = read_ground_truth(bag, conn.topic)
-        frames = [FrameInfo(f.index, f.stamp_ns, f.bag_time_ns, f.truth, f.error) for f in iter_frames(bag, conn, truth)]
+        camera = camera_stream(bag, topic)
+        truth = read_ground_truth(bag, camera.topic)
+        frames = [FrameInfo(f.index, f.stamp_ns, f.bag_time_ns, f.truth, f.error) for f in iter_frames(bag, camera, truth)]
         notes = list(bag.notes)
     if not frames:
-        raise BagError(f"camera topic {conn.topic} of {path} holds no message")
-    return conn.topic, conn.msgtype, frames, notes
+        raise BagError(f"camera topic {camera.topic} of {path} holds no message")
+    return camera.topic, camera.msgtype, frames, notes
 
 
 class NodeProcess:
