@@ -3,7 +3,8 @@
 Load order keeps the process peak low: the bundle is validated first (hashes streamed from
 disk), then the decoder (the larger model) is loaded while nothing else is resident, then
 the vision model, then the tokenizer; freed parse buffers are handed back to the OS after
-each load. Sessions run sequentially with the CPU memory arena off.
+each load. Sessions run sequentially with the CPU memory arena off, with no more intra-op
+threads than the CPUs this process may use (affinity and cgroup quota: ember.engine.cpus).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import threading
 import time
 import warnings
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,9 @@ from tokenizers import Tokenizer
 
 from ember.engine.analysis import Analysis
 from ember.engine.bundle import Bundle, BundleError, load_bundle
+from ember.engine.cpus import usable_cpus
 from ember.engine.decoder import KVCacheDecoder
+from ember.engine.ort_errors import describe_load_error
 from ember.engine.preprocess import preprocess
 from ember.engine.robot_selector import RobotSelector, bundle_selector
 from ember.labels import ROBOT_TYPES
@@ -77,9 +81,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
     """Options for a small, predictable footprint: no arena, no memory pattern, sequential,
-    `threads` intra-op threads (weights stay prepacked: that halves a decode step)."""
+    `threads` intra-op threads (weights stay prepacked: that halves a decode step).
+
+    Pool threads sleep between operators instead of spinning: the robot's CPU is shared with its
+    other software; with 2 threads, spinning cost 1.6x the CPU time of an analysis and made it
+    slower, 2.4x with both threads on one CPU (bench/edge_runtime.py)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, int(threads))
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.enable_cpu_mem_arena = False
@@ -94,7 +103,8 @@ class EmberEngine:
     """Runs an Ember model bundle: `analyze(image_rgb, task)` -> Analysis.
 
     Raises BundleError if the bundle is missing, incomplete, corrupt or of an unknown format.
-    `analyze` may be called from several threads: analyses run one at a time.
+    `analyze` may be called from several threads: analyses run one at a time. `threads` is
+    capped to the CPUs this process may use (`self.threads` is what the sessions got).
     """
 
     def __init__(self, bundle_dir: str | Path, threads: int = 1, verify_hashes: bool = True) -> None:
@@ -110,7 +120,8 @@ class EmberEngine:
             log.warning("bundle %s was optimized with onnxruntime %s, running %s", self.bundle.path, built_with, ort.__version__)
 
         _tune_malloc()
-        opts = session_options(threads)
+        self.threads = self._thread_count(threads)
+        opts = session_options(self.threads)
         self._decoder = self._session("decoder.onnx", opts)  # the larger model first, while little is resident
         self._vision = self._session("vision.onnx", opts)
         try:
@@ -118,8 +129,6 @@ class EmberEngine:
         except Exception as exc:
             raise BundleError(f"model bundle {self.bundle.path}: cannot load tokenizer.json ({exc})") from exc
         self._added_tokens: dict[str, int] = {t.content: i for i, t in self.tokenizer.get_added_tokens_decoder().items()}
-        self._plain_tokenizer = Tokenizer.from_str(self.tokenizer.to_str())  # added tokens encoded as text
-        self._plain_tokenizer.encode_special_tokens = True
         self._check_io()
         self.selector = self._load_selector()
         self._kv = KVCacheDecoder(self._decoder, self.n_layers, self.n_heads, self.head_dim, self.d_model)
@@ -159,11 +168,33 @@ class EmberEngine:
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean and std need 3 values")
 
+    @staticmethod
+    def _thread_count(requested: int) -> int:
+        """`requested` intra-op threads, capped to the CPUs this process may use (with a warning):
+        a pool larger than its CPUs makes each operator wait for threads that are not running."""
+        threads = max(1, int(requested))
+        cpus = usable_cpus()
+        if threads > cpus:
+            log.warning("threads=%d asked, but this process may use %d CPU%s (affinity, cgroup quota): "
+                        "running %d", threads, cpus, "" if cpus == 1 else "s", cpus)
+            threads = cpus
+        return threads
+
     def _session(self, name: str, opts: ort.SessionOptions) -> ort.InferenceSession:
         try:
             sess = ort.InferenceSession(str(self.bundle.file(name)), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise BundleError(f"model bundle {self.bundle.path}: onnxruntime cannot load {name} ({exc})") from exc
+            failure = describe_load_error(exc)
+            hint = ""
+            if failure.needs_newer_runtime:
+                built = self.meta.get("onnxruntime_version") or "unknown"
+                hint = (f". It was made for a newer onnxruntime (bundle.json: exported with {built}): upgrade "
+                        f"onnxruntime or re-export the bundle with this release's ember-export")
+            elif failure.corrupt:
+                hint = ", although its sha256 matches bundle.json: re-export the bundle"  # an exporter bug
+            raise BundleError(
+                f"model bundle {self.bundle.path}: onnxruntime {ort.__version__} cannot load {name}: {failure.detail}{hint}"
+            ) from exc
         _release_free_memory()
         return sess
 
@@ -277,6 +308,14 @@ class EmberEngine:
         if start < len(text):
             parts.append((False, text[start:]))
         return parts
+
+    @cached_property
+    def _plain_tokenizer(self) -> Tokenizer:
+        """The tokenizer with added tokens encoded as text; built on first use (~1.2 MiB resident
+        with the robots' bundle, needed only for a task that spells a special token)."""
+        plain = Tokenizer.from_str(self.tokenizer.to_str())
+        plain.encode_special_tokens = True
+        return plain
 
     def _encode_plain(self, text: str) -> list[int]:
         """Ids of `text` with no added-token matching (what `encode` does between added tokens)."""
