@@ -27,18 +27,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Proc:
-    """A `python ...` child process in the repo root whose output (stdout+stderr) is collected."""
+    """A `python ...` child process (or `program ...`, in a process group of its own) in the repo
+    root whose output (stdout+stderr) is collected."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, program: str | None = None) -> None:
         self.args = args
+        self.group = program is not None  # a program may start children of its own: signal them all
         self.proc = subprocess.Popen(
-            [sys.executable, *args],
+            [program or sys.executable, *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
             env={**os.environ, **(env or {})},
+            start_new_session=self.group,
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -79,10 +82,15 @@ class Proc:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         """Send `sig` (if running), wait, kill after `timeout`; the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if self.group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                if self.group:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError(f"{self.args} did not stop on signal {sig} within {timeout}s:\n{self.output()}") from None

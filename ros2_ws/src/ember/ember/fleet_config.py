@@ -28,6 +28,8 @@ ROBOT_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MANAGER_NAME = "fleet_manager"
 INCIDENT_NODE_NAME = "incident_node"
 CAMERA_NODE_NAME = "camera"
+DISCOVERY_SERVER_ENV = "ROS_DISCOVERY_SERVER"
+_DISCOVERY_ENTRY = re.compile(r"^(?:(?:UDPv4|UDPv6|TCPv4|TCPv6):)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?::(\d{1,5}))?$")
 
 
 class FleetConfigError(ValueError):
@@ -179,6 +181,8 @@ class FleetConfig:
     cameras: CameraConfig = field(default_factory=CameraConfig)
     dds_profile: str = ""
     """Fast DDS XML profile for FASTDDS_DEFAULT_PROFILES_FILE ('' = none)"""
+    discovery_server: str = ""
+    """Fast DDS discovery server(s) for ROS_DISCOVERY_SERVER ('' = multicast discovery)"""
     path: str = ""
 
     def robot(self, robot_id: str) -> RobotConfig:
@@ -210,12 +214,27 @@ class FleetConfig:
 
 
 def dds_environment(cfg: FleetConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment variables the fleet's processes need: the config's Fast DDS profile, unless
-    the environment already names one."""
+    """Environment variables the fleet's processes need: the config's Fast DDS profile and
+    discovery server(s), each unless the environment already sets it."""
     env = os.environ if environ is None else environ
-    if cfg.dds_profile and not env.get(DDS_PROFILE_ENV):
-        return {DDS_PROFILE_ENV: cfg.dds_profile}
-    return {}
+    wanted = {DDS_PROFILE_ENV: cfg.dds_profile, DISCOVERY_SERVER_ENV: cfg.discovery_server}
+    return {name: value for name, value in wanted.items() if value and not env.get(name)}
+
+
+def check_discovery_server(value: str, where: str) -> str:
+    """A ROS_DISCOVERY_SERVER value: ';'-separated `host[:port]` entries (an entry's position is
+    its server id; empty entries allowed, e.g. ';10.0.0.2:11811'), IPv6 in brackets."""
+    entries = value.split(";")
+    if not any(e.strip() for e in entries):
+        raise FleetConfigError(f"{where}: names no server (expected host:port, e.g. 10.0.0.1:11811)")
+    for entry in entries:
+        m = _DISCOVERY_ENTRY.match(entry.strip()) if entry.strip() else None
+        if entry.strip() and (m is None or (m[2] is not None and not 0 < int(m[2]) < 65536)):
+            raise FleetConfigError(
+                f"{where}: {entry.strip()!r} is not host[:port] (e.g. 10.0.0.1:11811, base-station:11811, "
+                "[fd00::1]:11811); several servers are separated by ';'"
+            )
+    return ";".join(e.strip() for e in entries)
 
 
 def manager_description(cfg: FleetConfig) -> NodeDescription:
@@ -281,7 +300,7 @@ def camera_description(cfg: FleetConfig, robot: RobotConfig) -> NodeDescription:
 # ---------------------------------------------------------------------------------------------
 # loading
 
-_TOP_KEYS = {"bundle", "robots", "inference", "manager", "cameras", "dds_profile"}
+_TOP_KEYS = {"bundle", "robots", "inference", "manager", "cameras", "dds_profile", "discovery_server"}
 DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
@@ -416,6 +435,9 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
     dds_profile = _resolve_path(_coerce(top.get("dds_profile", ""), str, f"{where}.dds_profile"), base)
     if dds_profile and not Path(dds_profile).is_file():
         raise FleetConfigError(f"{where}.dds_profile: {dds_profile} does not exist")
+    discovery_server = _coerce(top.get("discovery_server", ""), str, f"{where}.discovery_server").strip()
+    if discovery_server:
+        discovery_server = check_discovery_server(discovery_server, f"{where}.discovery_server")
 
     rdata = top.get("robots")
     if not isinstance(rdata, list) or not rdata:
@@ -454,6 +476,7 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
         manager=manager,
         cameras=cameras,
         dds_profile=dds_profile,
+        discovery_server=discovery_server,
         path=source,
     )
 
