@@ -5,8 +5,11 @@
 
 Also a ROS node (`CameraNode`, executable `ember-camera` in fleet.launch.py) with the same
 settings as parameters: images, video, rate_hz, topic, format (raw|jpeg), frame_id, loop,
-count (stop after this many frames; 0 = no limit). Publishes with sensor-data QoS, depth 1;
-every frame is stamped with the publish time and carries `frame_id`.
+count (stop after this many frames; 0 = no limit). `ros2 param set` changes rate_hz and
+frame_id; the others are read-only. Publishes with sensor-data QoS, depth 1; every frame is
+stamped with the publish time and carries `frame_id`. Under use_sim_time the rate and the
+stamps are simulated time, as a simulator's camera: a paused simulation publishes nothing, and
+a /clock jumping back (a reset) restarts the period from the new time.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
@@ -48,26 +53,38 @@ def load_images(directory: str | Path) -> list[tuple[str, np.ndarray]]:
     return images
 
 
+def _check_parameters(params: list[Parameter]) -> SetParametersResult:
+    """Refuse a rate_hz that is not a finite number > 0 and a negative count (start and run time)."""
+    for prm in params:
+        if prm.name == "rate_hz" and not (math.isfinite(prm.value) and prm.value > 0):
+            return SetParametersResult(successful=False, reason=f"rate_hz must be a finite number > 0, not {prm.value:g}")
+        if prm.name == "count" and prm.value < 0:
+            return SetParametersResult(successful=False, reason=f"count must be >= 0 (0: no limit), not {prm.value}")
+    return SetParametersResult(successful=True)
+
+
 class CameraNode(Node):
     """Publishes images from a directory (each encoded once) or frames of a video at a fixed rate."""
 
     def __init__(self, node_name: str = "camera", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        p = self.declare_parameter
-        images = p("images", "").value
-        video = p("video", "").value
-        rate = float(p("rate_hz", 1.0).value)
-        topic = p("topic", "camera/image_raw").value
-        self._format = p("format", "raw").value
-        self._frame_id = p("frame_id", "camera").value
-        self._loop = bool(p("loop", True).value)
-        self._count = int(p("count", 0).value)
+        ro = runtime.read_only
+        self.add_on_set_parameters_callback(_check_parameters)  # before declaring: a params file is checked too
+        self.declare_parameters("", [
+            ("images", "", ro("directory of images to replay")),
+            ("video", "", ro("video file to replay")),
+            ("rate_hz", 1.0, ParameterDescriptor(description="frames per second, finite and > 0")),
+            ("topic", "camera/image_raw", ro("topic to publish on")),
+            ("format", "raw", ro("raw (sensor_msgs/Image) or jpeg (CompressedImage)")),
+            ("frame_id", "camera", ParameterDescriptor(description="header.frame_id of every frame")),
+            ("loop", True, ro("start over at the end")),
+            ("count", 0, ro("stop after this many frames (>= 0); 0 = no limit")),
+        ])
+        prm = self._param
+        images, video, rate, topic = prm("images"), prm("video"), float(prm("rate_hz")), prm("topic")
+        self._format, self._loop, self._count = prm("format"), bool(prm("loop")), int(prm("count"))
         if bool(images) == bool(video):
             raise ValueError("give exactly one of the parameters 'images' (a directory) or 'video' (a file)")
-        if not (math.isfinite(rate) and rate > 0):
-            raise ValueError(f"rate_hz must be a finite number > 0, not {rate:g}")
-        if self._count < 0:
-            raise ValueError(f"count must be >= 0 (0: no limit), not {self._count}")
         if self._format not in ("raw", "jpeg"):
             raise ValueError(f"format must be raw or jpeg, not {self._format!r}")
         msg_type = CompressedImage if self._format == "jpeg" else Image
@@ -84,8 +101,19 @@ class CameraNode(Node):
         self.published = 0
         self.finished = False
         self._index = 0
-        self.create_timer(1.0 / rate, self._tick)
+        self._frame_timer = self.create_timer(1.0 / rate, self._tick)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         self.get_logger().info(f"publishing {source} at {rate:g} Hz on {self.resolve_topic_name(topic)} ({self._format})")
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _on_parameters_set(self, params: list[Parameter]) -> None:
+        """A new rate_hz takes effect at once (frame_id is read at every frame)."""
+        if any(p.name == "rate_hz" for p in params):
+            self.destroy_timer(self._frame_timer)
+            self._frame_timer = self.create_timer(1.0 / float(self._param("rate_hz")), self._tick)
+            self.get_logger().info(f"rate now {self._param('rate_hz'):g} Hz")
 
     def _open_video(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(self._video_path)
@@ -125,7 +153,7 @@ class CameraNode(Node):
             self.get_logger().info(f"done after {self.published} frames")
             return
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self._frame_id
+        msg.header.frame_id = str(self._param("frame_id"))
         self._pub.publish(msg)
         self.published += 1
 
@@ -162,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime.init(args=argv)
     try:
         node = CameraNode(parameter_overrides=params)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ParameterException) as exc:
         print(f"ember-camera: {exc}", file=sys.stderr, flush=True)
         runtime.shutdown()
         sys.exit(2)

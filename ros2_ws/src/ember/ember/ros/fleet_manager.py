@@ -54,6 +54,7 @@ from std_msgs.msg import String
 
 from ember.fleet_config import ROBOT_ID_RE, CostWeights, FleetConfigError, ManagerConfig, check_manager
 from ember.labels import ROBOT_TYPES
+from ember.ros import runtime
 from ember.ros.allocation import STATUS_CANCELLED, STATUS_UPDATED, Allocator, Changes, Policy
 from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
 from ember.ros.planning import build_steps
@@ -228,8 +229,9 @@ class FleetManager(Node):
         self._task_thread = threading.Thread(target=self._spin_tasks, name="fleet-manager-tasks", daemon=True)
         self._task_thread.start()
         timers = MutuallyExclusiveCallbackGroup()
-        self.create_timer(check_period, self._check_liveness, callback_group=timers)
-        self.create_timer(diag_period, self._publish_diagnostics, callback_group=timers)
+        steady = runtime.steady_clock()  # heartbeats come in wall time, also while a simulation is paused
+        self.create_timer(check_period, self._check_liveness, callback_group=timers, clock=steady)
+        self.create_timer(diag_period, self._publish_diagnostics, callback_group=timers, clock=steady)
         for rid in self._expected:
             self._record(rid)
         self.get_logger().info(

@@ -10,14 +10,19 @@ model therefore drops frames; nothing queues and latency does not grow. A frame 
 on both topics (image_transport publishes raw and compressed when both have subscribers) is
 analysed once: the copy with the same stamp and frame_id is skipped and counted as duplicate.
 
-Parameters (read at every use, so `ros2 param set` works for the starred ones):
-  robot_id, robot_type, bundle, threads, max_new_tokens,
+Parameters (the starred ones are read at every use, so `ros2 param set` changes them; the
+others are read-only, and `ros2 param set` refuses them; numbers are range-checked):
+  robot_id, robot_type, bundle, threads, max_new_tokens*,
   default_task*, max_rate_hz* (0 = as fast as the model goes),
   processing_delay_s* (extra fixed delay per analysis: simulates a slower robot computer),
   battery* (0..1, simulated unless battery_topic names a sensor_msgs/BatteryState topic),
   available*, heartbeat_period_s, diagnostics_period_s,
-  image_topic, compressed_topic, incident_topic, selection_topic, plan_topic,
-  analyze_service, status_topic.
+  image_topic, compressed_topic (default <image_topic>/compressed, after remapping),
+  incident_topic, selection_topic, plan_topic, analyze_service, status_topic, battery_topic.
+
+Under use_sim_time, reports keep their source image's stamp; heartbeats and /diagnostics keep
+their period in wall time (a paused simulation is not a dead robot) and carry simulated stamps;
+max_rate_hz is a compute budget, in wall time.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from ember_msgs.msg import ActionPlan, IncidentAnalysis, RobotSelection, RobotStatus
 from ember_msgs.srv import AnalyzeImage
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, CompressedImage, Image
@@ -41,8 +48,9 @@ from std_msgs.msg import Header
 
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK
+from ember.ros import runtime
 from ember.ros.conversions import compressed_to_rgb, image_msg_to_rgb
-from ember.ros.qos import CAMERA_QOS, DIAGNOSTICS_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS
+from ember.ros.qos import BATTERY_QOS, CAMERA_QOS, DIAGNOSTICS_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS
 from ember.ros.spinning import run_node
 
 _ERROR_KINDS = (
@@ -95,12 +103,13 @@ class Frame:
         return abs(self.received - other.received) <= DUPLICATE_WINDOW_S
 
 
-def source_header(header: Header, arrival_stamp: Any) -> Header:
+def source_header(header: Header, arrival_stamp: Callable[[], Any]) -> Header:
     """The header the reports of an image carry: the image's own, stamped with its arrival time
-    when the camera left the stamp zero (the fleet manager joins a robot's two reports by stamp)."""
+    (`arrival_stamp()`, asked only then) when the camera left the stamp zero (the fleet manager
+    joins a robot's two reports by stamp)."""
     if header.stamp.sec or header.stamp.nanosec:
         return header
-    return Header(stamp=arrival_stamp, frame_id=header.frame_id)
+    return Header(stamp=arrival_stamp(), frame_id=header.frame_id)
 
 
 class LatestFrame:
@@ -188,28 +197,14 @@ class IncidentNode(Node):
     def __init__(self, node_name: str = "incident_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         default_id = self.get_namespace().strip("/").split("/")[-1] or "robot"
-        p = self.declare_parameter
-        self._robot_id = p("robot_id", default_id).value
-        self._robot_type = p("robot_type", "").value
-        bundle = p("bundle", "").value
-        threads = p("threads", 1).value
-        self._max_new_tokens = p("max_new_tokens", 50).value
-        p("default_task", DEFAULT_TASK)
-        p("max_rate_hz", 1.0, ParameterDescriptor(description="most analyses per second; 0 = unlimited"))
-        p("processing_delay_s", 0.0, ParameterDescriptor(description="extra fixed delay per analysis (simulated slow computer)"))
-        p("battery", 1.0, ParameterDescriptor(description="0..1; simulated unless battery_topic is set"))
-        p("available", True)
-        heartbeat = p("heartbeat_period_s", 0.5).value
-        diag_period = p("diagnostics_period_s", 1.0).value
-        image_topic = p("image_topic", "camera/image_raw").value
-        compressed_topic = p("compressed_topic", "camera/image_raw/compressed").value
-        incident_topic = p("incident_topic", "ember/incident").value
-        selection_topic = p("selection_topic", "ember/robot_selection").value
-        plan_topic = p("plan_topic", "ember/action_plan").value
-        analyze_service = p("analyze_service", "ember/analyze_image").value
-        status_topic = p("status_topic", "/fleet/status").value
-        battery_topic = p("battery_topic", "").value
-        self.add_on_set_parameters_callback(self._check_parameters)
+        self._declare_parameters(default_id)
+        prm = self._param
+        self._robot_id = prm("robot_id")
+        self._robot_type = prm("robot_type")
+        bundle = prm("bundle")
+        image_topic = self.resolve_topic_name(prm("image_topic"))
+        compressed_topic = prm("compressed_topic") or f"{image_topic}/compressed"
+        battery_topic = prm("battery_topic")
 
         if self._robot_type not in ROBOT_TYPES:
             raise ValueError(f"parameter robot_type {self._robot_type!r} is not one of {', '.join(ROBOT_TYPES)}")
@@ -217,7 +212,7 @@ class IncidentNode(Node):
             raise ValueError("parameter 'bundle' (the model bundle directory) is not set")
         from ember.engine import EmberEngine
 
-        self._engine = EmberEngine(bundle, threads=int(threads))
+        self._engine = EmberEngine(bundle, threads=int(prm("threads")))
         self._engine_lock = threading.Lock()
         self.model_version = str(getattr(self._engine, "model_version", "") or "")
 
@@ -229,36 +224,58 @@ class IncidentNode(Node):
         self._measured_battery: float | None = None
         self._stop = threading.Event()
 
-        self._pub_incident = self.create_publisher(IncidentAnalysis, incident_topic, REPORT_QOS)
-        self._pub_selection = self.create_publisher(RobotSelection, selection_topic, REPORT_QOS)
-        self._pub_status = self.create_publisher(RobotStatus, status_topic, STATUS_QOS)
+        self._pub_incident = self.create_publisher(IncidentAnalysis, prm("incident_topic"), REPORT_QOS)
+        self._pub_selection = self.create_publisher(RobotSelection, prm("selection_topic"), REPORT_QOS)
+        self._pub_status = self.create_publisher(RobotStatus, prm("status_topic"), STATUS_QOS)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_subscription(Image, image_topic, lambda m: self._on_frame(m, False), CAMERA_QOS)
         self.create_subscription(CompressedImage, compressed_topic, lambda m: self._on_frame(m, True), CAMERA_QOS)
-        self.create_subscription(ActionPlan, plan_topic, self._on_plan, PLAN_QOS)
-        if battery_topic:
-            self.create_subscription(BatteryState, battery_topic, self._on_battery, STATUS_QOS)
+        self.create_subscription(ActionPlan, prm("plan_topic"), self._on_plan, PLAN_QOS)
+        if battery_topic:  # best effort: matches reliable and best-effort (sensor-data QoS) drivers
+            self.create_subscription(BatteryState, battery_topic, self._on_battery, BATTERY_QOS)
         self._service_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(AnalyzeImage, analyze_service, self._on_analyze, callback_group=self._service_group)
+        self.create_service(AnalyzeImage, prm("analyze_service"), self._on_analyze, callback_group=self._service_group)
+        # liveness in wall time, also under use_sim_time: a paused simulation is not a dead robot
         timer_group = MutuallyExclusiveCallbackGroup()
-        self.create_timer(float(heartbeat), self._publish_status, callback_group=timer_group)
-        self.create_timer(float(diag_period), self._publish_diagnostics, callback_group=timer_group)
+        steady = runtime.steady_clock()
+        self.create_timer(prm("heartbeat_period_s"), self._publish_status, callback_group=timer_group, clock=steady)
+        self.create_timer(prm("diagnostics_period_s"), self._publish_diagnostics, callback_group=timer_group, clock=steady)
 
         self._worker = threading.Thread(target=self._work, name=f"ember-infer-{self._robot_id}", daemon=True)
         self._worker.start()
         self.get_logger().info(
             f"{self._robot_id} ({self._robot_type}) ready: model {self.model_version or '?'}, "
-            f"camera {self.resolve_topic_name(image_topic)} (+ /compressed)"
+            f"camera {image_topic} and {self.resolve_topic_name(compressed_topic)}"
         )
 
     # -- parameters ------------------------------------------------------------------------
-    def _check_parameters(self, params: list) -> SetParametersResult:
-        for prm in params:
-            if prm.name == "battery" and not 0.0 <= float(prm.value) <= 1.0:
-                return SetParametersResult(successful=False, reason="battery must be within 0..1")
-            if prm.name in ("max_rate_hz", "processing_delay_s") and float(prm.value) < 0:
-                return SetParametersResult(successful=False, reason=f"{prm.name} must be >= 0")
-        return SetParametersResult(successful=True)
+    def _declare_parameters(self, default_id: str) -> None:
+        """Declare every parameter: those read once at start are read-only (`ros2 param set`
+        refuses them), the others are read at every use; numbers are range-checked, at start
+        (a bad params file stops the node, naming the parameter) and at run time."""
+        ro, rng = runtime.read_only, runtime.number_range
+        self.declare_parameters("", [
+            ("robot_id", default_id, ro("robot id in reports and heartbeats (default: the namespace)")),
+            ("robot_type", "", ro(f"one of {', '.join(ROBOT_TYPES)}")),
+            ("bundle", "", ro("model bundle directory")),
+            ("threads", 1, rng("onnxruntime threads", 1, 256, integer=True, read_only=True)),
+            ("max_new_tokens", 50, rng("most generated tokens per analysis", 0, 4096, integer=True)),
+            ("default_task", DEFAULT_TASK, ParameterDescriptor(description="task for camera frames")),
+            ("max_rate_hz", 1.0, rng("most analyses per second (wall time); 0 = unlimited", 0.0, 1000.0)),
+            ("processing_delay_s", 0.0, rng("extra fixed delay per analysis (simulated slow computer)", 0.0, 3600.0)),
+            ("battery", 1.0, rng("0..1; simulated unless battery_topic is set", 0.0, 1.0)),
+            ("available", True, ParameterDescriptor(description="offered for new tasks")),
+            ("heartbeat_period_s", 0.5, rng("RobotStatus period (wall time)", 0.001, 3600.0, read_only=True)),
+            ("diagnostics_period_s", 1.0, rng("/diagnostics period (wall time)", 0.001, 3600.0, read_only=True)),
+            ("image_topic", "camera/image_raw", ro("sensor_msgs/Image in")),
+            ("compressed_topic", "", ro("sensor_msgs/CompressedImage in; empty: <image_topic>/compressed")),
+            ("incident_topic", "ember/incident", ro("IncidentAnalysis out")),
+            ("selection_topic", "ember/robot_selection", ro("RobotSelection out")),
+            ("plan_topic", "ember/action_plan", ro("ActionPlan in")),
+            ("analyze_service", "ember/analyze_image", ro("AnalyzeImage service")),
+            ("status_topic", "/fleet/status", ro("RobotStatus heartbeat out")),
+            ("battery_topic", "", ro("sensor_msgs/BatteryState in; empty: the battery parameter")),
+        ])
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
@@ -315,7 +332,7 @@ class IncidentNode(Node):
         task = str(self._param("default_task")) or DEFAULT_TASK
         t0 = time.monotonic()
         with self._engine_lock:
-            analysis = self._engine.analyze(rgb, task=task, max_new_tokens=self._max_new_tokens)
+            analysis = self._engine.analyze(rgb, task=task, max_new_tokens=int(self._param("max_new_tokens")))
         infer_ms = (time.monotonic() - t0) * 1000.0
         delay = float(self._param("processing_delay_s"))
         if delay > 0 and self._stop.wait(delay):
@@ -323,7 +340,7 @@ class IncidentNode(Node):
         if not self.context.ok():
             return True
         latency = (time.monotonic() - frame.received) * 1000.0
-        header = source_header(frame.msg.header, self._clock_stamp(frame.received))
+        header = source_header(frame.msg.header, lambda: self._clock_stamp(frame.received))
         inc, sel = analysis_messages(analysis, header, self._robot_id, task, latency)
         self._pub_incident.publish(inc)
         self._pub_selection.publish(sel)
@@ -349,14 +366,21 @@ class IncidentNode(Node):
             self.get_logger().warning(f"{what} ({kind}): {exc}; further ones of this kind are only counted")
 
     def _clock_stamp(self, monotonic: float) -> Any:
-        """The node's clock (builtin_interfaces/Time) at the time.monotonic() instant `monotonic`."""
-        age = Duration(nanoseconds=int((time.monotonic() - monotonic) * 1e9))
-        return (self.get_clock().now() - age).to_msg()
+        """The node's clock (builtin_interfaces/Time) at the time.monotonic() instant `monotonic`.
+
+        Under use_sim_time the simulated clock may stand near zero (just started or reset): an
+        instant before it is stamped with the clock's present time, and a clock that has no time
+        yet (no /clock received) gives the system time, so the stamp is never zero or negative."""
+        now = self.get_clock().now()
+        if not now.nanoseconds:
+            return Clock(clock_type=ClockType.SYSTEM_TIME).now().to_msg()
+        age = int((time.monotonic() - monotonic) * 1e9)
+        return (now - Duration(nanoseconds=age)).to_msg() if 0 <= age < now.nanoseconds else now.to_msg()
 
     # -- service ---------------------------------------------------------------------------
     def _on_analyze(self, request: AnalyzeImage.Request, response: AnalyzeImage.Response) -> AnalyzeImage.Response:
         t0 = time.monotonic()
-        header = source_header(request.image.header, self.get_clock().now().to_msg())
+        header = source_header(request.image.header, lambda: self._clock_stamp(t0))
         try:
             rgb = image_msg_to_rgb(request.image)
         except ValueError as exc:
@@ -366,7 +390,7 @@ class IncidentNode(Node):
         task = request.task or str(self._param("default_task")) or DEFAULT_TASK
         try:
             with self._engine_lock:
-                analysis = self._engine.analyze(rgb, task=task, max_new_tokens=self._max_new_tokens)
+                analysis = self._engine.analyze(rgb, task=task, max_new_tokens=int(self._param("max_new_tokens")))
             inc, sel = analysis_messages(
                 analysis, header, self._robot_id, task, (time.monotonic() - t0) * 1000.0
             )

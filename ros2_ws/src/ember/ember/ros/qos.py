@@ -5,6 +5,7 @@
 * action plans: reliable + transient-local, so a robot that (re)joins late still gets the
   plans addressed to it, in order (new, updated, cancelled);
 * reports, heartbeats, tasks: reliable, volatile, small depth;
+* a robot's battery driver: best effort, so reliable and sensor-data (best-effort) drivers match;
 * alerts and the fused selection: reliable + transient-local, so a console started later
   still sees what the fleet could not do.
 """
@@ -44,6 +45,15 @@ STATUS_QOS = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 """RobotStatus heartbeats on /fleet/status (every robot publishes there: depth for bursts)."""
+
+BATTERY_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+"""sensor_msgs/BatteryState from the robot's driver (only the newest level matters). A reliable
+subscription would not match drivers that publish with sensor-data QoS (best effort)."""
 
 TASK_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,

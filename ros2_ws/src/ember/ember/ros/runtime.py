@@ -1,4 +1,5 @@
-"""Starting and stopping rclpy the same way in every Ember process."""
+"""Starting and stopping rclpy the same way in every Ember process, and the node conventions they
+share: parameter descriptors (read-only or range-checked) and a wall-time clock for liveness timers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ctypes
 import os
 import signal
 import sys
+from typing import Any
 
 REQUIRE_LOCAL_DDS_ENV = "EMBER_REQUIRE_LOCAL_DDS"
 STOP_WITH_PARENT_ENV = "EMBER_STOP_WITH_PARENT"
@@ -61,3 +63,32 @@ def shutdown(context=None) -> None:
         rclpy.try_shutdown(context=context)
     except Exception:  # noqa: BLE001 - shutting down; nothing left to report to
         pass
+
+
+
+def read_only(description: str) -> Any:
+    """A descriptor for a parameter read once at start: `ros2 param set` is refused, not ignored."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    return ParameterDescriptor(description=description, read_only=True)
+
+
+def number_range(description: str, low: float, high: float, *, integer: bool = False, read_only: bool = False) -> Any:
+    """A descriptor limiting a number to [low, high] (NaN refused), at start and at `ros2 param set`;
+    `ros2 param describe` shows the limits."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    desc = ParameterDescriptor(description=description, read_only=read_only)
+    if integer:
+        desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+    else:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+    return desc
+
+
+def steady_clock() -> Any:
+    """A clock that always runs in wall time, also under use_sim_time: for heartbeats and
+    /diagnostics, which tell that a process lives while a simulation is paused or slow."""
+    from rclpy.clock import Clock, ClockType
+
+    return Clock(clock_type=ClockType.STEADY_TIME)
