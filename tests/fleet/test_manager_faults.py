@@ -34,11 +34,11 @@ class Fleet:
         self.client = node.create_client(SubmitTask, "/fleet/submit_task")
         assert spin_until(executor, self.client.service_is_ready, 20)
 
-    def report(self, rid: str, label: str, scores: list[float], confidence: float = 0.8) -> None:
+    def report(self, rid: str, label: str, scores: list[float], confidence: float = 0.8, zero_stamp: bool = False) -> None:
         """Publish one robot's report once its publishers matched the manager."""
         self.sim.add_reporter(rid)
         assert spin_until(self.executor, self.sim.report_publishers_matched, 30)
-        self.sim.publish_report(rid, label, scores, confidence=confidence)
+        self.sim.publish_report(rid, label, scores, confidence=confidence, zero_stamp=zero_stamp)
 
     def wait_reports(self, n: int) -> None:
         assert spin_until(self.executor, lambda: self.diag.get(DIAG, "reports") >= n, 20), self.proc.output()
@@ -93,6 +93,23 @@ def test_non_finite_or_out_of_range_reports_do_not_poison_the_fused_selection(tm
         finally:
             fleet.close()
 
+
+
+def test_reports_a_third_party_camera_left_unstamped_are_still_joined(tmp_path):
+    """A reporter whose camera leaves header stamps zero: the manager stamped its analysis and its
+    selection each with its own arrival time, so the pair never joined and the incident had no robot
+    selection (the task failed after task_wait_s). Now one image's pair shares the stamp."""
+    with fleet_manager_process(tmp_path, PARAMS) as proc, ros_node("faults_test") as (node, executor):
+        fleet = Fleet(node, executor, proc)
+        try:
+            for rid in ("sim_000", "sim_001"):  # two unstamped reporters, one image each
+                fleet.report(rid, "on fire", FIRE, zero_stamp=True)
+            fleet.wait_reports(2)
+            res = fleet.submit("Put out the fire")
+            assert res.success, (res.message, proc.output())
+            assert "types drone, humanoid (camera reports)" in res.message and "2 reports" in res.message, res.message
+        finally:
+            fleet.close()
 
 
 def test_a_robot_with_a_clock_far_ahead_does_not_hijack_the_fleets_tasks(tmp_path):

@@ -65,6 +65,8 @@ MANAGER_ID = "fleet_manager"
 TEXT_BASIS = "text selector"
 MAX_STALE_PLANS = 100
 """stale plan ids remembered per robot (each is cancelled once)"""
+ZERO_STAMP_PAIR_S = 1.0
+"""a reporter that leaves stamps zero: its analysis and selection arriving within this are one image's"""
 MAX_WARNINGS = 1000
 """warn-once keys remembered, the least recently hit forgotten first: a key that keeps coming
 (a broken robot's heartbeats) stays remembered however many one-off keys (unknown task ids) pass"""
@@ -110,6 +112,9 @@ class RobotRecord:
     """time.monotonic() of the last plan message sent to it"""
     resent: set[str] = field(default_factory=set)
     """plan ids sent again since its heartbeat last named a plan (each once)"""
+    zero_stamp: float = -math.inf
+    """the arrival stamp given to its last report with a zero stamp, and the report kinds that used it"""
+    zero_stamp_kinds: set[str] = field(default_factory=set)
 
 
 def _stamp_seconds(stamp: Any) -> float:
@@ -416,14 +421,31 @@ class FleetManager(Node):
         self._warn_once(f"bad-{kind}-{msg.robot_id}", f"ignoring {kind} of {msg.robot_id!r}: {problem}")
         return True
 
+    def _report_stamp(self, msg: IncidentAnalysis | RobotSelection) -> float:
+        """A report's source-image stamp (s). A reporter that left it zero gets its arrival time on
+        the node's clock, shared by the analysis and the selection of one image: the second of the
+        pair arriving within ZERO_STAMP_PAIR_S takes the first one's, so the two still join (the
+        fuser joins them by robot and stamp; lock held)."""
+        stamp = _stamp_seconds(msg.header.stamp)
+        if stamp:
+            return stamp
+        now = self.get_clock().now().nanoseconds * 1e-9
+        record = self._robots.get(msg.robot_id)
+        if record is None:
+            return now
+        kind = type(msg).__name__
+        if kind not in record.zero_stamp_kinds and 0.0 <= now - record.zero_stamp <= ZERO_STAMP_PAIR_S:
+            record.zero_stamp_kinds.add(kind)
+            return record.zero_stamp
+        record.zero_stamp, record.zero_stamp_kinds = now, {kind}
+        return now
+
     def _on_incident(self, msg: IncidentAnalysis) -> None:
         if self._rejected(msg):
             return
-        stamp = _stamp_seconds(msg.header.stamp) or time.time()
-        report = Report(
-            msg.robot_id, stamp, msg.incident_type, float(msg.confidence), msg.place, msg.description, msg.model_version
-        )
         with self._lock:
+            report = Report(msg.robot_id, self._report_stamp(msg), msg.incident_type, float(msg.confidence), msg.place,
+                            msg.description, msg.model_version)
             self._counts["reports"] += 1
             self._fuser.add_analysis(report, received=time.monotonic())
             self._reports_arrived.notify_all()
@@ -433,10 +455,9 @@ class FleetManager(Node):
     def _on_selection(self, msg: RobotSelection) -> None:
         if self._rejected(msg):
             return
-        stamp = _stamp_seconds(msg.header.stamp) or time.time()
         with self._lock:
             self._fuser.add_selection(
-                msg.robot_id, stamp, list(msg.scores), list(msg.robot_types), float(msg.confidence), msg.reasoning, msg.task
+                msg.robot_id, self._report_stamp(msg), list(msg.scores), list(msg.robot_types), float(msg.confidence), msg.reasoning, msg.task
             )
             self._reports_arrived.notify_all()
             if self._waiting_tasks:

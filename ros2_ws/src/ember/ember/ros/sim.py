@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from builtin_interfaces.msg import Time
 from ember_msgs.msg import ActionPlan, IncidentAnalysis, RobotSelection, RobotStatus
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
@@ -117,12 +118,14 @@ class SimulatedRobots(Node):
             )
 
     def publish_report(
-        self, robot_id: str, incident_type: str, scores: list[float], confidence: float = 0.8, place: str = "street"
+        self, robot_id: str, incident_type: str, scores: list[float], confidence: float = 0.8, place: str = "street",
+        zero_stamp: bool = False,
     ) -> Any:
-        """Publish an IncidentAnalysis + RobotSelection from `robot_id` (same stamp); returns the stamp."""
+        """Publish an IncidentAnalysis + RobotSelection from `robot_id` (same stamp: now, or zero as
+        a camera that leaves stamps zero gives them); returns the stamp."""
         self.add_reporter(robot_id)
         inc_pub, sel_pub = self._report_pubs[robot_id]
-        stamp = self.get_clock().now().to_msg()
+        stamp = Time() if zero_stamp else self.get_clock().now().to_msg()
         inc = IncidentAnalysis()
         inc.header.stamp, inc.header.frame_id = stamp, f"{robot_id}/camera"
         inc.robot_id, inc.incident_type, inc.confidence, inc.place = robot_id, incident_type, confidence, place
