@@ -24,6 +24,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def one_line(error: Exception) -> str:
+    """The error's message; one raised in a DataLoader worker arrives as 'Caught X in DataLoader worker
+    process N.' plus that worker's traceback: then only the original message (its last line)."""
+    text = str(error)
+    if "\nOriginal Traceback" not in text:
+        return text
+    return text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+
+
 def print_params(cfg) -> None:
     from ..model import EmberVLM, format_param_table
 
@@ -54,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         Trainer(cfg, args.output_dir, args.data_dir, args.resume, ctx).run(stages)
     except (TrainError, DataError, CheckpointError) as e:  # a bad run directory, dataset or checkpoint
-        print(f"ember-train: {e}", file=sys.stderr)
+        print(f"ember-train: {one_line(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: step checkpoints are written atomically, the newest one stands
+        print(f"ember-train: interrupted; continue from the newest step checkpoint with the same command and "
+              f"--resume (--output-dir {args.output_dir})", file=sys.stderr)
+        return 130
     finally:
         shutdown_distributed()
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from .common import (
     LoadReport,
     Sample,
     clean_text,
+    image_path,
     read_json,
+    read_text,
 )
 from .images import check_image
 
@@ -45,13 +48,13 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
         caption = clean_text(ann.get("caption")) if isinstance(ann, dict) else None
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
         if caption is None or image_id not in files:
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, f"annotation {report.rows - 1}")
             continue
-        path = images / files[image_id]
+        path = image_path(images, files[image_id])
         if image_id not in problem:
             problem[image_id] = check_image(path)
         if problem[image_id]:
-            report.skip(problem[image_id])
+            report.skip(problem[image_id], path)
             continue
         samples.append(_caption_sample(f"coco/{ann.get('id', report.rows)}", "coco", path, caption))
     report.kept = len(samples)
@@ -72,35 +75,34 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
             break
         report.rows += 1
         if name is None or caption is None:
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, uid)
             continue
+        path = image_path(images, name)
         if name not in problem:
-            problem[name] = check_image(images / name)
+            problem[name] = check_image(path)
         if problem[name]:
-            report.skip(problem[name])
+            report.skip(problem[name], path)
             continue
-        samples.append(_caption_sample(f"flickr30k/{uid}", "flickr30k", images / name, caption))
+        samples.append(_caption_sample(f"flickr30k/{uid}", "flickr30k", path, caption))
     report.kept = len(samples)
     return samples, report.emit()
 
 
 def _results_csv_rows(path: Path) -> Iterator[tuple[str, str | None, str | None]]:
     """Yield (uid, image name, caption) from the pipe-separated results.csv; None marks bad fields."""
-    if not path.is_file():
-        raise DataError(f"flickr30k: file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="|")
-        header = next(reader, None)
-        if not header or [h.strip() for h in header[:3]] != ["image_name", "comment_number", "comment"]:
-            raise DataError(f"flickr30k: {path} lacks the header 'image_name| comment_number| comment'")
-        for i, row in enumerate(reader):
-            if not row:
-                continue
-            if len(row) != 3:
-                yield f"row{i}", None, None
-                continue
-            name = row[0].strip() or None
-            yield f"{name}#{row[1].strip()}", name, clean_text(row[2])
+    text = read_text(path, "flickr30k")  # BOM, UTF-16, CRLF: as Windows tools save it
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="|")
+    header = next(reader, None)
+    if not header or [h.strip() for h in header[:3]] != ["image_name", "comment_number", "comment"]:
+        raise DataError(f"flickr30k: {path} lacks the header 'image_name| comment_number| comment'")
+    for i, row in enumerate(reader):
+        if not row:
+            continue
+        if len(row) != 3:
+            yield f"row{i}", None, None
+            continue
+        name = row[0].strip() or None
+        yield f"{name}#{row[1].strip()}", name, clean_text(row[2])
 
 
 def _karpathy_rows(path: Path) -> Iterator[tuple[str, str | None, str | None]]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ember.fsutil import decode_text
+
 log = logging.getLogger("ember_training.data")
 
 CAPTION_TASK = "Describe the image."
@@ -65,16 +67,21 @@ class LoadReport:
     rows: int = 0
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> the first row's culprit
 
-    def skip(self, reason: str) -> None:
+    def skip(self, reason: str, example: object = None) -> None:
+        """Count a skipped row; `example` (a path, a label name) is shown for the reason's first row."""
         self.skipped[reason] += 1
+        if example is not None and reason not in self.examples:
+            self.examples[reason] = repr(str(example))
 
     @property
     def n_skipped(self) -> int:
         return sum(self.skipped.values())
 
     def summary(self) -> str:
-        detail = ", ".join(f"{reason} {n}" for reason, n in sorted(self.skipped.items()))
+        detail = ", ".join(f"{reason} {n}" + (f" e.g. {self.examples[reason]}" if reason in self.examples else "")
+                           for reason, n in sorted(self.skipped.items()))
         text = f"{self.name}: {self.kept} samples from {self.rows} rows, skipped {self.n_skipped}"
         return text + (f" ({detail})" if detail else "")
 
@@ -87,14 +94,30 @@ class DataError(RuntimeError):
     """A dataset file that cannot be read at all (missing, not JSON, wrong top-level shape)."""
 
 
-def read_json(path: Path, name: str) -> Any:
-    """Parse a JSON file or raise DataError naming the dataset and the file."""
+def read_text(path: Path, name: str) -> str:
+    """A UTF-8 text file, also as Windows tools write it: with a BOM (Notepad, Excel) or in UTF-16
+    with a BOM (PowerShell 5's `>`); DataError naming the dataset and the file otherwise."""
     if not path.is_file():
         raise DataError(f"{name}: file not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return decode_text(path.read_bytes())
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name}: {path} is not UTF-8 text: {e}") from None
+
+
+def read_json(path: Path, name: str) -> Any:
+    """Parse a JSON file (read_text's encodings) or raise DataError naming the dataset and the file."""
+    text = read_text(path, name)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise DataError(f"{name}: {path} is not valid JSON: {e}") from None
+
+
+def image_path(images: Path, name: str) -> Path:
+    """An annotation's image name under the images directory; Windows separators ('fire\\a.jpg', from
+    files written on Windows) become '/'. An absolute name is used as it is."""
+    return images / name.replace("\\", "/")
 
 
 def label_vector(size: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from ember.labels import NUM_INCIDENTS, NUM_PLACES, NUM_ROBOT_TYPES
 
 from ..distill import TeacherLogits
-from .common import Sample, label_vector
+from .common import DataError, Sample, label_vector
 from .images import augment, read_rgb, to_tensor_array
 from .text import robot_target
 from .tokens import encode_prompt, encode_target
@@ -96,7 +96,11 @@ class StageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         s, path, incidents, places, target = self.resolve(index)
         rng = np.random.default_rng([self.seed, self.epoch, index, 2])
-        rgb = read_rgb(path)
+        try:  # at least twice the model's size is kept: the crop and INTER_AREA work on real pixels
+            rgb = read_rgb(path, min_side=2 * self.image.size)
+        except OSError:  # passed the load-time signature check: a download cut off inside the header
+            raise DataError(f"cannot decode image {path} (truncated or corrupt): delete it (its rows are "
+                            f"then skipped as missing) and run again with --resume") from None
         prompt = encode_prompt(self.tok, s.task, self.max_prompt)
         target_ids = encode_target(self.tok, target, self.max_target)
         item = {

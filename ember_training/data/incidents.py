@@ -4,15 +4,18 @@
                             "url": "http://..."}, ...}
 
 1 is a positive, 0 an explicit negative (kept: the multi-label loss uses it), a category that
-is not mentioned is unknown and masked. Category names must be the 43 incident / 49 place
-names of ember.labels; a row naming another category is skipped as "unknown label".
+is not mentioned is unknown and masked. Category names are the 43 incident / 49 place names of
+ember.labels, in any case and with '_' or spaces between words ("On_Fire" is "on fire"); a row
+naming another category is skipped as "unknown label".
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ember.labels import NUM_INCIDENTS, NUM_PLACES, incident_index, place_index
+import numpy as np
+
+from ember.labels import INCIDENT_LABELS, NUM_INCIDENTS, NUM_PLACES, PLACE_LABELS
 from ember.prompting import DEFAULT_TASK
 
 from .common import (
@@ -21,6 +24,7 @@ from .common import (
     DataError,
     LoadReport,
     Sample,
+    image_path,
     label_vector,
     read_json,
 )
@@ -29,21 +33,30 @@ from .images import check_image
 NO_LABELS = "no labels"
 
 
-def _labels(mapping: object, size: int, index) -> tuple[object, str | None]:
-    """Label vector from {name: 0|1}, or (None, skip reason)."""
+def _canonical(name: str) -> str:
+    """'On_Fire ' -> 'on fire': category names are matched in any case, '_' or spaces between words."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+_INCIDENTS = {_canonical(n): i for i, n in enumerate(INCIDENT_LABELS)}
+_PLACES = {_canonical(n): i for i, n in enumerate(PLACE_LABELS)}
+
+
+def _labels(mapping: object, size: int, index: dict[str, int]) -> tuple[np.ndarray | None, str | None, object]:
+    """(label vector, None, None) from {name: 0|1}, or (None, skip reason, the offending name/value)."""
     vec = label_vector(size)
     if mapping is None:
-        return vec, None
+        return vec, None, None
     if not isinstance(mapping, dict):
-        return None, MALFORMED
+        return None, MALFORMED, mapping
     for name, value in mapping.items():
         if isinstance(value, bool) or value not in (0, 1):
-            return None, MALFORMED
-        try:
-            vec[index(name)] = int(value)
-        except (ValueError, AttributeError):
-            return None, UNKNOWN_LABEL
-    return vec, None
+            return None, MALFORMED, f"{name}: {value!r}"
+        i = index.get(_canonical(name)) if isinstance(name, str) else None
+        if i is None:
+            return None, UNKNOWN_LABEL, name
+        vec[i] = int(value)
+    return vec, None, None
 
 
 def load_incidents(annotations: Path, images: Path, limit: int | None = None) -> tuple[list[Sample], LoadReport]:
@@ -58,19 +71,20 @@ def load_incidents(annotations: Path, images: Path, limit: int | None = None) ->
             break
         report.rows += 1
         if not isinstance(row, dict):
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, key)
             continue
-        incidents, why = _labels(row.get("incidents"), NUM_INCIDENTS, incident_index)
-        places, why_p = (None, None) if why else _labels(row.get("places"), NUM_PLACES, place_index)
-        if why or why_p:
-            report.skip(why or why_p)
+        incidents, why, what = _labels(row.get("incidents"), NUM_INCIDENTS, _INCIDENTS)
+        if not why:
+            places, why, what = _labels(row.get("places"), NUM_PLACES, _PLACES)
+        if why:
+            report.skip(why, what)
             continue
         if (incidents < 0).all() and (places < 0).all():
-            report.skip(NO_LABELS)
+            report.skip(NO_LABELS, key)
             continue
-        path = images / key
+        path = image_path(images, key)
         if problem := check_image(path):
-            report.skip(problem)
+            report.skip(problem, path)
             continue
         samples.append(
             Sample(uid=f"incidents/{key}", source="incidents", image=str(path), task=DEFAULT_TASK,

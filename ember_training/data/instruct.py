@@ -13,6 +13,7 @@ from .common import (
     LoadReport,
     Sample,
     clean_text,
+    image_path,
     read_json,
 )
 from .images import check_image
@@ -51,15 +52,15 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
         convs = row.get("conversations") if isinstance(row, dict) else None
         image = row.get("image") if isinstance(row, dict) else None
         if not isinstance(convs, list) or len(convs) < 2 or len(convs) % 2 or not isinstance(image, str):
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, f"row {i}")
             continue
         pairs = [(_turn_text(convs[k], "human"), _turn_text(convs[k + 1], "gpt")) for k in range(0, len(convs), 2)]
         if any(q is None or a is None for q, a in pairs):
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, f"row {i}")
             continue
-        path = images / image
+        path = image_path(images, image)
         if problem := check_image(path):
-            report.skip(problem)
+            report.skip(problem, path)
             continue
         history: list[tuple[str, str]] = []
         uid = row.get("id", i)
@@ -106,14 +107,14 @@ def load_vqa(
         image_id = q.get("image_id") if isinstance(q, dict) else None
         text = clean_text(q.get("question")) if isinstance(q, dict) else None
         if not isinstance(qid, int) or not isinstance(image_id, int) or text is None:
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, f"question {report.rows - 1}")
             continue
         if qid not in answers:
-            report.skip(NO_ANSWER)
+            report.skip(NO_ANSWER, f"question_id {qid}")
             continue
         path = images / f"COCO_{subtype}_{image_id:012d}.jpg"
         if problem := check_image(path):
-            report.skip(problem)
+            report.skip(problem, path)
             continue
         samples.append(
             Sample(uid=f"vqa/{qid}", source="vqa", image=str(path), task=text, target=answers[qid] + EOS_TOKEN)

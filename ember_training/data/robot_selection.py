@@ -71,12 +71,12 @@ def load_robot_single(path: Path, limit: int | None = None) -> tuple[list[Sample
         task = _task(row) if isinstance(row, dict) else None
         output = row.get("output") if isinstance(row, dict) else None
         if task is None or not isinstance(output, str):
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, f"row {i}")
             continue
         try:
             robots = tuple(parse_robot_set(output))
         except ValueError:
-            report.skip(UNKNOWN_LABEL)
+            report.skip(UNKNOWN_LABEL, output)
             continue
         caps = parse_capabilities(row.get("instruction") or "") if isinstance(row.get("instruction"), str) else {}
         samples.append(
@@ -104,16 +104,16 @@ def load_robot_multi(path: Path, limit: int | None = None) -> tuple[list[Sample]
         if isinstance(output, list) and output and all(isinstance(o, str) for o in output):
             output = ", ".join(output)  # some rows list the set instead of a comma-separated string
         if task is None or not isinstance(subtasks, list) or not subtasks or not isinstance(output, str):
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, f"row {i}")
             continue
         try:
             robots = tuple(parse_robot_set(output))
             steps = _steps(subtasks)
-        except ValueError:
-            report.skip(UNKNOWN_LABEL)
+        except ValueError as e:
+            report.skip(UNKNOWN_LABEL, e)
             continue
         except (TypeError, KeyError):
-            report.skip(MALFORMED)
+            report.skip(MALFORMED, f"row {i}")
             continue
         caps = parse_capabilities(row.get("instruction") or "") if isinstance(row.get("instruction"), str) else {}
         samples.append(

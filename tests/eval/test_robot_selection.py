@@ -26,6 +26,22 @@ def test_shared_files_load_in_both_formats(shared_data):
     assert sum(len(r.gold) > 1 for r in single) == 83  # multi-robot gold sets
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_data_file_saved_by_windows_tools_loads_as_ember_train_reads_it(tmp_path, shared_data, encoding):
+    """Notepad/Excel write a UTF-8 BOM, PowerShell 5's `>` UTF-16: ember-train read both, ember-eval
+    refused them ('Unexpected UTF-8 BOM', 'is not JSON')."""
+    from ember_training.data.robot_selection import load_robot_single
+
+    path = tmp_path / "tasks.json"
+    path.write_text((shared_data / SINGLE).read_text(encoding="utf-8").replace("\n", "\r\n"), encoding=encoding)
+    fmt, rows = load_rows(path)
+    assert fmt == "single" and [r.task for r in rows] == [r.task for r in load_rows(shared_data / SINGLE)[1]]
+    assert len(load_robot_single(path)[0]) == len(rows) == 198
+    (tmp_path / "latin1.json").write_bytes('[{"input": "Task: Caf\u00e9", "output": "Drone"}]'.encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.json is not UTF-8 text"):
+        load_rows(tmp_path / "latin1.json")
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -1,4 +1,5 @@
-"""Small filesystem helpers shared by the bundle exporter, the deploy packager and the reports."""
+"""Small filesystem helpers shared by the bundle exporter, the deploy packager, the reports and the
+readers of users' data files."""
 
 from __future__ import annotations
 
@@ -41,3 +42,10 @@ def json_text(obj: Any, indent: int = 1) -> str:
     as null, never as the `NaN` token that json.dumps emits and strict parsers (jq, JavaScript,
     Go) refuse."""
     return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
+def decode_text(raw: bytes) -> str:
+    """A user's text file as Windows tools also write it: UTF-8 with or without a BOM (Notepad,
+    Excel), or UTF-16 with a BOM (PowerShell 5's `>`). UnicodeDecodeError for anything else."""
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    return raw.decode(encoding)

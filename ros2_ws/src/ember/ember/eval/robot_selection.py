@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ember.eval.metrics import robot_selection_metrics
+from ember.fsutil import decode_text
 from ember.labels import ROBOT_TYPES, robot_index
 
 _TASK_PREFIX = re.compile(r"^\s*task\s*:\s*", re.IGNORECASE)
@@ -53,9 +54,11 @@ def load_rows(path: str | Path) -> tuple[str, list[Row]]:
     """(format 'single'|'multi', rows) of a robot-selection file; DataError names every bad row."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode_text(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"data file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data file {path} is not UTF-8 text: {exc}") from None
     if not text.strip():
         raise DataError(f"data file {path} is empty")
     try:
