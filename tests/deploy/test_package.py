@@ -227,3 +227,21 @@ def test_check_reports_a_broken_params_file_instead_of_crashing(package: Path, t
     report = check_package(pkg, load_engine=False)
     assert [line.split()[:2] for line in report.lines() if " params " in line + " "] == [["FAIL", "params"]]
     assert "config/robot.yaml" in "\n".join(report.failures)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--threads", "0"], "--threads: must be an integer >= 1, not '0'"),
+        (["--threads", "-3"], "--threads: must be an integer >= 1, not '-3'"),
+        (["--max-new-tokens", "0"], "--max-new-tokens: must be an integer >= 1, not '0'"),
+        (["--max-new-tokens", "many"], "--max-new-tokens: must be an integer >= 1, not 'many'"),
+    ],
+    ids=["zero-threads", "negative-threads", "zero-tokens", "text-tokens"],
+)
+def test_check_refuses_nonsense_numbers(tiny_bundle: Path, capsys, args, fragment):
+    """`check --threads -3` used to pass and print '-3 thread(s)' (the engine silently took 1)."""
+    with pytest.raises(SystemExit) as exc:
+        deploy_main(["check", str(tiny_bundle), *args])
+    assert exc.value.code == 2
+    assert fragment in capsys.readouterr().err

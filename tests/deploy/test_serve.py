@@ -7,16 +7,12 @@ TestClient for the behaviour of each endpoint and every refusal; one real uvicor
 from __future__ import annotations
 
 import os
-import queue
-import re
 import signal
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import cv2
 import httpx
@@ -31,6 +27,7 @@ from ember.serve.guard import token_matches
 from ember.serve.images import ImageError, decode_image
 from tests.conftest import ROOT
 from tests.deploy.conftest import RecordingEngine
+from tests.deploy.serving import running_server, serve_command
 
 TOKEN = "correct horse battery staple"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -295,41 +292,16 @@ def test_busy_server_answers_503(engine, scene_png):
 # -- a real server -----------------------------------------------------------------------------
 
 
-def _serve_command() -> list[str]:
-    exe = Path(sys.executable).parent / "ember-serve"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "ember.serve.app"]
-
-
 def test_serve_refuses_a_missing_bundle(tmp_path):
-    proc = subprocess.run([*_serve_command(), "--bundle", str(tmp_path / "nope")], capture_output=True, text=True,
+    proc = subprocess.run([*serve_command(), "--bundle", str(tmp_path / "nope")], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2
     assert "cannot load the bundle" in proc.stderr and "does not exist" in proc.stderr
 
 
 def test_real_uvicorn_server_on_loopback(tiny_bundle, photo_jpeg):
-    env = {**os.environ, "EMBER_SERVE_TOKEN": TOKEN}
-    cmd = [*_serve_command(), "--bundle", str(tiny_bundle), "--host", "127.0.0.1", "--port", "0",
-           "--max-body-mb", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    seen: list[str] = []
-    try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                assert proc.poll() is None, f"ember-serve exited early:\n{''.join(seen)}"
-                continue
-            seen.append(line)
-            m = re.search(r"running on http://127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
-        assert port, f"ember-serve did not start:\n{''.join(seen)}"
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=30) as http:
+    with running_server(tiny_bundle, "--max-body-mb", "1", env={"EMBER_SERVE_TOKEN": TOKEN}) as server:
+        with httpx.Client(base_url=server.base, timeout=30) as http:
             assert http.get("/health").json()["status"] == "ok"
             assert http.get("/model").status_code == 401
             r = http.post("/analyze", headers=AUTH, files={"image": ("f.jpg", photo_jpeg, "image/jpeg")},
@@ -342,11 +314,5 @@ def test_real_uvicorn_server_on_loopback(tiny_bundle, photo_jpeg):
             big = http.post("/analyze", headers=AUTH, files={"image": ("f.jpg", b"\xff\xd8\xff" + bytes(2 << 20))},
                             data={"instruction": "x"})
             assert big.status_code == 413
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert rc == 0, "ember-serve should exit 0 on SIGINT"
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(timeout=20) == 0, "ember-serve should exit 0 on SIGINT"

@@ -12,6 +12,13 @@ import sys
 from ember.deploy.package import PackageError, build_package
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ember-deploy command line."""
     p = argparse.ArgumentParser(prog="ember-deploy", description=__doc__.split("\n\n")[0])
@@ -26,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ck = sub.add_parser("check", help="verify a package (or a bare bundle) and run the engine once")
     ck.add_argument("dir", help="package folder written by `ember-deploy package` (or a bundle folder)")
-    ck.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the smoke analysis")
+    ck.add_argument("--threads", type=_at_least_one, default=1, help="onnxruntime threads for the smoke analysis")
     ck.add_argument("--image", default=None, help="analyse this image instead of a generated one")
-    ck.add_argument("--max-new-tokens", type=int, default=8, help="tokens to generate in the smoke analysis")
+    ck.add_argument("--max-new-tokens", type=_at_least_one, default=8, help="tokens to generate in the smoke analysis")
     ck.add_argument("--no-engine", action="store_true", help="only check files, do not load the engine")
     return p
 

@@ -4,12 +4,17 @@
 
 * ``POST /analyze`` — multipart/form-data with a file field ``image`` (JPEG or PNG) and a
   text field ``instruction`` (optional ``max_new_tokens``) -> the Analysis as JSON.
-* ``GET /health`` (never needs a token), ``GET /robots``, ``GET /model``.
+* ``GET /health`` (also ``HEAD``; never needs a token), ``GET /robots``, ``GET /model``.
 
 With the environment variable named by ``--token-env`` (default ``EMBER_SERVE_TOKEN``)
 set, every path but /health needs ``Authorization: Bearer <token>``. Request bodies are
 limited (``--max-body-mb``), and an image is sniffed, bounded and decoded before the
-model runs; every refusal is a 4xx with a ``detail`` that says what to fix.
+model runs; every refusal is a 4xx with a ``detail`` that says what to fix. At most
+``--max-pending`` requests are admitted at a time, before their body is read: the rest get a
+503 at once, so a burst of uploads cannot fill the robot's memory with decoded images.
+
+SIGTERM and SIGINT stop it gracefully: no new connections, requests in flight finish (for at
+most ``--shutdown-timeout-s``), then exit code 0.
 """
 
 from __future__ import annotations
@@ -18,10 +23,14 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -29,11 +38,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ember import __version__
 from ember.labels import ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 from ember.prompting import MAX_TASK_CHARS
-from ember.serve.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
+from ember.serve.guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, RequestGuard
 from ember.serve.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 
 log = logging.getLogger("ember.serve")
@@ -41,6 +51,7 @@ log = logging.getLogger("ember.serve")
 TOKEN_ENV = "EMBER_SERVE_TOKEN"
 FORM_FIELDS = ("image", "instruction", "max_new_tokens")
 DEFAULT_MAX_NEW_TOKENS = 50
+DEFAULT_SHUTDOWN_TIMEOUT_S = 8.0  # below `docker stop`'s 10 s grace period
 _ANALYZE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -69,28 +80,40 @@ class ServeSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_pending: int = 4
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
 
 class _EngineRunner:
-    """Runs analyze calls one at a time off the event loop; refuses work past `max_pending`."""
+    """Admits at most `max_pending` requests; runs their analyze calls one at a time off the event loop."""
 
     def __init__(self, engine: Any, max_pending: int) -> None:
         self.engine = engine
         self.max_pending = max(1, max_pending)
-        self.pending = 0  # touched on the event loop thread only
+        self.pending = 0  # admitted requests; touched on the event loop thread only
         self._lock = threading.Lock()
 
-    async def analyze(self, image: Any, task: str, max_new_tokens: int) -> Any:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the `max_pending` places (reading, decoding, queued or analysing), else 503."""
         if self.pending >= self.max_pending:
             raise HTTPException(503, f"busy: {self.pending} analyses already queued; retry shortly", {"Retry-After": "1"})
         self.pending += 1
         try:
-            return await anyio.to_thread.run_sync(self._run, image, task, max_new_tokens)
+            yield
         finally:
             self.pending -= 1
 
-    def _run(self, image: Any, task: str, max_new_tokens: int) -> Any:
+    async def analyze(self, upload: bytes, decode: Callable[[bytes], Any], task: str, max_new_tokens: int) -> Any:
+        """Decode the upload and analyse it, called inside `slot()`.
+
+        Both run in the engine's turn, off the event loop: /health never waits for a decode, and
+        only one decoded photo (up to --max-image-pixels * 3 bytes, twice) is in memory at a time.
+        """
+        return await anyio.to_thread.run_sync(self._run, upload, decode, task, max_new_tokens)
+
+    def _run(self, upload: bytes, decode: Callable[[bytes], Any], task: str, max_new_tokens: int) -> Any:
         with self._lock:
+            image = decode(upload)
             return self.engine.analyze(image, task=task, max_new_tokens=max_new_tokens)
 
 
@@ -123,7 +146,7 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.runner = runner
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         """Liveness: the model is loaded and the server answers."""
         return {
@@ -156,8 +179,8 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
             },
         }
 
-    @app.post("/analyze", openapi_extra=_ANALYZE_BODY_DOC)
-    async def analyze(request: Request) -> dict[str, Any]:
+    @app.post("/analyze", openapi_extra=_ANALYZE_BODY_DOC, response_model=None)
+    async def analyze(request: Request) -> dict[str, Any] | JSONResponse:
         """One image and instruction -> the Analysis (labels, scores, robot selection, plan)."""
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "multipart/form-data":
@@ -167,6 +190,15 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
                 f"POST /analyze takes multipart/form-data with a file field 'image' (JPEG or PNG) and a "
                 f"text field 'instruction'; got {shown}",
             )
+        async with runner.slot():  # admitted before the body is read: a busy server reads nothing
+            try:
+                return await _analyze_admitted(request)
+            except ClientDisconnect:  # gone, or stalled past --body-timeout-s: free the place
+                log.info("client %s disconnected or stalled during its upload", request.client.host if request.client else "?")
+                detail = f"request body incomplete: disconnected, or nothing sent for {settings.body_timeout_s:g} s"
+                return JSONResponse({"detail": detail}, status_code=408, headers={"Connection": "close"})
+
+    async def _analyze_admitted(request: Request) -> dict[str, Any]:
         try:
             form = await request.form(max_files=1, max_fields=len(FORM_FIELDS), max_part_size=64 * 1024)
         except HTTPException as exc:
@@ -195,12 +227,15 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
                 raise _unprocessable(f"max_new_tokens must be an integer in 1..{token_limit}, got {raw_tokens!r}")
             max_new_tokens = int(digits)
         data = await upload.read()
+        await upload.close()
+
+        def decode(raw: bytes) -> Any:
+            return decode_image(raw, upload.content_type, settings.max_image_pixels)
+
         try:
-            image = decode_image(data, upload.content_type, settings.max_image_pixels)
+            analysis = await runner.analyze(data, decode, instruction, max_new_tokens)
         except ImageError as exc:
             raise HTTPException(exc.status, str(exc)) from exc
-        try:
-            analysis = await runner.analyze(image, instruction, max_new_tokens)
         except ValueError as exc:  # the engine's own input checks
             raise _unprocessable(f"the engine refused the input: {exc}") from exc
         return analysis.to_dict()
@@ -215,6 +250,7 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
         token=settings.token,
         max_body_bytes=settings.max_body_bytes,
         open_paths=("/health",),
+        body_timeout_s=settings.body_timeout_s,
     )
     return app
 
@@ -237,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20, help="request size limit in MiB")
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest accepted width*height")
-    p.add_argument("--max-pending", type=int, default=4, help="analyses queued before answering 503")
+    p.add_argument("--max-pending", type=int, default=4, help="requests admitted at a time before answering 503")
+    p.add_argument("--body-timeout-s", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                   help=f"drop an upload that sends nothing for this long (default {DEFAULT_BODY_TIMEOUT_S:g})")
+    p.add_argument("--shutdown-timeout-s", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT_S,
+                   help=f"on SIGTERM/SIGINT, seconds requests in flight may take (default {DEFAULT_SHUTDOWN_TIMEOUT_S:g})")
     p.add_argument("--token-env", default=TOKEN_ENV, help=f"env variable holding the bearer token (default {TOKEN_ENV})")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
@@ -253,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_body_mb <= 0 or args.max_image_pixels <= 0:
         print("ember-serve: --max-body-mb and --max-image-pixels must be positive", file=sys.stderr)
         return 2
+    for name, value, least in (("threads", args.threads, 1), ("max-pending", args.max_pending, 1),
+                               ("shutdown-timeout-s", args.shutdown_timeout_s, 0),
+                               ("body-timeout-s", args.body_timeout_s, 0.001)):
+        if not value >= least:
+            print(f"ember-serve: --{name} must be >= {least}, got {value}", file=sys.stderr)
+            return 2
     from ember.engine import BundleError, EmberEngine
 
     try:
@@ -268,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=int(args.max_body_mb * 2**20),
         max_image_pixels=args.max_image_pixels,
         max_pending=args.max_pending,
+        body_timeout_s=args.body_timeout_s,
     )
     import uvicorn
 
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 then, as on SIGINT.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(engine, settings),
         host=args.host,
@@ -279,8 +328,14 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         limit_concurrency=64,
         timeout_keep_alive=5,
+        timeout_graceful_shutdown=args.shutdown_timeout_s,
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM outside uvicorn's own handler (before it serves, or re-raised after its shutdown)."""
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 Both checks run before any route or form parser reads the body: an unauthenticated
 client cannot make the server buffer anything, and a body over the limit is refused
 from its Content-Length or, for chunked uploads, as soon as the running count passes
-the limit. Accepted bodies (at most the limit) are buffered and replayed to the app.
+the limit. A body with a Content-Length within the limit streams on to the app (the
+server holds it to that length), so the app decides whether to read it at all; a chunked
+body (at most the limit) is buffered and replayed. A client that sends nothing for
+`body_timeout_s` while its body is read is treated as gone (the app sees a disconnect).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+import anyio
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -20,6 +25,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 def token_matches(header_value: str | None, token: str) -> bool:
@@ -60,6 +66,7 @@ class RequestGuard:
         token: str | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         open_paths: Iterable[str] = ("/health",),
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -67,6 +74,7 @@ class RequestGuard:
         self.token = token or None
         self.max_body_bytes = max_body_bytes
         self.open_paths = frozenset(open_paths)
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +100,8 @@ class RequestGuard:
             if int(declared) > self.max_body_bytes:
                 await send_json_error(send, 413, self._too_large(int(declared)))
                 return
-        if scope.get("method", "GET") not in ("POST", "PUT", "PATCH"):
+        receive = self._stall_limited(receive)
+        if declared is not None or scope.get("method", "GET") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -110,6 +119,16 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    def _stall_limited(self, receive: Receive) -> Receive:
+        """`receive`, answering a disconnect when the client sends nothing for `body_timeout_s`."""
+
+        async def limited() -> Message:
+            with anyio.move_on_after(self.body_timeout_s):
+                return await receive()
+            return {"type": "http.disconnect"}
+
+        return limited
 
     def _too_large(self, size: int | None) -> str:
         got = f"{size} bytes" if size is not None else "more than that"
