@@ -113,6 +113,35 @@ def test_check_detects_missing_and_extra_files(package: Path, tmp_path: Path):
     assert "robot_type 'submarine'" in text and "lacks robot_id" in text
 
 
+def test_check_never_hashes_a_file_outside_the_bundle(tiny_bundle: Path, tmp_path: Path):
+    """bundle.json listing '../secret' made the check hash a file outside the bundle (and call it
+    a match); it is refused by name, as the engine refuses it."""
+    import json
+    import shutil
+
+    from ember.engine.bundle import sha256_file
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    secret = tmp_path / "secret"
+    secret.write_text("not the bundle's")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["files"]["../secret"] = {"sha256": sha256_file(secret)}
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    report = check_package(bundle, load_engine=False)
+    assert "bundle: file name '../secret' must not contain a path" in report.failures, report.lines()
+
+
+def test_check_names_the_threads_the_engine_runs(tiny_bundle: Path):
+    """--threads 64 on a 2-CPU machine: the engine runs what the process may use; the line says so."""
+    from ember.engine.cpus import usable_cpus
+
+    report = check_package(tiny_bundle, threads=64, max_new_tokens=2)
+    analyze = next(detail for name, _, detail in report.results if name == "analyze")
+    usable = min(64, usable_cpus())
+    assert f"({usable} thread{'s' if usable > 1 else ''})" in analyze, analyze
+
+
 def test_check_a_bare_bundle(tiny_bundle: Path):
     report = check_package(tiny_bundle, max_new_tokens=2)
     assert report.ok, report.lines()

@@ -86,7 +86,9 @@ def _check_bundle_hashes(bundle: Path, report: CheckReport) -> bool:
     for name, entry in sorted(files.items()):
         expected = entry.get("sha256") if isinstance(entry, dict) else entry
         path = bundle / name
-        if not path.is_file():
+        if Path(name).name != name:  # as the engine refuses it: never hash a file outside the bundle
+            problems.append(f"file name {name!r} must not contain a path")
+        elif not path.is_file():
             problems.append(f"{name} is missing")
         elif sha256_file(path) != expected:
             problems.append(f"{name} does not match its sha256 in {BUNDLE_JSON} (corrupt or changed)")
@@ -173,7 +175,8 @@ def _check_engine(bundle: Path, report: CheckReport, threads: int, image: str | 
     report.add(
         "analyze",
         True,
-        f"{total:.0f} ms for {result.num_generated_tokens} tokens ({threads} thread(s)); "
+        f"{total:.0f} ms for {result.num_generated_tokens} tokens ({engine.threads} thread"
+        f"{'s' if engine.threads > 1 else ''}); "
         f"incident {result.incident_type!r}, robots {', '.join(result.robot_types)}; peak RSS {_peak_rss_mb():.0f} MiB",
     )
 
