@@ -212,3 +212,96 @@ def test_property_nothing_is_lost_under_random_failures(seed):
             assert alloc.owner(sid) == rid
             assert alloc.is_live(alloc.robots[rid])
         assert set(alloc.pending()) == obs.reported
+
+
+def test_battery_noise_around_low_battery_does_not_flip_steps():
+    """A drone whose battery hovers at low_battery (+-1% sensor noise) lost its step, got it back
+    on the next heartbeat, lost it again: a new plan, a cancellation and an alert every heartbeat.
+    Once under low_battery it is live again only at low_battery + battery_hysteresis."""
+    alloc = Allocator(Policy(low_battery=0.2, battery_hysteresis=0.05))
+    alloc.update_robot("d1", "drone", battery=0.3)
+    alloc.add_task("t1", steps("t1", "drone"), FIRE)
+    assert alloc.owner("t1/1") == "d1"
+    churn = Changes()
+    for k in range(40):
+        churn.extend(alloc.update_robot("d1", "drone", battery=0.2 + (0.01 if k % 2 else -0.01)))
+        alloc.check_invariants()
+    assert [(p.robot_id, p.status) for p in churn.plans] == [("d1", STATUS_CANCELLED)]
+    assert len(churn.unassignable) == 1 and "battery" in churn.unassignable[0].reason
+    assert not alloc.update_robot("d1", "drone", battery=0.24)  # charging, not there yet
+    ch = alloc.add_task("t2", steps("t2", "drone"), FIRE)
+    assert "recharging to 0.25: d1" in ch.unassignable[0].reason
+    ch = alloc.update_robot("d1", "drone", battery=0.25)
+    assert [(p.task_id, p.robot_id, p.status) for p in ch.plans] == [("t1", "d1", STATUS_NEW), ("t2", "d1", STATUS_NEW)]
+    assert not alloc.update_robot("d1", "drone", battery=0.23)  # above low_battery: it keeps its step
+    alloc.check_invariants()
+
+
+def test_a_robot_that_comes_back_keeps_its_hands_off_the_steps_others_took_over():
+    """The documented rule: steps move only when their robot cannot keep them; a robot back online
+    (or recharged, or available again) takes pending and new steps, not those others took over."""
+    alloc = Allocator(Policy())
+    for rid in ("d1", "d2"):
+        alloc.update_robot(rid, "drone")
+    alloc.add_task("t1", steps("t1", "drone", "drone"), FIRE)
+    assert {alloc.owner("t1/1"), alloc.owner("t1/2")} == {"d1", "d2"}
+    alloc.set_offline("d1")
+    assert alloc.robots_of("t1") == ["d2"]
+    assert not alloc.update_robot("d1", "drone")  # back: nothing moves
+    alloc.add_task("t2", steps("t2", "drone"), FIRE)
+    assert alloc.owner("t2/1") == "d1"  # the idle one bids lowest for new work
+    alloc.set_offline("d2")
+    alloc.set_offline("d1")
+    assert set(alloc.pending()) == {"t1/1", "t1/2", "t2/1"}
+    ch = alloc.update_robot("d2", "drone")  # pending steps go to the first robot that can take them
+    assert alloc.robots_of("t1") == alloc.robots_of("t2") == ["d2"] and not alloc.pending()
+    assert not ch.moved
+    assert not alloc.update_robot("d1", "drone")
+    alloc.check_invariants()
+
+
+class _CountingAllocator(Allocator):
+    """Counts the bids asked for (how much work an event costs, without timing it)."""
+
+    bids = 0
+
+    def bid(self, robot, step, scores):
+        self.bids += 1
+        return super().bid(robot, step, scores)
+
+
+def test_bids_are_asked_only_of_robots_that_can_take_the_step():
+    """With 500 robots and steps pending, every robot that came back online or became available
+    again made every pending step ask all 500 robots for a bid (2.7 ms per event, x41 from 20 robots,
+    bench/allocation.py); a new task asked every robot, whatever its type. Now a returning robot
+    retries only the pending steps its type may take, and only robots of an acceptable type bid."""
+    alloc = _CountingAllocator(Policy())
+    for i in range(500):
+        alloc.update_robot(f"r{i:03d}", ROBOT_TYPES[i % 5], online=ROBOT_TYPES[i % 5] != "underwater")
+    dive = [0.9 if t == "underwater" else 0.1 for t in ROBOT_TYPES]
+    for k in range(10):
+        alloc.add_task(f"u{k}", steps(f"u{k}", "underwater"), dive)  # no underwater robot online
+    assert len(alloc.pending()) == 10
+    alloc.bids = 0
+    alloc.set_offline("r000")  # a drone, holding nothing
+    alloc.update_robot("r000", "drone")
+    alloc.update_robot("r001", "humanoid", available=False)
+    alloc.update_robot("r001", "humanoid")
+    assert alloc.bids == 0
+    alloc.add_task("t1", steps("t1", "drone"), [0.9, 0.1, 0.1, 0.1, 0.1])
+    assert alloc.bids == 100  # the drones
+    alloc.bids = 0
+    alloc.update_robot("r004", "underwater")
+    assert alloc.bids <= 10 and not alloc.pending()
+    alloc.check_invariants()
+
+
+def test_a_recharged_robot_is_live_again_even_when_the_hysteresis_would_pass_a_full_battery():
+    alloc = Allocator(Policy(low_battery=0.98, battery_hysteresis=0.05))
+    alloc.update_robot("d1", "drone", battery=0.97)
+    alloc.add_task("t1", steps("t1", "drone"), FIRE)
+    assert alloc.owner("t1/1") is None
+    alloc.update_robot("d1", "drone", battery=1.0)  # live again at min(0.98 + 0.05, 1)
+    assert alloc.owner("t1/1") == "d1"
+    with pytest.raises(ValueError, match="battery_hysteresis must be a finite number >= 0, got -0.1"):
+        Policy(battery_hysteresis=-0.1)

@@ -72,6 +72,9 @@ class ManagerConfig:
     heartbeat_timeout_s: float = 3.0
     fusion_window_s: float = 10.0
     low_battery: float = 0.2
+    battery_hysteresis: float = 0.05
+    """a robot that fell under low_battery takes steps again at low_battery + this (battery noise
+    at the threshold moves its steps once, not on every heartbeat)"""
     selection_threshold: float = 0.5
     max_robot_types: int = 3
     task_wait_s: float = 10.0
@@ -244,6 +247,7 @@ def manager_description(cfg: FleetConfig) -> NodeDescription:
         "heartbeat_timeout_s": float(m.heartbeat_timeout_s),
         "fusion_window_s": float(m.fusion_window_s),
         "low_battery": float(m.low_battery),
+        "battery_hysteresis": float(m.battery_hysteresis),
         "selection_threshold": float(m.selection_threshold),
         "max_robot_types": int(m.max_robot_types),
         "task_wait_s": float(m.task_wait_s),
@@ -362,7 +366,7 @@ def check_manager(manager: ManagerConfig, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise FleetConfigError(f"{where}.{name}: expected a finite number, got {value}")
     _non_negative(w, f"{where}.weights", ("suitability", "type_mismatch", "battery", "load"))
-    _non_negative(manager, where, ("fusion_window_s", "task_wait_s", "forget_after_s"))
+    _non_negative(manager, where, ("fusion_window_s", "task_wait_s", "forget_after_s", "battery_hysteresis"))
     if manager.heartbeat_timeout_s <= 0:
         raise FleetConfigError(f"{where}.heartbeat_timeout_s: must be > 0")
     for n in ("low_battery", "selection_threshold"):

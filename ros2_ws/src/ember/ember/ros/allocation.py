@@ -1,9 +1,13 @@
 """Task allocation by bids, and reassignment when robots fail (pure Python, no ROS).
 
-Open-RMF style: every eligible robot bids for each step with a cost, the lowest cost wins.
+Open-RMF style: every eligible robot of a type that may take a step bids for it with a cost,
+the lowest cost wins.
 
 * A robot is *live* when it is online and its battery is at or above `low_battery`; it is
-  *eligible* for new steps when it is live and available.
+  *eligible* for new steps when it is live and available. A robot whose battery fell under
+  `low_battery` is *recharging* until it reaches `low_battery + battery_hysteresis`, and not
+  live meanwhile: a battery that hovers at the threshold (sensor noise) moves its steps once,
+  not on every heartbeat.
 * A robot may take a step when its type is the step's type, or when the task's fused
   selection scores its type at or above `selection_threshold` (a suitable substitute).
   A step with no type ('') accepts any suitable type (or the task's top type).
@@ -11,15 +15,22 @@ Open-RMF style: every eligible robot bids for each step with a cost, the lowest 
          + w_battery * (1 - battery) + w_load * (steps the robot already holds)
   ties go to the smaller robot id, so allocation is deterministic.
 
+Steps move only when their robot can no longer keep them (offline, battery under
+`low_battery`, its type changed). A robot that comes back (online, recharged, available again)
+does not take back the steps others took over meanwhile; it takes pending steps it may do and
+bids for new ones (where its smaller load makes it the cheapest).
+
 Nothing is lost: every step of an active task is either held by a live robot or pending as
 unassignable (reported once, in `Changes.unassignable`, when it becomes so). Pending steps
-are retried whenever a robot becomes eligible. `Changes.plans` says, per (task, robot),
+are retried whenever a robot becomes eligible: those its type may take (no robot that was
+eligible already could). `Changes.plans` says, per (task, robot),
 the robot's complete step list after the change and whether that plan is new, updated or
 cancelled; a fleet manager publishes exactly those.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +51,8 @@ class RobotState:
     battery: float = 1.0
     available: bool = True
     online: bool = True
+    recharging: bool = False
+    """its battery fell under low_battery and has not reached low_battery + battery_hysteresis since"""
 
 
 @dataclass(frozen=True)
@@ -58,8 +71,19 @@ class Policy:
     """Thresholds and weights of the allocation."""
 
     low_battery: float = 0.2
+    battery_hysteresis: float = 0.05
+    """a robot that fell under low_battery is live again at low_battery + this (at most 1)"""
     selection_threshold: float = 0.5
     weights: CostWeights = field(default_factory=CostWeights)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.battery_hysteresis) and self.battery_hysteresis >= 0):
+            raise ValueError(f"battery_hysteresis must be a finite number >= 0, got {self.battery_hysteresis}")
+
+    @property
+    def recharged_battery(self) -> float:
+        """The battery at which a recharging robot is live again."""
+        return min(self.low_battery + self.battery_hysteresis, 1.0)
 
 
 @dataclass(frozen=True)
@@ -118,11 +142,15 @@ class Allocator:
         self._steps: dict[str, Step] = {}
         self._active_plans: set[tuple[str, str]] = set()
         self._load: dict[str, int] = {}
+        self._accept: dict[str, tuple[str, ...]] = {}
+        """step_id -> robot types that may take it, best first (its task's scores are fixed)"""
+        self._eligible: dict[str, set[str]] = {t: set() for t in ROBOT_TYPES}
+        """robot type -> ids of the eligible robots of that type (the only ones that bid)"""
 
     # -- queries ---------------------------------------------------------------------------
     def is_live(self, robot: RobotState) -> bool:
-        """Online with enough battery: may keep its steps."""
-        return robot.online and robot.battery >= self.policy.low_battery
+        """Online with enough battery (not recharging): may keep its steps."""
+        return robot.online and not robot.recharging and robot.battery >= self.policy.low_battery
 
     def is_eligible(self, robot: RobotState) -> bool:
         """Live and available: may take new steps."""
@@ -169,9 +197,16 @@ class Allocator:
             return [step.robot_type] + [t for t in suitable if t != step.robot_type]
         return suitable or [ROBOT_TYPES[ranked[0]]]
 
+    def _acceptable(self, step: Step, scores: Sequence[float]) -> Sequence[str]:
+        """acceptable_types, from the cache for a step of an active task."""
+        cached = self._accept.get(step.step_id)
+        if cached is not None and self._steps.get(step.step_id) is step:
+            return cached
+        return self.acceptable_types(step, scores)
+
     def bid(self, robot: RobotState, step: Step, scores: Sequence[float]) -> float | None:
         """The robot's cost for the step, or None if it may not take it."""
-        if not self.is_eligible(robot) or robot.robot_type not in self.acceptable_types(step, scores):
+        if not self.is_eligible(robot) or robot.robot_type not in self._acceptable(step, scores):
             return None
         w = self.policy.weights
         score = scores[ROBOT_TYPES.index(robot.robot_type)]
@@ -199,14 +234,20 @@ class Allocator:
         old = self.robots.get(robot_id)
         was_live = old is not None and self.is_live(old)
         was_eligible = old is not None and self.is_eligible(old)
-        robot = RobotState(robot_id, robot_type, float(battery), bool(available), bool(online))
+        battery = float(battery)
+        recharging = battery < self.policy.low_battery or (old is not None and old.recharging and battery < self.policy.recharged_battery)
+        robot = RobotState(robot_id, robot_type, battery, bool(available), bool(online), recharging)
         self.robots[robot_id] = robot
+        if old is not None:
+            self._eligible[old.robot_type].discard(robot_id)
+        if self.is_eligible(robot):
+            self._eligible[robot_type].add(robot_id)
         changes = Changes()
         type_changed = old is not None and old.robot_type != robot_type
         if (was_live and not self.is_live(robot)) or type_changed:
             changes.extend(self._release(robot_id))
         if self.is_eligible(robot) and (not was_eligible or type_changed) and self._pending:
-            changes.extend(self._retry_pending())
+            changes.extend(self._retry_pending(robot))
         return changes
 
     def set_offline(self, robot_id: str) -> Changes:
@@ -224,6 +265,7 @@ class Allocator:
             return False
         del self.robots[robot_id]
         self._load.pop(robot_id, None)
+        self._eligible[robot.robot_type].discard(robot_id)
         return True
 
     def add_task(self, task_id: str, steps: Iterable[Step], scores: Sequence[float]) -> Changes:
@@ -241,9 +283,11 @@ class Allocator:
             if s.robot_type and s.robot_type not in ROBOT_TYPES:
                 raise ValueError(f"step {s.step_id!r} has unknown robot type {s.robot_type!r}")
         steps.sort(key=lambda s: (s.order, s.step_id))
-        self._tasks[task_id] = _Task(task_id, steps, tuple(float(x) for x in scores))
+        task = _Task(task_id, steps, tuple(float(x) for x in scores))
+        self._tasks[task_id] = task
         for s in steps:
             self._steps[s.step_id] = s
+            self._accept[s.step_id] = tuple(self.acceptable_types(s, task.scores))
         return self._assign(steps, {})
 
     def finish_task(self, task_id: str) -> Changes:
@@ -257,6 +301,7 @@ class Allocator:
             rid = self._owner.pop(s.step_id, None)
             self._pending.pop(s.step_id, None)
             self._steps.pop(s.step_id, None)
+            self._accept.pop(s.step_id, None)
             if rid is not None:
                 holders.add(rid)
                 self._load[rid] -= 1
@@ -279,20 +324,26 @@ class Allocator:
         held.sort(key=lambda s: (s.order, s.step_id))
         return self._assign(held, previous)
 
-    def _retry_pending(self) -> Changes:
-        steps = sorted((self._steps[sid] for sid in self._pending), key=lambda s: (s.order, s.step_id))
-        return self._assign(steps, {}, retry=True)
+    def _retry_pending(self, robot: RobotState) -> Changes:
+        """`robot` became eligible: the pending steps its type may take are allocated again (no
+        other robot could take them, or they would not be pending)."""
+        t = robot.robot_type
+        steps = sorted(
+            (self._steps[sid] for sid in self._pending if t in self._accept[sid]), key=lambda s: (s.order, s.step_id)
+        )
+        return self._assign(steps, {}) if steps else Changes()
 
-    def _assign(self, steps: list[Step], previous: dict[str, str], retry: bool = False) -> Changes:
+    def _assign(self, steps: list[Step], previous: dict[str, str]) -> Changes:
         changes = Changes()
         touched: set[tuple[str, str]] = {(self._steps[sid].task_id, rid) for sid, rid in previous.items()}
         for step in steps:
             scores = self._tasks[step.task_id].scores
             best: tuple[float, str] | None = None
-            for robot in self.robots.values():
-                cost = self.bid(robot, step, scores)
-                if cost is not None and (best is None or (cost, robot.robot_id) < best):
-                    best = (cost, robot.robot_id)
+            for t in self._accept[step.step_id]:
+                for rid in self._eligible[t]:
+                    cost = self.bid(self.robots[rid], step, scores)
+                    if cost is not None and (best is None or (cost, rid) < best):
+                        best = (cost, rid)
             if best is None:
                 if step.step_id not in self._pending:
                     reason = self._why_unassignable(step, scores)
@@ -324,13 +375,17 @@ class Allocator:
         if not of_type:
             return f"no robot of a suitable type ({', '.join(types)}) in the fleet"
         parts = []
+        low_battery = self.policy.low_battery
         offline = sorted(r.robot_id for r in of_type if not r.online)
-        low = sorted(r.robot_id for r in of_type if r.online and r.battery < self.policy.low_battery)
+        low = sorted(r.robot_id for r in of_type if r.online and r.battery < low_battery)
+        charging = sorted(r.robot_id for r in of_type if r.online and r.recharging and r.battery >= low_battery)
         busy = sorted(r.robot_id for r in of_type if self.is_live(r) and not r.available)
         if offline:
             parts.append(f"offline: {', '.join(offline)}")
         if low:
-            parts.append(f"battery under {self.policy.low_battery:g}: {', '.join(low)}")
+            parts.append(f"battery under {low_battery:g}: {', '.join(low)}")
+        if charging:
+            parts.append(f"recharging to {self.policy.recharged_battery:g}: {', '.join(charging)}")
         if busy:
             parts.append(f"unavailable: {', '.join(busy)}")
         return f"no live robot of a suitable type ({', '.join(types)}); " + "; ".join(parts)
@@ -352,3 +407,10 @@ class Allocator:
         assert {k: v for k, v in self._load.items() if v} == counts, (self._load, counts)
         active = {(self._steps[sid].task_id, rid) for sid, rid in self._owner.items()}
         assert active == self._active_plans, (active, self._active_plans)
+        eligible = {t: {r.robot_id for r in self.robots.values() if r.robot_type == t and self.is_eligible(r)}
+                    for t in ROBOT_TYPES}
+        assert eligible == self._eligible, (eligible, self._eligible)
+        assert set(self._accept) == set(self._steps)
+        for sid, reason in self._pending.items():  # nobody could take it, or it would be held
+            types = self._accept[sid]
+            assert not any(self._eligible[t] for t in types), (sid, reason)

@@ -159,6 +159,7 @@ class FleetManager(Node):
             heartbeat_timeout_s=float(p("heartbeat_timeout_s", d.heartbeat_timeout_s).value),
             fusion_window_s=float(p("fusion_window_s", d.fusion_window_s).value),
             low_battery=float(p("low_battery", d.low_battery).value),
+            battery_hysteresis=float(p("battery_hysteresis", d.battery_hysteresis).value),
             selection_threshold=float(p("selection_threshold", d.selection_threshold).value),
             max_robot_types=int(p("max_robot_types", d.max_robot_types).value),
             task_wait_s=float(p("task_wait_s", d.task_wait_s).value),
@@ -177,7 +178,8 @@ class FleetManager(Node):
         self._max_types = settings.max_robot_types
         self._task_wait = settings.task_wait_s
         self._forget_after = settings.forget_after_s
-        policy = Policy(low_battery=settings.low_battery, selection_threshold=self._threshold, weights=settings.weights)
+        policy = Policy(low_battery=settings.low_battery, battery_hysteresis=settings.battery_hysteresis,
+                        selection_threshold=self._threshold, weights=settings.weights)
         expected = p("robot_ids", Parameter.Type.STRING_ARRAY, ParameterDescriptor(description="robots to expect")).value
         status_topic = p("status_topic", "/fleet/status").value
         tasks_topic = p("tasks_topic", "/fleet/tasks").value
