@@ -4,6 +4,7 @@ share: parameter descriptors (read-only or range-checked) and a wall-time clock 
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import signal
 import sys
@@ -47,9 +48,12 @@ def stop_with_parent() -> None:
 
 
 def init(args: list[str] | None = None, context=None) -> None:
-    """rclpy.init after the DDS environment check (and stop_with_parent)."""
+    """rclpy.init after the DDS environment check (and stop_with_parent). A native crash (a
+    segfault in a DDS or onnxruntime thread) prints every thread's Python stack to stderr
+    (faulthandler), so the robot's log says where it happened."""
     import rclpy
 
+    faulthandler.enable(all_threads=True)
     check_dds_environment()
     stop_with_parent()
     rclpy.init(args=args, context=context)
