@@ -33,8 +33,24 @@ class DataPosition:
     batches: int = 0
 
 
+def _numpy_state() -> dict[str, Any]:
+    """numpy's global RNG as plain data (its MT19937 key as an int64 tensor, no ndarray)."""
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(state: dict[str, Any] | tuple) -> None:
+    """Restore numpy's RNG from `_numpy_state` (or the tuple with an ndarray that older checkpoints hold)."""
+    if isinstance(state, dict):
+        key = np.asarray(state["key"].numpy(), dtype=np.uint32)
+        state = (state["bit_generator"], key, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    np.random.set_state(state)
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's torch/numpy/Python (and CUDA) RNG states, as plain data a safe load reads."""
+    state = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -42,7 +58,7 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
