@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundle_build: {args.output} is up to date ({checkpoint})")
         return 0
 
-    from ember_training.export.cli import EXPORT_ERRORS, export_checkpoint
+    from ember_training.export.cli import EXPORT_ERRORS, check_summary, export_checkpoint
 
     calib = args.calibration_images if args.calibration_images and args.calibration_images.is_dir() else None
     try:
@@ -164,11 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     except EXPORT_ERRORS as exc:  # as ember-export reports them
         print(f"bundle_build: cannot export {checkpoint}: {exc}", file=sys.stderr)
         return 2
-    checks = meta["export_checks"]
-    print(
-        f"bundle_build: {args.output} from {checkpoint} ({meta['model_version']}); INT8 top-1 agreement "
-        f"{checks['int8_top1_agreement']:.3f}, FP32 parity {checks['fp32_max_abs_logit_diff']:.1e}"
-    )
+    print(f"bundle_build: {args.output} from {checkpoint} ({meta['model_version']})")
+    for line in check_summary(meta["export_checks"]):
+        print(f"bundle_build: {line}")
     return 0
 
 

@@ -24,7 +24,7 @@ from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
 from ember.fsutil import replace_directory
 from ember.labels import INCIDENT_LABELS, PLACE_LABELS, ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, PROMPT_TEMPLATE, format_prompt
-from ember_training.export.calibration import calibration_batch, generated_images, load_images
+from ember_training.export.calibration import calibration_batch, generated_images, load_folder
 from ember_training.export.onnx_export import export_decoder, export_vision
 from ember_training.export.quantize import optimize_for_ort, quantize_decoder, quantize_vision
 from ember_training.export.verify import OnnxPair, compare_fp32, compare_int8, torch_trace
@@ -35,6 +35,8 @@ from ember_training.tokenizer import special_token_ids
 log = logging.getLogger(__name__)
 PRECISIONS = ("int8", "fp32")
 FP32_LOGIT_TOLERANCE = 1e-4
+MIN_INT8_TOP1_AGREEMENT = 0.8  # teacher-forced next tokens; a broken quantization falls far below
+MAX_INT8_SCORE_DRIFT = 0.25  # robot/incident scores (sigmoid); a clipped calibration range exceeds it
 VERIFY_TASKS = (
     DEFAULT_TASK,
     "Find survivors in the collapsed building and report hazards.",
@@ -63,6 +65,8 @@ class ExportOptions:
     robot_selector: str | Path | None = None  # robot_selector.npz written by the recipe (shipped as is)
     metrics: dict[str, Any] | None = None
     seed: int = 0
+    min_int8_top1_agreement: float = MIN_INT8_TOP1_AGREEMENT  # INT8 gate (0 turns it off)
+    max_int8_score_drift: float = MAX_INT8_SCORE_DRIFT  # INT8 gate (1 turns it off)
 
 
 def _robot_thresholds(opts: ExportOptions) -> list[float]:
@@ -84,6 +88,57 @@ def _ship_selector(src: Path, dst: Path) -> dict[str, Any]:
     return {"file": SELECTOR_FILE, "words": len(sel.words), "dim": int(sel.vectors.shape[1]),
             "label_sets": int(sel.sets.shape[0]), "decides": "tasks with known words (not the default camera task)",
             "samples": samples}
+
+
+def _created() -> str:
+    """bundle.json's `created`: now, or SOURCE_DATE_EPOCH when set (reproducible builds: the same
+    checkpoint then exports to byte-identical bundles, bundle.json included)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            when = datetime.fromtimestamp(int(epoch), timezone.utc)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise ExportError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {epoch!r}") from exc
+    else:
+        when = datetime.now(timezone.utc)
+    return when.isoformat(timespec="seconds")
+
+
+def _images(opts: ExportOptions, image_size: int) -> tuple[list, list, str, dict[str, Any]]:
+    """(calibration images, verification images, calibration source, their record for bundle.json).
+
+    The export checks run on images INT8 was not calibrated on: the folder's next images, topped
+    up with generated scenes of another seed (calibration ranges fitted to the very images that
+    check them would hide clipping)."""
+    if opts.calibration_images:
+        folder = load_folder(opts.calibration_images, opts.num_calibration, opts.verify_inputs, image_size)
+        calib, held, source = folder.calibration, folder.held_out, str(opts.calibration_images)
+        summary = folder.summary(opts.num_calibration)
+        (log.warning if len(calib) < opts.num_calibration else log.info)("calibration folder %s: %s", source, summary)
+    else:
+        calib = generated_images(opts.num_calibration, seed=opts.seed)
+        held, source = [], f"generated:{len(calib)}"
+    verify = held + generated_images(opts.verify_inputs - len(held), seed=opts.seed + 1)
+    record = {"calibration_images": len(calib), "verify_images": {"held_out": len(held), "generated": len(verify) - len(held)}}
+    return calib, verify, source, record
+
+
+def _int8_gate(checks: dict[str, Any], opts: ExportOptions) -> None:
+    """ExportError naming every INT8 check outside its gate (and what to do about it)."""
+    failed = []
+    if checks["int8_top1_agreement"] < opts.min_int8_top1_agreement:
+        failed.append(f"next-token agreement {checks['int8_top1_agreement']:.3f} < {opts.min_int8_top1_agreement}")
+    for key, what in (("int8_robot_score_max_drift", "robot"), ("int8_incident_score_max_drift", "incident")):
+        if checks[key] > opts.max_int8_score_drift:
+            failed.append(f"{what} score drift {checks[key]:.3f} > {opts.max_int8_score_drift}")
+    if failed:
+        v = checks["verify_images"]
+        raise ExportError(
+            f"INT8 model disagrees with FP32 ({'; '.join(failed)}; on {v['held_out'] + v['generated']} images "
+            f"not used for calibration): calibrate on more images like the robots' cameras "
+            f"(--calibration-images), export --precision fp32, or relax the gate "
+            f"(--min-int8-top1-agreement, --max-int8-score-drift); no bundle written"
+        )
 
 
 def _remove_dead_staging(parent: Path) -> None:
@@ -167,13 +222,13 @@ def export_bundle(
     output.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    if opts.calibration_images:
-        images = load_images(opts.calibration_images, opts.num_calibration)
-        calib_source = str(opts.calibration_images)
-    else:
-        images = generated_images(opts.num_calibration, seed=opts.seed)
-        calib_source = f"generated:{len(images)}"
+    if not (0.0 <= opts.min_int8_top1_agreement <= 1.0 and 0.0 <= opts.max_int8_score_drift <= 1.0):
+        raise ExportError("the INT8 gates (min top-1 agreement, max score drift) must be in [0, 1]")
+    created = _created()
+    images, verify_images, calib_source, image_record = _images(opts, cfg.image_size)
     pixels = calibration_batch(images, cfg.image_size, cfg.image_mean, cfg.image_std)
+    verify_pixels = calibration_batch(verify_images, cfg.image_size, cfg.image_mean, cfg.image_std)
+    del images, verify_images
 
     with _staging(output.parent) as tmp:
         work, stage = tmp / "work", tmp / "bundle"
@@ -191,7 +246,7 @@ def export_bundle(
             tokenizer.encode(format_prompt(VERIFY_TASKS[i % len(VERIFY_TASKS)]), add_special_tokens=False).ids
             for i in range(opts.verify_inputs)
         ]
-        rows = [pixels[i % len(pixels)][None] for i in range(opts.verify_inputs)]
+        rows = [verify_pixels[i][None] for i in range(opts.verify_inputs)]
         fp32 = OnnxPair(
             str(work / "vision_fp32.onnx"), str(work / "decoder_fp32.onnx"), n_layers, n_heads, head_dim
         )
@@ -223,9 +278,17 @@ def export_bundle(
                 int8.trace(px, ids, opts.verify_steps, f.tokens[:-1])
                 for px, ids, f in zip(rows, prompts, fp32_greedy, strict=True)
             ]
-            checks.update(compare_int8(fp32_greedy, q))
+            free = [int8.trace(px, ids, opts.verify_steps) for px, ids in zip(rows, prompts, strict=True)]
+            checks.update(image_record)
+            checks.update(compare_int8(fp32_greedy, q, free, thresholds))
+            checks["int8_gates"] = {
+                "min_int8_top1_agreement": opts.min_int8_top1_agreement,
+                "max_int8_score_drift": opts.max_int8_score_drift,
+            }
             del int8
+            _int8_gate(checks, opts)
         else:
+            checks["verify_images"] = image_record["verify_images"]
             shutil.copyfile(work / "vision_fp32.onnx", stage / "vision.onnx")
             shutil.copyfile(work / "decoder_fp32.onnx", stage / "decoder.onnx")
         del fp32
@@ -246,11 +309,10 @@ def export_bundle(
         model_version = opts.model_version or (
             f"{src.get('config_name', 'ember')}-step{src.get('step', 0)}-{opts.precision}-{files['decoder.onnx']['sha256'][:8]}"
         )
-        checks["export_seconds"] = round(time.perf_counter() - t_start, 3)
         meta: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "model_version": model_version,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": created,
             "precision": opts.precision,
             "image_size": cfg.image_size,
             "mean": cfg.image_mean,
@@ -296,7 +358,7 @@ def export_bundle(
         }
         (stage / BUNDLE_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _replace_dir(stage, output)
-    log.info("bundle written to %s (%s)", output, opts.precision)
+    log.info("bundle written to %s (%s) in %.1f s", output, opts.precision, time.perf_counter() - t_start)
     return meta
 
 

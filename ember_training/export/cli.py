@@ -6,11 +6,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from ember_training.checkpoint_format import CheckpointError, model_from_checkpoint, tokenizer_of
 from ember_training.export.bundle_writer import (
+    MAX_INT8_SCORE_DRIFT,
+    MIN_INT8_TOP1_AGREEMENT,
     PRECISIONS,
     ExportError,
     ExportOptions,
@@ -28,6 +31,8 @@ def export_checkpoint(
     verify_inputs: int = 3,
     max_new_tokens: int = 50,
     model_version: str | None = None,
+    min_int8_top1_agreement: float = MIN_INT8_TOP1_AGREEMENT,
+    max_int8_score_drift: float = MAX_INT8_SCORE_DRIFT,
 ) -> dict[str, Any]:
     """Export a checkpoint file to a bundle; returns bundle.json. Thresholds, metrics and the
     prompt budget come from the checkpoint (robot_thresholds, metrics, config.data.max_prompt_tokens)."""
@@ -47,6 +52,8 @@ def export_checkpoint(
         robot_thresholds=ckpt.get("robot_thresholds"),
         robot_selector=selector_of(checkpoint, ckpt),
         metrics=ckpt.get("metrics"),
+        min_int8_top1_agreement=min_int8_top1_agreement,
+        max_int8_score_drift=max_int8_score_drift,
     )
     source = {
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -85,6 +92,36 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def check_summary(checks: dict[str, Any]) -> list[str]:
+    """Readable lines of the export checks (bundle.json export_checks has them all)."""
+    lines = [f"FP32 vs PyTorch: max |logit diff| {checks['fp32_max_abs_logit_diff']:.1e} "
+             f"(limit {checks['fp32_logit_tolerance']:g})"]
+    if "int8_top1_agreement" in checks:
+        v, g = checks["verify_images"], checks["int8_gates"]
+        n = v["held_out"] + v["generated"]
+        lines.append(
+            f"INT8 vs FP32 on {n} image(s) not calibrated on ({v['held_out']} from the folder, {v['generated']} "
+            f"generated; calibrated on {checks['calibration_images']}): next-token agreement "
+            f"{checks['int8_top1_agreement']:.3f} (gate >= {g['min_int8_top1_agreement']:g}), robot selection "
+            f"{checks['int8_robot_selection_agreement']:.2f}, top incident {checks['int8_incident_top1_agreement']:.2f}, "
+            f"identical generations {checks['int8_generation_agreement']:.2f}, score drift robot "
+            f"{checks['int8_robot_score_max_drift']:.3f} / incident {checks['int8_incident_score_max_drift']:.3f} "
+            f"(gate <= {g['max_int8_score_drift']:g}), visual cosine >= {checks['int8_visual_min_cosine']:.3f}"
+        )
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ember-export", description="Export a trained EmberVLM checkpoint to a model bundle."
@@ -110,12 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-version", default=None, help="model_version string (default: config-step-precision-hash)"
     )
     p.add_argument("--verify-inputs", type=_at_least_one, default=3, help="inputs used by the export self-checks")
+    p.add_argument(
+        "--min-int8-top1-agreement", type=_fraction, default=MIN_INT8_TOP1_AGREEMENT,
+        help=f"INT8 gate: least next-token agreement with FP32 (default {MIN_INT8_TOP1_AGREEMENT}; 0: off)",
+    )
+    p.add_argument(
+        "--max-int8-score-drift", type=_fraction, default=MAX_INT8_SCORE_DRIFT,
+        help=f"INT8 gate: largest robot/incident score change vs FP32 (default {MAX_INT8_SCORE_DRIFT}; 1: off)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t0 = time.perf_counter()
     try:
         meta = export_checkpoint(
             args.checkpoint,
@@ -126,13 +172,18 @@ def main(argv: list[str] | None = None) -> int:
             args.verify_inputs,
             args.max_new_tokens,
             args.model_version,
+            args.min_int8_top1_agreement,
+            args.max_int8_score_drift,
         )
     except EXPORT_ERRORS as exc:
         print(f"ember-export: error: {exc}", file=sys.stderr)
         return 2
     print(f"bundle: {args.output} ({meta['precision']}, {bundle_size_bytes(args.output) / 2**20:.2f} MiB)")
     print(f"model_version: {meta['model_version']}")
+    for line in check_summary(meta["export_checks"]):
+        print(line)
     print("checks: " + json.dumps(meta["export_checks"], sort_keys=True))
+    print(f"export took {time.perf_counter() - t0:.1f} s")
     return 0
 
 

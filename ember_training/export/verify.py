@@ -99,29 +99,56 @@ def compare_fp32(ref: list[Trace], onnx_traces: list[Trace]) -> dict[str, float]
     }
 
 
-def compare_int8(fp32: list[Trace], int8: list[Trace]) -> dict[str, float]:
-    """INT8 vs FP32 ONNX: top-1 next-token agreement and score drift (sigmoid scale)."""
+def selected_robots(robot_logits: np.ndarray, thresholds: list[float]) -> frozenset[int]:
+    """The robot types the engine's decoder head selects (EmberEngine.select_robots): every type
+    whose score reaches its threshold, else the best one."""
+    scores = _sigmoid(np.asarray(robot_logits, np.float64).reshape(-1))
+    chosen = frozenset(int(i) for i in np.flatnonzero(scores >= np.asarray(thresholds)))
+    return chosen or frozenset([int(np.argmax(scores))])
+
+
+def _matching_prefix(a: list[int], b: list[int]) -> float:
+    """Share of `a` generated before `b` first differs from it."""
+    n = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
+    return n / len(a)
+
+
+def compare_int8(
+    fp32: list[Trace], int8: list[Trace], int8_free: list[Trace], robot_thresholds: list[float]
+) -> dict[str, float]:
+    """INT8 vs FP32 ONNX on the same inputs: `fp32` greedy runs, `int8` teacher-forced on their
+    tokens, `int8_free` greedy runs of their own. Next-token agreement (forced), identical greedy
+    generations (free), robot selection with the bundle's thresholds, top incident label, score
+    drift (sigmoid scale) and visual-embedding cosine."""
+    pairs = list(zip(fp32, int8, int8_free, strict=True))
     agree = [
         int(np.argmax(a) == np.argmax(b))
-        for f, q in zip(fp32, int8, strict=True)
+        for f, q, _ in pairs
         for a, b in zip(f.logits, q.logits, strict=True)
     ]
-    robot = max(
-        float(np.abs(_sigmoid(f.heads["robot_logits"]) - _sigmoid(q.heads["robot_logits"])).max())
-        for f, q in zip(fp32, int8, strict=True)
-    )
-    incident = max(
-        float(np.abs(_sigmoid(f.heads["incident_logits"]) - _sigmoid(q.heads["incident_logits"])).max())
-        for f, q in zip(fp32, int8, strict=True)
-    )
     cos = []
-    for f, q in zip(fp32, int8, strict=True):
+    for f, q, _ in pairs:
         a, b = f.visual.reshape(-1), q.visual.reshape(-1)
         cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)))
     return {
         "int8_top1_agreement": float(np.mean(agree)),
         "int8_positions_compared": len(agree),
-        "int8_robot_score_max_drift": robot,
-        "int8_incident_score_max_drift": incident,
+        "int8_generation_agreement": float(np.mean([f.tokens == g.tokens for f, _, g in pairs])),
+        "int8_generation_matching_prefix": float(np.mean([_matching_prefix(f.tokens, g.tokens) for f, _, g in pairs])),
+        "int8_robot_selection_agreement": float(np.mean([
+            selected_robots(f.heads["robot_logits"], robot_thresholds)
+            == selected_robots(q.heads["robot_logits"], robot_thresholds)
+            for f, q, _ in pairs
+        ])),
+        "int8_incident_top1_agreement": float(np.mean([
+            int(np.argmax(f.heads["incident_logits"])) == int(np.argmax(q.heads["incident_logits"])) for f, q, _ in pairs
+        ])),
+        "int8_robot_score_max_drift": max(
+            float(np.abs(_sigmoid(f.heads["robot_logits"]) - _sigmoid(q.heads["robot_logits"])).max()) for f, q, _ in pairs
+        ),
+        "int8_incident_score_max_drift": max(
+            float(np.abs(_sigmoid(f.heads["incident_logits"]) - _sigmoid(q.heads["incident_logits"])).max())
+            for f, q, _ in pairs
+        ),
         "int8_visual_min_cosine": min(cos),
     }

@@ -16,6 +16,26 @@ from torch import nn
 from ember_training.model import EmberVLM
 
 
+class _Features(nn.Module):
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)
+
+
+@torch.no_grad()
+def _feature_size(backbone: nn.Module, size: int) -> tuple[int, int]:
+    """(h, w) of the backbone's feature map for size x size images, from a forward on the meta
+    device: shapes only (a real forward of the robots' model took ~1 s of the export)."""
+    features = _Features(backbone)
+    meta = {k: t.to("meta") for k, t in (*features.named_parameters(), *features.named_buffers())}
+    x = torch.zeros(1, 3, size, size, device="meta")
+    _, _, h, w = torch.func.functional_call(features, meta, (x,)).shape
+    return int(h), int(w)
+
+
 class VisionExport(nn.Module):
     """pixel_values [B, 3, H, W] -> visual_embeds [B, V, d_model]: reparameterized RepViT, pooling, fusion."""
 
@@ -24,9 +44,7 @@ class VisionExport(nn.Module):
         vision = copy.deepcopy(model.vision).eval()
         vision.reparameterize()
         self.backbone = vision.backbone
-        size = model.config.image_size
-        with torch.no_grad():
-            _, _, h, w = self.backbone.forward_features(torch.zeros(1, 3, size, size)).shape
+        h, w = _feature_size(self.backbone, model.config.image_size)
         self.register_buffer("pool", vision.pool_matrix(int(h), int(w), torch.device("cpu"), torch.float32))
         self.fusion = copy.deepcopy(model.fusion).eval()
 
