@@ -43,14 +43,18 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
 
-    from ..checkpoint_format import model_from_checkpoint, tokenizer_of
+    from ..checkpoint_format import CheckpointError, model_from_checkpoint, tokenizer_of
     from ..config import config_from_dict
     from ..data.build import SourceCache, build_stage_dataset, resolve_dirs
     from ..data.dataset import Collator
     from ..distill import teacher_records, write_teacher_logits
     from ..tokenizer import pad_id
 
-    model, ckpt = model_from_checkpoint(args.checkpoint)
+    try:
+        model, ckpt = model_from_checkpoint(args.checkpoint)
+    except CheckpointError as exc:  # missing, damaged, or refused by the safe load: one line
+        print(f"ember-data teacher: {exc}", file=sys.stderr)
+        return 2
     cfg = config_from_dict({k: v for k, v in ckpt["config"].items()})
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment=False))
     dirs, needs_synth = resolve_dirs(cfg, args.data_dir, Path(args.checkpoint).parent)

@@ -118,3 +118,13 @@ def test_download_fetches_unpacks_and_fetches_incident_images(tmp_path):
     }))
     assert fetch_incident_images(data) == (1, 1)
     assert (data / "incidents/images/flooded/a.jpg").read_bytes() == b"jpeg bytes"
+
+
+def test_teacher_with_an_unusable_checkpoint_is_one_line(tmp_path, capsys):
+    """A missing or damaged teacher checkpoint gave a traceback; now one line, exit 2."""
+    bad = tmp_path / "final.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for ckpt in (bad, tmp_path / "missing.pt"):
+        rc = data_main(["teacher", "--checkpoint", str(ckpt), "--data-dir", str(tmp_path), "--out", str(tmp_path / "t.npz")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("ember-data teacher: "), err
