@@ -113,18 +113,26 @@ def write_params(path: Path, fqn: str, params: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def fleet_manager_process(workdir: Path, params: dict[str, Any]) -> Iterator[Proc]:
-    """The fleet manager in its own process with these parameters, until the block ends (its
-    output is printed then; it must exit 0 on SIGINT)."""
-    pf = write_params(workdir / "manager_params.yaml", "/fleet_manager", params)
-    proc = Proc(["-m", "ember.ros.fleet_manager", "--ros-args", "--params-file", str(pf)])
+def node_process(module: str, fqn: str, params: dict[str, Any], workdir: Path, ros_args: tuple[str, ...] = ()) -> Iterator[Proc]:
+    """`python -m <module>` as node `fqn` (/<ns>/<name>) with these parameters, READY, until the block
+    ends (it must then exit 0 on SIGINT)."""
+    ns, _, name = fqn.rpartition("/")
+    pf = write_params(workdir / f"{name}_params.yaml", fqn, params)
+    args = ["-m", module, "--ros-args", "-r", f"__ns:={ns or '/'}", "-r", f"__node:={name}", *ros_args, "--params-file", str(pf)]
+    proc = Proc(args)
     try:
-        proc.wait_for_line(r"^READY$", timeout=60)
+        proc.wait_for_line(r"^READY$", timeout=90)
         yield proc
     finally:
         rc = proc.stop()
         print(proc.output())
-    assert rc == 0
+    assert rc == 0, proc.output()
+
+
+def fleet_manager_process(workdir: Path, params: dict[str, Any]) -> contextlib.AbstractContextManager[Proc]:
+    """The fleet manager in its own process with these parameters, until the block ends (its
+    output is printed then; it must exit 0 on SIGINT)."""
+    return node_process("ember.ros.fleet_manager", "/fleet_manager", params, workdir)
 
 
 class Diagnostics:

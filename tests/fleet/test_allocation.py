@@ -11,12 +11,12 @@ from ember.labels import ROBOT_TYPES
 from ember.ros.allocation import (
     STATUS_CANCELLED,
     STATUS_NEW,
-    STATUS_UPDATED,
     Allocator,
     Changes,
     Policy,
     Step,
 )
+from tests.fleet.shift import Ledger
 
 FIRE = [0.9, 0.6, 0.2, 0.1, 0.0]  # drone and humanoid suitable
 
@@ -139,29 +139,6 @@ def test_bad_input_is_refused():
         alloc.add_task("t", [], FIRE)
 
 
-class _Observer:
-    """The fleet as robots and the alert console see it: only what Changes publish."""
-
-    def __init__(self) -> None:
-        self.plans: dict[tuple[str, str], tuple[str, ...]] = {}
-        self.reported: set[str] = set()
-
-    def apply(self, ch: Changes) -> None:
-        for p in ch.plans:
-            key = (p.task_id, p.robot_id)
-            if p.status == STATUS_CANCELLED:
-                assert key in self.plans, f"cancellation of a plan never sent: {key}"
-                del self.plans[key]
-            else:
-                assert (p.status == STATUS_UPDATED) == (key in self.plans), (p.status, key)
-                assert p.steps, "a new/updated plan without steps"
-                self.plans[key] = tuple(s.step_id for s in p.steps)
-                self.reported.difference_update(self.plans[key])
-        for u in ch.unassignable:
-            assert u.step.step_id not in self.reported, "reported twice without being assigned in between"
-            self.reported.add(u.step.step_id)
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_property_nothing_is_lost_under_random_failures(seed):
     """Random fleets, tasks, battery drops, outages and recoveries: every step is always held by
@@ -169,7 +146,7 @@ def test_property_nothing_is_lost_under_random_failures(seed):
     rng = random.Random(seed)
     weights = CostWeights(*(rng.uniform(0, 2) for _ in range(4)))
     alloc = Allocator(Policy(low_battery=rng.uniform(0.05, 0.4), selection_threshold=rng.uniform(0.2, 0.8), weights=weights))
-    obs = _Observer()
+    obs = Ledger()  # the fleet as robots and the alert console see it: only what Changes publish
     all_steps: set[str] = set()
     robot_ids = [f"r{i}" for i in range(rng.randint(1, 12))]
     types = {rid: rng.choice(ROBOT_TYPES) for rid in robot_ids}
@@ -204,8 +181,7 @@ def test_property_nothing_is_lost_under_random_failures(seed):
         obs.apply(ch)
         alloc.check_invariants()
         # the observer's picture equals the allocator's, and accounts for every step
-        held = {sid: rid for (_, rid), sids in obs.plans.items() for sid in sids}
-        assert len(held) == sum(len(v) for v in obs.plans.values()), "a step in two robots' plans"
+        held = obs.holders()
         assert set(held) | obs.reported == all_steps
         assert not set(held) & obs.reported
         for sid, rid in held.items():

@@ -3,8 +3,7 @@ parameter changes over the SetParameters service, heartbeats on /fleet/status.""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from ember.ros.qos import STATUS_QOS
-from tests.fleet.helpers import Proc, write_params
+from tests.fleet.helpers import Proc, node_process, write_params  # noqa: F401 - node_process: imported from here
 from tests.ros.helpers import spin_until
 
 RCLPY_OWN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
@@ -93,23 +92,6 @@ def list_parameters(node, executor, target_node: str, timeout: float = 20.0) -> 
         return set(future.result().result.names)
     finally:
         node.destroy_client(client)
-
-
-@contextlib.contextmanager
-def node_process(module: str, fqn: str, params: dict[str, Any], workdir: Path, ros_args: tuple[str, ...] = ()) -> Iterator[Proc]:
-    """`python -m <module>` as node `fqn` (/<ns>/<name>) with these parameters, READY, until the block
-    ends (it must then exit 0 on SIGINT)."""
-    ns, _, name = fqn.rpartition("/")
-    pf = write_params(workdir / f"{name}_params.yaml", fqn, params)
-    args = ["-m", module, "--ros-args", "-r", f"__ns:={ns or '/'}", "-r", f"__node:={name}", *ros_args, "--params-file", str(pf)]
-    proc = Proc(args)
-    try:
-        proc.wait_for_line(r"^READY$", timeout=90)
-        yield proc
-    finally:
-        rc = proc.stop()
-        print(proc.output())
-    assert rc == 0, proc.output()
 
 
 def startup_refusal(module: str, fqn: str, params: dict[str, Any], workdir: Path, timeout: float = 90.0) -> tuple[int | None, str]:
