@@ -108,3 +108,15 @@ def test_a_non_finite_weight_is_refused(tmp_path):
     path.write_text(yaml.safe_dump(base()) + "manager:\n  weights:\n    load: .nan\n")
     with pytest.raises(FleetConfigError, match=r"manager.weights.load: expected a finite number"):
         load(path)
+
+
+def test_the_compressed_topic_follows_the_camera_topic_unless_given():
+    """A robot with camera_topic front/image_color listened for compressed frames on
+    camera/image_raw/compressed, where its camera driver publishes nothing."""
+    cfg = load_dict({"bundle": "/b", "robots": [
+        {"id": "a", "type": "drone", "camera_topic": "front/image_color"},
+        {"id": "b", "type": "drone", "camera_topic": "front/image_color", "compressed_topic": "front/jpeg"},
+        {"id": "c", "type": "drone"},
+    ]})
+    assert [r.compressed_topic for r in cfg.robots] == ["front/image_color/compressed", "front/jpeg",
+                                                         "camera/image_raw/compressed"]

@@ -173,7 +173,7 @@ def test_same_nodes_with_bundle_and_camera_arguments(launch_standins, tmp_path):
     assert [n["name"] for n in from_launch] == ["fleet_manager", "incident_node", "camera", "incident_node"]
     assert from_launch[1]["parameters"]["bundle"] == str(Path(bundle).resolve())
     assert from_launch[1]["parameters"]["image_topic"] == "cam/left"
-    assert from_launch[2]["parameters"]["topic"] == "camera/image_raw/compressed"
+    assert from_launch[2]["parameters"]["topic"] == "cam/left/compressed"  # follows camera_topic
     no_cams, _ = launch_nodes({"config": str(cfg), "bundle": bundle, "cameras": "false"})
     assert no_cams == fleet_dry_run("--config", str(cfg), "--bundle", bundle, "--no-cameras")[0]
     assert "camera" not in [n["name"] for n in no_cams]

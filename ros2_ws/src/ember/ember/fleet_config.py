@@ -109,6 +109,7 @@ class RobotConfig:
     type: str
     camera_topic: str = "camera/image_raw"
     compressed_topic: str = "camera/image_raw/compressed"
+    """default: <camera_topic>/compressed"""
     battery: float = 1.0
     """initial simulated battery (a `battery` parameter, settable at run time)"""
     camera: bool = True
@@ -466,6 +467,8 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
         if rtype not in ROBOT_TYPES:
             raise FleetConfigError(f"{rw}.type: unknown robot type {rtype!r}; expected one of {', '.join(ROBOT_TYPES)}")
         robot = _scalars(RobotConfig, entry, rw, RobotConfig(id=rid, type=rtype))
+        if "compressed_topic" not in entry:  # image_transport's name for the camera's compressed stream
+            robot = dataclasses.replace(robot, compressed_topic=f"{robot.camera_topic}/compressed")
         if not 0.0 <= robot.battery <= 1.0:
             raise FleetConfigError(f"{rw}.battery: must be within 0..1, got {robot.battery}")
         for n in ("camera_topic", "compressed_topic"):
