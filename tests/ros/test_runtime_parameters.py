@@ -173,3 +173,18 @@ def test_an_out_of_range_camera_rate_in_the_params_file_stops_it_with_its_name(s
     params = {"images": str(shared_data / "incidents" / "images"), "rate_hz": -3.0}
     rc, out = startup_refusal("ember.ros.camera", "/bad_cam/camera", params, tmp_path)
     assert rc not in (None, 0) and "rate_hz" in out, (rc, out)
+
+
+def test_every_fleet_manager_parameter_is_refused_as_read_only(tmp_path):
+    """The manager reads its parameters once, at start: `ros2 param set` was accepted and then
+    ignored (a new heartbeat_timeout_s never applied). Now every one is refused as read-only."""
+    from tests.fleet.helpers import fleet_manager_process
+
+    changes = {"heartbeat_timeout_s": 9.0, "low_battery": 0.5, "robot_ids": ["x"], "bundle": "/elsewhere",
+               "status_topic": "/x/status", "max_robot_types": 2}
+    with fleet_manager_process(tmp_path, {"task_wait_s": 1.0}), ros_node("manager_param_test") as (node, executor):
+        declared = list_parameters(node, executor, "/fleet_manager") - RCLPY_OWN_PARAMETERS
+        assert set(changes) <= declared and len(declared) >= 20, declared
+        for name in sorted(declared):
+            res = try_set_parameter(node, executor, "/fleet_manager", name, changes.get(name, 1.0))
+            assert not res.successful and "read-only" in res.reason, (name, res.reason)

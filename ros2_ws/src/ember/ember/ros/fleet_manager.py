@@ -153,7 +153,13 @@ class FleetManager(Node):
 
     def __init__(self, node_name: str = "fleet_manager", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        p = self.declare_parameter
+
+        def p(name: str, value: Any, descriptor: ParameterDescriptor | None = None) -> Parameter:
+            """Every parameter is read once, here: read-only, so `ros2 param set` is refused, not ignored."""
+            descriptor = descriptor or ParameterDescriptor()
+            descriptor.read_only = True
+            return self.declare_parameter(name, value, descriptor)
+
         d = ManagerConfig()  # the defaults of fleet.yaml's manager section
         settings = ManagerConfig(
             heartbeat_timeout_s=float(p("heartbeat_timeout_s", d.heartbeat_timeout_s).value),
