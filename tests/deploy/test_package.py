@@ -207,6 +207,30 @@ def test_run_script_docker_mode_mounts_the_package(package: Path, tmp_path: Path
     assert "/opt/ember/robot.yaml" in node and "bundle:=/opt/ember/bundle" in node
 
 
+def test_the_fleets_discovery_server_travels_with_the_package(tiny_bundle: Path, tmp_path: Path):
+    """fleet.yaml's discovery_server reached only what ember-fleet and the launch file start: a packaged
+    robot (`run.sh ros|docker`) looked for its peers by multicast and never found the fleet."""
+    import yaml
+
+    cfg = yaml.safe_load(FLEET.read_text())
+    cfg.update(bundle=str(tiny_bundle), dds_profile=str(FLEET.parent / "fastdds.xml"), discovery_server="10.0.0.1:11811")
+    cfg["cameras"]["images"] = str(FLEET.parent / cfg["cameras"]["images"])
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(cfg))
+    pkg = tmp_path / "drone_1"
+    build_package(tiny_bundle, pkg, config_path=fleet, robot_id="drone_1")
+    assert "ROS_DISCOVERY_SERVER=10.0.0.1:11811" in (pkg / "robot.env").read_text().splitlines()
+    stub = tmp_path / "bin" / "docker"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\nprintf "%s\\0" "$@"\n')
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "ROS_DISCOVERY_SERVER"}
+    env["PATH"] = f"{stub.parent}:{os.environ['PATH']}"
+    out = subprocess.run(["bash", str(pkg / "run.sh"), "docker"], capture_output=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "ROS_DISCOVERY_SERVER=10.0.0.1:11811" in out.stdout.decode().split("\0")
+
+
 def test_package_refusals(tiny_bundle: Path, tmp_path: Path):
     with pytest.raises(PackageError, match="robot 'nobody' is not in"):
         build_package(tiny_bundle, tmp_path / "a", FLEET, robot_id="nobody")
