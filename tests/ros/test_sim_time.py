@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from ember_msgs.msg import IncidentAnalysis, RobotSelection
 from sensor_msgs.msg import CompressedImage, Image
@@ -142,7 +141,10 @@ def test_the_replay_camera_follows_the_simulated_clock_through_a_reset(sim_camer
         assert spin_until(executor, lambda: node.count_publishers("/sim_cam/camera/image_raw/compressed") > 0, 30)
         assert clock.spin_until(lambda: sum(stamp_s(f.header.stamp) >= 50.0 for f in frames) >= 5, 20, 0.01), sim_camera.output()
         after = [stamp_s(f.header.stamp) for f in frames if stamp_s(f.header.stamp) >= 50.0]
-        assert np.median(np.diff(after)) == pytest.approx(0.1, abs=0.02), after  # 10 Hz of simulated time
+        # 10 Hz of simulated time (a frame is stamped when its timer callback runs, which may be a few
+        # clock steps late; the next keeps the schedule). Paced by wall time instead, its rate in
+        # simulated time would follow how fast this test steps the clock, not 10 Hz.
+        assert 6.0 <= (len(after) - 1) / (after[-1] - after[0]) <= 14.0, after
         clock.now = 3.0  # the simulation resets
         n = len(frames)
         assert clock.spin_until(lambda: sum(3.0 <= stamp_s(f.header.stamp) < 50.0 for f in frames[n:]) >= 5, 20, 0.01), (
