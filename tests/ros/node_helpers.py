@@ -3,6 +3,7 @@ parameter changes over the SetParameters service, heartbeats on /fleet/status.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,10 @@ def startup_refusal(module: str, fqn: str, params: dict[str, Any], workdir: Path
         return proc.proc.returncode, proc.output()
     proc.stop()
     return None, proc.output()
+
+
+def sim_time_jpeg_camera(fqn: str, rate_hz: float, images: Path, workdir: Path) -> contextlib.AbstractContextManager[Proc]:
+    """ember-camera as node `fqn` replaying `images` as JPEG at `rate_hz` of simulated time (use_sim_time)."""
+    params = {"images": str(images), "rate_hz": rate_hz, "topic": "camera/image_raw/compressed", "format": "jpeg",
+              "use_sim_time": True}
+    return node_process("ember.ros.camera", fqn, params, workdir)

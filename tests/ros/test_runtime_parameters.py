@@ -20,6 +20,7 @@ from tests.ros.node_helpers import (
     Heartbeats,
     list_parameters,
     node_process,
+    sim_time_jpeg_camera,
     startup_refusal,
     time_msg,
     try_set_parameter,
@@ -132,14 +133,7 @@ CAMERA_READ_ONLY = {"images": "/elsewhere", "video": "/x.mp4", "topic": "/x/imag
 
 @pytest.fixture(scope="module")
 def camera(shared_data, tmp_path_factory):
-    params = {
-        "images": str(shared_data / "incidents" / "images"),
-        "rate_hz": 20.0,
-        "topic": "camera/image_raw/compressed",
-        "format": "jpeg",
-        "use_sim_time": True,
-    }
-    with node_process("ember.ros.camera", CAMERA, params, tmp_path_factory.mktemp("camera")) as proc:
+    with sim_time_jpeg_camera(CAMERA, 20.0, shared_data / "incidents" / "images", tmp_path_factory.mktemp("camera")) as proc:
         yield proc
 
 

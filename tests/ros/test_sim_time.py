@@ -20,7 +20,7 @@ from ember.ros.conversions import numpy_to_image
 from ember.ros.qos import CAMERA_QOS, REPORT_QOS
 from tests.fleet.helpers import Diagnostics
 from tests.ros.helpers import ros_node, spin_until
-from tests.ros.node_helpers import Heartbeats, SimClock, node_process, stamp_s, time_msg
+from tests.ros.node_helpers import Heartbeats, SimClock, node_process, sim_time_jpeg_camera, stamp_s, time_msg
 
 pytestmark = pytest.mark.ros
 NS = "/sim_bot"
@@ -119,14 +119,7 @@ def test_reports_keep_the_simulated_stamps_across_a_reset_and_an_unstamped_frame
 
 @pytest.fixture(scope="module")
 def sim_camera(shared_data, tmp_path_factory):
-    params = {
-        "images": str(shared_data / "incidents" / "images"),
-        "rate_hz": 10.0,
-        "topic": "camera/image_raw/compressed",
-        "format": "jpeg",
-        "use_sim_time": True,
-    }
-    with node_process("ember.ros.camera", "/sim_cam/camera", params, tmp_path_factory.mktemp("cam")) as proc:
+    with sim_time_jpeg_camera("/sim_cam/camera", 10.0, shared_data / "incidents" / "images", tmp_path_factory.mktemp("cam")) as proc:
         yield proc
 
 

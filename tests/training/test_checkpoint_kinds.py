@@ -18,7 +18,7 @@ from ember_training.train_state import rng_state, set_rng_state, step_checkpoint
 from ember_training.trainer import Trainer, stage_dir
 from tests.model.test_checkpoint_safety import Payload
 
-from .test_resume import _losses, _stage4_run_dir
+from .test_resume import _losses, _stage4_run_dir, _stage4_straight_and_stopped
 from .training_helpers import quick_overrides, write_config
 
 
@@ -65,13 +65,7 @@ def test_legacy_checkpoint_with_numpy_rng_resumes_exactly(tiny_run, tmp_path):
     """A step checkpoint as the previous ember-train wrote it (numpy RNG state as an ndarray)
     still loads and resumes to the losses and weights of an uninterrupted run."""
     over = {**quick_overrides(steps=4, batch=4), "data.max_samples_per_dataset": 5, "train.checkpoint_every": 100}
-    cfg = load_config(write_config(tmp_path / "c.yaml", over))
-    straight = _stage4_run_dir(tiny_run, tmp_path / "straight")
-    Trainer(cfg, straight).run([4])
-    broken = _stage4_run_dir(tiny_run, tmp_path / "broken")
-    first = Trainer(cfg, broken)
-    first.prepare()
-    first.run_stage(4, stop_at=2)
+    cfg, straight, broken = _stage4_straight_and_stopped(tiny_run, tmp_path, over, stop_at=2)
     [path] = step_checkpoints(stage_dir(broken, 4))
     ckpt = torch.load(path, weights_only=True)
     legacy = []

@@ -29,6 +29,19 @@ def _stage4_run_dir(tiny_run, dest):
     return dest
 
 
+def _stage4_straight_and_stopped(tiny_run, tmp_path, over: dict, stop_at: int):
+    """(config, run dir of stage 4 run straight through, run dir of the same run stopped after
+    `stop_at` steps), both starting from the tiny run's stage 3."""
+    cfg = load_config(write_config(tmp_path / "c.yaml", over))
+    straight = _stage4_run_dir(tiny_run, tmp_path / "straight")
+    Trainer(cfg, straight).run([4])
+    broken = _stage4_run_dir(tiny_run, tmp_path / "broken")
+    first = Trainer(cfg, broken)
+    first.prepare()
+    first.run_stage(4, stop_at=stop_at)
+    return cfg, straight, broken
+
+
 def _losses(sdir):
     return [json.loads(line)["loss"] for line in (sdir / "metrics.jsonl").read_text().splitlines()]
 
@@ -39,13 +52,7 @@ def test_resume_equals_uninterrupted(tiny_run, tmp_path):
     left half a metrics record behind."""
     over = {**quick_overrides(steps=6, batch=4), "data.max_samples_per_dataset": 5, "train.grad_accum": 2,
             "train.checkpoint_every": 100}
-    cfg = load_config(write_config(tmp_path / "c.yaml", over))
-    straight = _stage4_run_dir(tiny_run, tmp_path / "straight")
-    Trainer(cfg, straight).run([4])
-    broken = _stage4_run_dir(tiny_run, tmp_path / "broken")
-    first = Trainer(cfg, broken)
-    first.prepare()
-    first.run_stage(4, stop_at=3)
+    cfg, straight, broken = _stage4_straight_and_stopped(tiny_run, tmp_path, over, stop_at=3)
     assert [p.name for p in step_checkpoints(stage_dir(broken, 4))] == ["step_000003.pt"]
     assert not (stage_dir(broken, 4) / "final.pt").exists()
     with (stage_dir(broken, 4) / "metrics.jsonl").open("a") as fh:  # killed while writing step 4's record
