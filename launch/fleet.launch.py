@@ -14,10 +14,15 @@ config is share/ember/config/fleet.yaml (ament index), or config/fleet.yaml besi
 file's directory in a source checkout. Relative paths in the config (bundle, camera
 images) are relative to the config file: pass bundle:= when the installed share/ has none. A
 bundle or camera path that does not exist stops the launch with one error naming it.
+
+fleet.yaml's `respawn` (fleet-wide, per robot) becomes each Node's respawn and respawn_delay, and
+its max_restarts the Node's respawn_max_retries where the installed launch has that keyword (Jazzy
+and later; launch counts it over the whole run, ember-fleet within respawn.window_s).
 """
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from pathlib import Path
 
@@ -45,6 +50,15 @@ def _truthy(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _launch_has_respawn_max_retries() -> bool:
+    """The installed launch's processes take respawn_max_retries (an older one refuses the keyword)."""
+    try:
+        from launch.actions import ExecuteLocal
+    except ImportError:
+        return False
+    return "respawn_max_retries" in inspect.signature(ExecuteLocal.__init__).parameters
+
+
 def _fleet_nodes(context, *args, **kwargs) -> list:
     from ember.fleet_config import dds_environment, load
     from ember.ros.fleet import select
@@ -68,9 +82,10 @@ def _fleet_nodes(context, *args, **kwargs) -> list:
     # parameters go in files, as in ember-fleet's processes mode: launch_ros would re-read the
     # strings of a parameter dict as YAML (a robot id `yes` becoming a bool)
     params_dir = Path(tempfile.mkdtemp(prefix="ember-launch-"))
+    max_retries = _launch_has_respawn_max_retries()
     nodes = []
     for i, d in enumerate(selected):
-        nodes.append(Node(**d.launch_kwargs(str(d.write_params_file(params_dir, i)))))
+        nodes.append(Node(**d.launch_kwargs(str(d.write_params_file(params_dir, i)), respawn_max_retries=max_retries)))
     return env + nodes
 
 

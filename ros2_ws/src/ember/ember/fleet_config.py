@@ -102,6 +102,20 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class RespawnConfig:
+    """Restart a node's process when it fails (exits non-zero) while the fleet runs (fleet-wide, overridable per
+    robot). `ember-fleet --mode processes` and launch_ros's Node(respawn=, respawn_delay=) do it."""
+
+    enabled: bool = False
+    delay_s: float = 2.0
+    """wait this long before starting the node again"""
+    max_restarts: int = 5
+    """most restarts within window_s; one more exit and ember-fleet gives up on the node (launch:
+    respawn_max_retries, counted over the whole run)"""
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class RobotConfig:
     """One robot of the fleet."""
 
@@ -115,6 +129,8 @@ class RobotConfig:
     camera: bool = True
     """start a replay camera for this robot when cameras.enabled"""
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    respawn: RespawnConfig = field(default_factory=RespawnConfig)
+    """for its incident node and camera (default: the fleet-wide respawn)"""
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,7 @@ class NodeDescription:
     parameters: dict[str, Any]
     remappings: tuple[tuple[str, str], ...] = ()
     module: str = ""
+    respawn: RespawnConfig = field(default_factory=RespawnConfig)
 
     @property
     def fqn(self) -> str:
@@ -148,11 +165,12 @@ class NodeDescription:
         path.write_text(self.params_file_text())
         return path
 
-    def launch_kwargs(self, params_file: str) -> dict[str, Any]:
+    def launch_kwargs(self, params_file: str, respawn_max_retries: bool = False) -> dict[str, Any]:
         """Keyword arguments for launch_ros.actions.Node, its parameters in `params_file`
         (written by write_params_file): launch_ros re-reads every string of a parameter dict
-        as YAML, so `yes`, `on`, `1` or `null` would reach the node as bool, int or ''."""
-        return {
+        as YAML, so `yes`, `on`, `1` or `null` would reach the node as bool, int or ''.
+        `respawn_max_retries`: the installed launch takes that keyword (Jazzy and later)."""
+        kwargs = {
             "package": self.package,
             "executable": self.executable,
             "name": self.name,
@@ -160,7 +178,12 @@ class NodeDescription:
             "parameters": [params_file],
             "remappings": [tuple(r) for r in self.remappings],
             "output": "screen",
+            "respawn": self.respawn.enabled,
+            "respawn_delay": self.respawn.delay_s,
         }
+        if respawn_max_retries:
+            kwargs["respawn_max_retries"] = self.respawn.max_restarts
+        return kwargs
 
     def comparable(self) -> dict[str, Any]:
         """The fields both front ends must agree on, in plain types."""
@@ -171,6 +194,7 @@ class NodeDescription:
             "namespace": self.namespace,
             "parameters": dict(sorted(self.parameters.items())),
             "remappings": [list(r) for r in self.remappings],
+            "respawn": dataclasses.asdict(self.respawn),
         }
 
 
@@ -183,6 +207,8 @@ class FleetConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     manager: ManagerConfig = field(default_factory=ManagerConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
+    respawn: RespawnConfig = field(default_factory=RespawnConfig)
+    """fleet-wide: the manager's, and each robot's unless it sets its own"""
     dds_profile: str = ""
     """Fast DDS XML profile for FASTDDS_DEFAULT_PROFILES_FILE ('' = none)"""
     discovery_server: str = ""
@@ -260,7 +286,9 @@ def manager_description(cfg: FleetConfig) -> NodeDescription:
         "weight_load": float(m.weights.load),
         "robot_ids": [r.id for r in cfg.robots],
     }
-    return NodeDescription(PACKAGE, "fleet_manager", MANAGER_NAME, "", params, (), "ember.ros.fleet_manager")
+    return NodeDescription(
+        PACKAGE, "fleet_manager", MANAGER_NAME, "", params, (), "ember.ros.fleet_manager", cfg.respawn
+    )
 
 
 def incident_node_description(cfg: FleetConfig, robot: RobotConfig) -> NodeDescription:
@@ -282,7 +310,8 @@ def incident_node_description(cfg: FleetConfig, robot: RobotConfig) -> NodeDescr
         "compressed_topic": robot.compressed_topic,
     }
     return NodeDescription(
-        PACKAGE, "incident_node", INCIDENT_NODE_NAME, f"/{robot.id}", params, (), "ember.ros.incident_node"
+        PACKAGE, "incident_node", INCIDENT_NODE_NAME, f"/{robot.id}", params, (), "ember.ros.incident_node",
+        robot.respawn,
     )
 
 
@@ -299,13 +328,15 @@ def camera_description(cfg: FleetConfig, robot: RobotConfig) -> NodeDescription:
         "frame_id": f"{robot.id}/camera",
         "loop": bool(cam.loop),
     }
-    return NodeDescription(PACKAGE, "ember-camera", CAMERA_NODE_NAME, f"/{robot.id}", params, (), "ember.ros.camera")
+    return NodeDescription(
+        PACKAGE, "ember-camera", CAMERA_NODE_NAME, f"/{robot.id}", params, (), "ember.ros.camera", robot.respawn
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
 
-_TOP_KEYS = {"bundle", "robots", "inference", "manager", "cameras", "dds_profile", "discovery_server"}
+_TOP_KEYS = {"bundle", "robots", "inference", "manager", "cameras", "respawn", "dds_profile", "discovery_server"}
 DDS_PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
@@ -399,6 +430,24 @@ def _inference(data: Any, where: str, base: InferenceConfig) -> InferenceConfig:
     return inf
 
 
+def _respawn(data: Any, where: str, base: RespawnConfig) -> RespawnConfig:
+    """A `respawn` entry over `base`: true/false (turn it on/off) or a mapping of RespawnConfig's keys."""
+    if data is None:
+        return base
+    if isinstance(data, bool):
+        return dataclasses.replace(base, enabled=data)
+    if not isinstance(data, dict):
+        keys = ", ".join(f.name for f in dataclasses.fields(RespawnConfig))
+        raise FleetConfigError(f"{where}: expected true, false or a mapping of {keys}, got {data!r}")
+    respawn = _scalars(RespawnConfig, _check_keys(data, RespawnConfig, where), where, base)
+    _non_negative(respawn, where, ("delay_s",))
+    if respawn.max_restarts < 1:
+        raise FleetConfigError(f"{where}.max_restarts: must be >= 1, got {respawn.max_restarts}")
+    if respawn.window_s <= 0:
+        raise FleetConfigError(f"{where}.window_s: must be > 0, got {respawn.window_s:g}")
+    return respawn
+
+
 def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bundle: str | None = None) -> FleetConfig:
     """Build a FleetConfig from parsed YAML; relative paths resolve against `base_dir`."""
     base = Path(base_dir)
@@ -417,6 +466,7 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
         bundle = str(Path(bundle).expanduser().resolve())
 
     inference = _inference(top.get("inference"), f"{where}.inference", InferenceConfig())
+    respawn = _respawn(top.get("respawn"), f"{where}.respawn", RespawnConfig())
 
     mdata = _check_keys(top.get("manager"), ManagerConfig, f"{where}.manager")
     manager = _scalars(ManagerConfig, mdata, f"{where}.manager")
@@ -474,7 +524,11 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
         for n in ("camera_topic", "compressed_topic"):
             if not getattr(robot, n):
                 raise FleetConfigError(f"{rw}.{n}: must not be empty")
-        robot = dataclasses.replace(robot, inference=_inference(entry.get("inference"), f"{rw}.inference", inference))
+        robot = dataclasses.replace(
+            robot,
+            inference=_inference(entry.get("inference"), f"{rw}.inference", inference),
+            respawn=_respawn(entry.get("respawn"), f"{rw}.respawn", respawn),
+        )
         robots.append(robot)
     return FleetConfig(
         bundle=bundle,
@@ -482,6 +536,7 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
         inference=inference,
         manager=manager,
         cameras=cameras,
+        respawn=respawn,
         dds_profile=dds_profile,
         discovery_server=discovery_server,
         path=source,

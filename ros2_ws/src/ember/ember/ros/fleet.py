@@ -13,10 +13,13 @@ MultiThreadedExecutor; `processes` starts one child process per node (`python -m
 for each. READY is printed once every node exists (in processes mode: once every child printed
 its own READY, which ember-fleet does not pass on). SIGINT, SIGTERM and SIGHUP (a closed
 terminal) stop everything cleanly, exit 0. A node that cannot start stops the fleet: exit 1. In
-processes mode a child that dies after READY is reported and the rest keep running (a crashed
-robot is the fleet manager's business); when all children are gone, ember-fleet exits 1. If
-ember-fleet itself is killed (`kill -9`, the OOM killer), the kernel sends every child SIGTERM
-(EMBER_STOP_WITH_PARENT, see ember.ros.runtime): no node runs on orphaned.
+processes mode a child that dies after READY is reported and the rest keep running; it is started
+again (same params file and environment) when its node's fleet.yaml `respawn` is on, after
+respawn.delay_s, at most respawn.max_restarts times within respawn.window_s, then given up in one
+line. When no child runs or waits for its respawn, ember-fleet exits 1. Composed mode cannot
+respawn (one process) and says so in one line. If ember-fleet itself is killed (`kill -9`, the
+OOM killer), the kernel sends every child SIGTERM (EMBER_STOP_WITH_PARENT, see
+ember.ros.runtime): no node runs on orphaned.
 """
 
 from __future__ import annotations
@@ -25,21 +28,34 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ember.fleet_config import FleetConfig, FleetConfigError, NodeDescription, dds_environment, load
+from ember.fleet_config import (
+    FleetConfig,
+    FleetConfigError,
+    NodeDescription,
+    RespawnConfig,
+    dds_environment,
+    load,
+)
 from ember.ros.runtime import STOP_WITH_PARENT_ENV, DDSEnvironmentError, check_dds_environment
 
 MODES = ("composed", "processes")
+COMPOSED_RESPAWN_NOTE = (
+    "ember-fleet: respawn (fleet.yaml) needs --mode processes: in composed mode every node shares this process "
+    "and is not restarted"
+)
 
 
 def node_class(executable: str) -> type:
@@ -194,84 +210,162 @@ def _pass_on_output(proc: subprocess.Popen, ready: threading.Event, lock: thread
                 pass
 
 
+class RestartBudget:
+    """The restarts of one node within its respawn.window_s: the bound that ends a crash loop."""
+
+    def __init__(self, respawn: RespawnConfig) -> None:
+        self.respawn = respawn
+        self.times: deque[float] = deque()
+
+    def take(self, now: float) -> int:
+        """Count a restart at `now` (monotonic s): its number within the window, 0 if none is left."""
+        while self.times and now - self.times[0] > self.respawn.window_s:
+            self.times.popleft()
+        if len(self.times) >= self.respawn.max_restarts:
+            return 0
+        self.times.append(now)
+        return len(self.times)
+
+
+class ProcessFleet:
+    """One child process per node: started, awaited (READY), respawned, stopped in order."""
+
+    def __init__(self, nodes: list[NodeDescription], workdir: Path) -> None:
+        self.nodes = {d.fqn: d for d in nodes}
+        # one params file per node for its whole run: a respawned child gets the same one
+        self.params = {d.fqn: d.write_params_file(workdir, i) for i, d in enumerate(nodes)}
+        self.env = {**os.environ, STOP_WITH_PARENT_ENV: str(os.getpid())}  # a kill -9 here still stops them
+        self.children: dict[str, subprocess.Popen] = {}  # the latest process of each node, in start order
+        self.ready: dict[str, threading.Event] = {}
+        self.readers: dict[str, threading.Thread] = {}
+        self.old_readers: list[threading.Thread] = []
+        self.out_lock = threading.Lock()
+        self.signal = 0
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        """A stop signal: the loops notice it; never raised into Popen mid-start."""
+        self.signal = signum
+
+    def start(self, fqn: str) -> None:
+        """Start (or start again) the child of node `fqn`, with its params file and the fleet's environment."""
+        # own process group: a terminal's Ctrl-C reaches ember-fleet, which stops the children in order
+        proc = subprocess.Popen(
+            command_line(self.nodes[fqn], str(self.params[fqn])), start_new_session=True, stdout=subprocess.PIPE,
+            text=True, bufsize=1, env=self.env,
+        )
+        if fqn in self.readers:
+            self.old_readers.append(self.readers[fqn])
+        self.children[fqn], self.ready[fqn] = proc, threading.Event()
+        self.readers[fqn] = threading.Thread(target=_pass_on_output, args=(proc, self.ready[fqn], self.out_lock), daemon=True)
+        self.readers[fqn].start()
+        _say(f"STARTED {fqn} pid={proc.pid}")
+
+    def _exited_before_ready(self, fqn: str) -> bool:
+        if self.ready[fqn].is_set() or self.children[fqn].poll() is None:
+            return False
+        self.readers[fqn].join(timeout=5)  # a READY printed just before exiting still counts
+        return not self.ready[fqn].is_set()
+
+    def wait_ready(self) -> str | None:
+        """Wait until every child printed READY; the first node whose child exited before that, if any."""
+        while not self.signal and not all(e.is_set() for e in self.ready.values()):
+            failed = next((fqn for fqn in self.children if self._exited_before_ready(fqn)), None)
+            if failed is not None:
+                return failed
+            time.sleep(0.1)
+        return None
+
+    def supervise(self, poll_s: float = 0.1) -> int:
+        """After READY: report children that exit and respawn those whose node asks for it (within
+        its bound), until a stop signal (exit code 0) or until no node runs or waits for its
+        respawn (1)."""
+        alive = set(self.children)
+        due: dict[str, float] = {}  # fqn -> monotonic time of its respawn
+        coming_back: set[str] = set()  # respawned, not READY yet
+        budgets = {fqn: RestartBudget(d.respawn) for fqn, d in self.nodes.items()}
+        while (alive or due) and not self.signal:
+            now = time.monotonic()
+            for fqn in [f for f in self.children if f in alive]:
+                code = self.children[fqn].poll()
+                if code is None:
+                    if fqn in coming_back and self.ready[fqn].is_set():
+                        coming_back.discard(fqn)
+                        _say(f"ember-fleet: {fqn} is up again (pid={self.children[fqn].pid})", err=True)
+                    continue
+                alive.discard(fqn)
+                coming_back.discard(fqn)
+                _say(f"ember-fleet: {fqn} exited with code {code}", err=True)
+                respawn = self.nodes[fqn].respawn
+                if respawn.enabled and code == 0:
+                    # a node that ends by itself (a camera at the end of --no-loop images) is done, not broken
+                    _say(f"ember-fleet: {fqn} finished (exit code 0): not respawned", err=True)
+                elif respawn.enabled:
+                    n = budgets[fqn].take(now)
+                    if n:
+                        due[fqn] = now + respawn.delay_s
+                        _say(f"ember-fleet: respawning {fqn} in {respawn.delay_s:g}s (restart {n} of at most "
+                             f"{respawn.max_restarts} within {respawn.window_s:g}s)", err=True)
+                    else:
+                        _say(f"ember-fleet: {fqn} exited {respawn.max_restarts + 1} times within {respawn.window_s:g}s "
+                             f"(respawn.max_restarts {respawn.max_restarts}); giving up on it", err=True)
+            for fqn in [f for f, t in due.items() if t <= now]:
+                if self.signal:
+                    break
+                del due[fqn]
+                self.start(fqn)
+                alive.add(fqn)
+                coming_back.add(fqn)
+            time.sleep(poll_s)
+        return 0 if self.signal else 1
+
+    def stop(self, timeout: float) -> None:
+        """SIGINT every running child, then wait for each in start order (SIGKILL after `timeout` s)."""
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for fqn, proc in self.children.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _say(f"ember-fleet: {fqn} did not stop in {timeout:g}s; killing it", err=True)
+                proc.kill()
+                proc.wait()
+        for t in [*self.old_readers, *self.readers.values()]:
+            t.join(timeout=5)
+
+
 def run_processes(nodes: list[NodeDescription], stop_timeout: float = 15.0) -> int:
     """One child process per node; returns the exit code.
 
     READY is printed once every child has printed its own READY (its node exists and its
     signal handlers are installed). A child that exits before that is a node that cannot
-    start: the others are stopped and the exit code is 1, as in composed mode.
+    start: the others are stopped and the exit code is 1, as in composed mode. After READY, a
+    child that exits is reported and, if its node's `respawn` says so, started again
+    (ProcessFleet.supervise).
     """
     tmp = Path(tempfile.mkdtemp(prefix="ember-fleet-"))
-    children: dict[str, subprocess.Popen] = {}
-    ready: dict[str, threading.Event] = {}
-    readers: dict[str, threading.Thread] = {}
-    out_lock = threading.Lock()
-    stopping = {"signal": 0}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopping["signal"] = signum  # the loops below notice it; never raised into Popen mid-start
-
-    def exited_before_ready(fqn: str) -> bool:
-        if ready[fqn].is_set() or children[fqn].poll() is None:
-            return False
-        readers[fqn].join(timeout=5)  # a READY printed just before exiting still counts
-        return not ready[fqn].is_set()
-
-    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
-    child_env = {**os.environ, STOP_WITH_PARENT_ENV: str(os.getpid())}  # a kill -9 here still stops them
+    fleet = ProcessFleet(nodes, tmp)
+    old = {s: signal.signal(s, fleet.on_signal) for s in STOP_SIGNALS}
     rc = 0
     try:
-        for i, d in enumerate(nodes):
-            if stopping["signal"]:
+        for fqn in fleet.nodes:
+            if fleet.signal:
                 break
-            pf = d.write_params_file(tmp, i)
-            # own process group: a terminal's Ctrl-C reaches ember-fleet, which stops the children in order
-            proc = subprocess.Popen(
-                command_line(d, str(pf)), start_new_session=True, stdout=subprocess.PIPE, text=True, bufsize=1,
-                env=child_env,
-            )
-            children[d.fqn], ready[d.fqn] = proc, threading.Event()
-            readers[d.fqn] = threading.Thread(target=_pass_on_output, args=(proc, ready[d.fqn], out_lock), daemon=True)
-            readers[d.fqn].start()
-            _say(f"STARTED {d.fqn} pid={proc.pid}")
-        failed = None
-        while not stopping["signal"] and failed is None and not all(e.is_set() for e in ready.values()):
-            failed = next((fqn for fqn in children if exited_before_ready(fqn)), None)
-            time.sleep(0.1)
+            fleet.start(fqn)
+        failed = fleet.wait_ready()
         if failed is not None:
-            code = children[failed].returncode
+            code = fleet.children[failed].returncode
             _say(f"ember-fleet: cannot start {failed}: it exited with code {code} (see its output above)", err=True)
             rc = 1
-        elif not stopping["signal"]:
+        elif not fleet.signal:
             _say("READY")
-            alive = dict(children)
-            while alive and not stopping["signal"]:
-                for fqn, proc in list(alive.items()):
-                    code = proc.poll()
-                    if code is not None:
-                        _say(f"ember-fleet: {fqn} exited with code {code}", err=True)
-                        del alive[fqn]
-                time.sleep(0.2)
-            rc = 0 if stopping["signal"] else 1
+            rc = fleet.supervise()
     finally:
         for s in old:
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + stop_timeout
-        for fqn, proc in children.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _say(f"ember-fleet: {fqn} did not stop in {stop_timeout:g}s; killing it", err=True)
-                proc.kill()
-                proc.wait()
-        for t in readers.values():
-            t.join(timeout=5)
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+        fleet.stop(stop_timeout)
+        shutil.rmtree(tmp, ignore_errors=True)
         for s, h in old.items():
             signal.signal(s, h)
     if rc == 0:
@@ -331,7 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     except DDSEnvironmentError as exc:
         print(f"ember-fleet: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(run_composed(nodes) if args.mode == "composed" else run_processes(nodes))
+    if args.mode == "composed":
+        if any(d.respawn.enabled for d in nodes):
+            _say(COMPOSED_RESPAWN_NOTE, err=True)
+        sys.exit(run_composed(nodes))
+    sys.exit(run_processes(nodes))
 
 
 def apply_overrides(nodes: list[NodeDescription], sets: list[str]) -> list[NodeDescription]:
