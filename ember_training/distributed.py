@@ -67,6 +67,13 @@ class DistContext:
         return out
 
 
+def odd_ranks(values: list[Any]) -> list[int]:
+    """Ranks (indices of `values`) whose value differs from the one most ranks hold (rank 0's on a tie)."""
+    counts = [values.count(v) for v in values]
+    reference = values[max(range(len(values)), key=lambda r: (counts[r], -r))]
+    return [r for r, v in enumerate(values) if v != reference]
+
+
 def collective_timeout() -> timedelta | None:
     """The timeout EMBER_DIST_TIMEOUT_S asks for (None: torch's default)."""
     raw = os.environ.get(TIMEOUT_ENV, "").strip()

@@ -32,7 +32,7 @@ from .data.dataset import Collator
 from .data.sampler import ResumableSampler
 from .data.synth import synth_all
 from .distill import TeacherLogits
-from .distributed import DistContext
+from .distributed import DistContext, odd_ranks
 from .evaluate import generation_metrics, head_metrics, head_outputs
 from .model import EmberVLM
 from .optim import build_optimizer, build_scheduler
@@ -326,6 +326,7 @@ class Trainer:
             torch.manual_seed(cfg.train.seed + k + 1000 * ctx.rank)
         if ctx.enabled:
             ctx.barrier()  # ranks load their data at their own pace (rank 0 has every source from the tokenizer)
+            self._check_same_data(k, name, dataset)
             run.model = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
                             find_unused_parameters=True)
         run.opt = build_optimizer(model, cfg.train, st.lr or cfg.train.lr)
@@ -346,6 +347,20 @@ class Trainer:
                             "shards and random numbers differ from an uninterrupted run", k, len(rngs), ctx.world_size)
             log.info("stage %d resumes at step %d from %s", k, run.step, ckpt["path"])
         return run
+
+    def _check_same_data(self, k: int, name: str, dataset: Any) -> None:
+        """Every rank stops (TrainError) when the ranks loaded different rows for the stage (a node-local
+        copy of the data that differs on one node): one all-gather of each rank's dataset digest."""
+        values = self.ctx.gather((len(dataset), dataset.digest()))
+        odd = odd_ranks(values)
+        if not odd:
+            return
+        ref = next(r for r in range(len(values)) if r not in odd)
+        rest = " and the other ranks" if len(values) - len(odd) > 1 else ""
+        differ = "; ".join(f"rank {r}: {values[r][0]} samples, digest {values[r][1][:12]}" for r in odd)
+        raise TrainError(f"stage {k} ({name}): the ranks loaded different data ({differ}; rank {ref}{rest}: "
+                         f"{values[ref][0]} samples, digest {values[ref][1][:12]}): every node must read the same "
+                         f"dataset files (--data-dir, data.paths); compare the loaders' summary lines of each node")
 
     def _train(self, run: StageRun, stop_at: int | None, t_start: float) -> bool:
         """Optimizer steps until the stage's total (True) or `stop_at` (False)."""
@@ -438,6 +453,9 @@ class Trainer:
             run.sampler.set_epoch(pos.epoch)
             run.dataset.set_epoch(pos.epoch)
             run.sampler.set_start(pos.batches * run.batch_size)
+            # loader workers' global RNGs: a stream per rank and epoch (the data's own draws are keyed
+            # by sample and copy, data/dataset.py, and do not use them)
+            run.loader.generator.manual_seed(hash((run.sampler.seed, run.sampler.rank, pos.epoch)) % 2**63)
             for batch in run.loader:
                 pos.batches += 1
                 yield batch

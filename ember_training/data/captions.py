@@ -45,6 +45,8 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
+        if report.duplicate(ann, f"annotation {report.rows - 1}"):
+            continue
         caption = clean_text(ann.get("caption")) if isinstance(ann, dict) else None
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
         if caption is None or image_id not in files:
@@ -70,10 +72,12 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
         rows = _results_csv_rows(captions)
     samples: list[Sample] = []
     problem: dict[str, str | None] = {}  # per image: None (readable) or the skip reason
-    for uid, name, caption in rows:
+    for uid, name, caption, raw in rows:
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
+        if report.duplicate(raw, uid):
+            continue
         if name is None or caption is None:
             report.skip(MALFORMED, uid)
             continue
@@ -88,8 +92,9 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
     return samples, report.emit()
 
 
-def _results_csv_rows(path: Path) -> Iterator[tuple[str, str | None, str | None]]:
-    """Yield (uid, image name, caption) from the pipe-separated results.csv; None marks bad fields."""
+def _results_csv_rows(path: Path) -> Iterator[tuple[str, str | None, str | None, object]]:
+    """Yield (uid, image name, caption, the row's fields) from the pipe-separated results.csv; None
+    marks bad fields."""
     text = read_text(path, "flickr30k")  # BOM, UTF-16, CRLF: as Windows tools save it
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="|")
     header = next(reader, None)
@@ -99,24 +104,25 @@ def _results_csv_rows(path: Path) -> Iterator[tuple[str, str | None, str | None]
         if not row:
             continue
         if len(row) != 3:
-            yield f"row{i}", None, None
+            yield f"row{i}", None, None, row
             continue
         name = row[0].strip() or None
-        yield f"{name}#{row[1].strip()}", name, clean_text(row[2])
+        yield f"{name}#{row[1].strip()}", name, clean_text(row[2]), row
 
 
-def _karpathy_rows(path: Path) -> Iterator[tuple[str, str | None, str | None]]:
-    """Yield (uid, image name, caption) from Karpathy's dataset_flickr30k.json (train splits)."""
+def _karpathy_rows(path: Path) -> Iterator[tuple[str, str | None, str | None, object]]:
+    """Yield (uid, image name, caption, the sentence with its image's name) from Karpathy's
+    dataset_flickr30k.json (train splits)."""
     data = read_json(path, "flickr30k")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"flickr30k: {path} has no 'images' list")
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not isinstance(img.get("sentences"), list):
-            yield f"img{i}", None, None
+            yield f"img{i}", None, None, img
             continue
         if img.get("split", "train") not in KARPATHY_TRAIN_SPLITS:
             continue
         name = img.get("filename") if isinstance(img.get("filename"), str) else None
         for j, sent in enumerate(img["sentences"]):
             raw = sent.get("raw") if isinstance(sent, dict) else None
-            yield f"{name}#{j}", name, clean_text(raw)
+            yield f"{name}#{j}", name, clean_text(raw), (name, sent)

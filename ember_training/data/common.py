@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ UNREADABLE_IMAGE = "unreadable image"  # empty, or not an image format (a failed
 UNKNOWN_LABEL = "unknown label"
 MALFORMED = "malformed row"
 NO_ANSWER = "no answer"
+DUPLICATE = "duplicate row"  # an exact copy of an earlier row (a doubled line): it would weigh twice
 
 
 @dataclass
@@ -68,6 +70,18 @@ class LoadReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)  # reason -> the first row's culprit
+    _seen: set[int] = field(default_factory=set, repr=False)  # 64-bit digests of the rows read
+
+    def duplicate(self, row: Any, example: object = None) -> bool:
+        """True (and the row counted as DUPLICATE) if `row` (its parsed JSON value or CSV fields) is
+        exactly an earlier row of this file; the first copy is kept."""
+        text = json.dumps(row, sort_keys=True, ensure_ascii=False, default=repr)
+        key = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        if key in self._seen:
+            self.skip(DUPLICATE, example)
+            return True
+        self._seen.add(key)
+        return False
 
     def skip(self, reason: str, example: object = None) -> None:
         """Count a skipped row; `example` (a path, a label name) is shown for the reason's first row."""
@@ -105,11 +119,25 @@ def read_text(path: Path, name: str) -> str:
         raise DataError(f"{name}: {path} is not UTF-8 text: {e}") from None
 
 
-def read_json(path: Path, name: str) -> Any:
-    """Parse a JSON file (read_text's encodings) or raise DataError naming the dataset and the file."""
+class KeyedRows(dict):
+    """A JSON object that also keeps its (key, value) pairs in file order, repeated keys included
+    (json keeps only the last value of a key: a doubled line of a keyed annotation file vanishes)."""
+
+    pairs: list[tuple[str, Any]]
+
+
+def _keyed_rows(pairs: list[tuple[str, Any]]) -> KeyedRows:
+    obj = KeyedRows(pairs)
+    obj.pairs = pairs
+    return obj
+
+
+def read_json(path: Path, name: str, keyed_rows: bool = False) -> Any:
+    """Parse a JSON file (read_text's encodings) or raise DataError naming the dataset and the file.
+    With `keyed_rows`, every object is a KeyedRows (its pairs in file order, repeated keys too)."""
     text = read_text(path, name)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_keyed_rows if keyed_rows else None)
     except json.JSONDecodeError as e:
         raise DataError(f"{name}: {path} is not valid JSON: {e}") from None
 

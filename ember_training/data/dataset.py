@@ -7,14 +7,21 @@ fresh every epoch (seeded by seed, epoch and index). The robot labels come from 
 only; the incident/place labels of the pair are those of the paired image, and the stage-4
 chain of thought describes that image from its labels. No blank image is ever used.
 
-All per-sample randomness (augmentation, pairing) derives from (seed, epoch, index), so a
-resumed run produces exactly the batches an uninterrupted one would, with any worker count.
+All per-sample randomness (augmentation, pairing) derives from (seed, epoch, index, copy), so a
+resumed run produces exactly the batches an uninterrupted one would, with any worker count, and
+each rank and worker draws its own numbers: ranks and workers read different positions of the
+epoch, and the copies of a sample that the sampler repeats (a dataset smaller than ranks x batch)
+are told apart by `copy` (index `i + copy * len(dataset)`, see data/sampler.py). Copy 0 keeps the
+key (seed, epoch, i) of earlier versions, so their checkpoints still resume exactly. Nothing here may
+use a global RNG: a loader worker's global streams are not part of a checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,12 +84,30 @@ class StageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def digest(self) -> str:
+        """sha256 of the rows this dataset trains on and pairs with (uid, image file name, task, target,
+        labels, plan; the images' directory is left out: nodes may keep their copies in other places)."""
+        h = hashlib.sha256()
+        for part, rows in (("samples", self.samples), ("pool", self.pool)):
+            h.update(f"{part}:{len(rows)}".encode())
+            for s in rows:
+                name = Path(s.image).name if s.image is not None else ""
+                labels = b"".join(v.tobytes() if v is not None else b"-" for v in (s.incidents, s.places, s.robots))
+                h.update(repr((s.uid, name, s.task, s.target, s.robot_set, s.steps)).encode() + labels)
+        return h.hexdigest()
+
+    def _rng(self, index: int, stream: int) -> np.random.Generator:
+        """The random numbers of one draw: (seed, epoch, sample, stream) and, past the first copy, the copy."""
+        copy, i = divmod(index, len(self.samples))
+        return np.random.default_rng([self.seed, self.epoch, i, stream] + ([copy] if copy else []))
+
     def resolve(self, index: int) -> tuple[Sample, str, np.ndarray | None, np.ndarray | None, str]:
-        """(sample, image path, incident labels, place labels, LM target) after pairing."""
-        s = self.samples[index]
+        """(sample, image path, incident labels, place labels, LM target) after pairing; `index` may
+        name a copy of a sample (index + copy * len(self), as the sampler repeats small datasets)."""
+        s = self.samples[index % len(self.samples)]
         incidents, places, target, path = s.incidents, s.places, s.target, s.image
         if s.image is None:
-            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            rng = self._rng(index, 1)
             pair = self.pool[int(rng.integers(len(self.pool)))]
             path, incidents, places = pair.image, pair.incidents, pair.places
             if self.robot_targets:
@@ -95,7 +120,7 @@ class StageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         s, path, incidents, places, target = self.resolve(index)
-        rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+        rng = self._rng(index, 2)
         try:  # at least twice the model's size is kept: the crop and INTER_AREA work on real pixels
             rgb = read_rgb(path, min_side=2 * self.image.size)
         except OSError:  # passed the load-time signature check: a download cut off inside the header

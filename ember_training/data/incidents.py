@@ -5,17 +5,19 @@
 
 1 is a positive, 0 an explicit negative (kept: the multi-label loss uses it), a category that
 is not mentioned is unknown and masked. Category names are the 43 incident / 49 place names of
-ember.labels, in any case and with '_' or spaces between words ("On_Fire" is "on fire"); a row
-naming another category is skipped as "unknown label".
+ember.labels, matched by `ember.labels.normalize_label` (any case, '_' or spaces between words:
+"On_Fire" is "on fire"; the bag ground truth uses the same rule); a row naming another category
+is skipped as "unknown label".
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ember.labels import INCIDENT_LABELS, NUM_INCIDENTS, NUM_PLACES, PLACE_LABELS
+from ember.labels import NUM_INCIDENTS, NUM_PLACES, incident_index, place_index
 from ember.prompting import DEFAULT_TASK
 
 from .common import (
@@ -33,16 +35,7 @@ from .images import check_image
 NO_LABELS = "no labels"
 
 
-def _canonical(name: str) -> str:
-    """'On_Fire ' -> 'on fire': category names are matched in any case, '_' or spaces between words."""
-    return " ".join(name.replace("_", " ").lower().split())
-
-
-_INCIDENTS = {_canonical(n): i for i, n in enumerate(INCIDENT_LABELS)}
-_PLACES = {_canonical(n): i for i, n in enumerate(PLACE_LABELS)}
-
-
-def _labels(mapping: object, size: int, index: dict[str, int]) -> tuple[np.ndarray | None, str | None, object]:
+def _labels(mapping: object, size: int, index: Callable[[str], int]) -> tuple[np.ndarray | None, str | None, object]:
     """(label vector, None, None) from {name: 0|1}, or (None, skip reason, the offending name/value)."""
     vec = label_vector(size)
     if mapping is None:
@@ -52,30 +45,32 @@ def _labels(mapping: object, size: int, index: dict[str, int]) -> tuple[np.ndarr
     for name, value in mapping.items():
         if isinstance(value, bool) or value not in (0, 1):
             return None, MALFORMED, f"{name}: {value!r}"
-        i = index.get(_canonical(name)) if isinstance(name, str) else None
-        if i is None:
+        try:
+            vec[index(name)] = int(value)
+        except ValueError:  # not one of the categories
             return None, UNKNOWN_LABEL, name
-        vec[i] = int(value)
     return vec, None, None
 
 
 def load_incidents(annotations: Path, images: Path, limit: int | None = None) -> tuple[list[Sample], LoadReport]:
     """Samples with incident and place label vectors (1 / 0 / -1 unknown) and the engine's task."""
     report = LoadReport("incidents")
-    data = read_json(annotations, "incidents")
+    data = read_json(annotations, "incidents", keyed_rows=True)
     if not isinstance(data, dict):
         raise DataError(f"incidents: {annotations} is not a mapping of image path -> annotation")
     samples: list[Sample] = []
-    for key, row in data.items():
+    for key, row in data.pairs:  # a repeated key is a row of its own (a doubled line: a duplicate)
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
+        if report.duplicate((key, row), key):
+            continue
         if not isinstance(row, dict):
             report.skip(MALFORMED, key)
             continue
-        incidents, why, what = _labels(row.get("incidents"), NUM_INCIDENTS, _INCIDENTS)
+        incidents, why, what = _labels(row.get("incidents"), NUM_INCIDENTS, incident_index)
         if not why:
-            places, why, what = _labels(row.get("places"), NUM_PLACES, _PLACES)
+            places, why, what = _labels(row.get("places"), NUM_PLACES, place_index)
         if why:
             report.skip(why, what)
             continue

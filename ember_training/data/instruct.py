@@ -49,6 +49,8 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
+        if report.duplicate(row, f"row {i}"):
+            continue
         convs = row.get("conversations") if isinstance(row, dict) else None
         image = row.get("image") if isinstance(row, dict) else None
         if not isinstance(convs, list) or len(convs) < 2 or len(convs) % 2 or not isinstance(image, str):
@@ -103,6 +105,8 @@ def load_vqa(
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
+        if report.duplicate(q, f"question {report.rows - 1}"):
+            continue
         qid = q.get("question_id") if isinstance(q, dict) else None
         image_id = q.get("image_id") if isinstance(q, dict) else None
         text = clean_text(q.get("question")) if isinstance(q, dict) else None

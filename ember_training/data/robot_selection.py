@@ -68,6 +68,8 @@ def load_robot_single(path: Path, limit: int | None = None) -> tuple[list[Sample
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
+        if report.duplicate(row, f"row {i}"):
+            continue
         task = _task(row) if isinstance(row, dict) else None
         output = row.get("output") if isinstance(row, dict) else None
         if task is None or not isinstance(output, str):
@@ -98,6 +100,8 @@ def load_robot_multi(path: Path, limit: int | None = None) -> tuple[list[Sample]
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
+        if report.duplicate(row, f"row {i}"):
+            continue
         task = _task(row) if isinstance(row, dict) else None
         subtasks = row.get("subtasks") if isinstance(row, dict) else None
         output = row.get("original_single_robot_output") if isinstance(row, dict) else None

@@ -14,7 +14,11 @@ class ResumableSampler(DistributedSampler):
     """A seeded per-epoch permutation sharded by rank, as DistributedSampler(shuffle=True,
     drop_last=True) makes it; an epoch concatenates `repeats` permutations when the dataset has
     fewer than `min_per_rank` samples per rank (the 198 robot-selection tasks on 8 GPUs at batch
-    64); `set_start` skips the first indices of this rank's share once, after a resume."""
+    64); `set_start` skips the first indices of this rank's share once, after a resume.
+
+    Copy r of sample i is yielded as `i + r * len(dataset)` (an index into the dataset repeated
+    `repeats` times; StageDataset takes it modulo its length), so that each copy, on whichever rank
+    it lands, draws its own augmentation and pairing; with one copy the indices are DistributedSampler's."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, min_per_rank: int = 1) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
@@ -33,7 +37,7 @@ class ResumableSampler(DistributedSampler):
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         n = len(self.dataset)
-        indices = torch.cat([torch.randperm(n, generator=g) for _ in range(self.repeats)]).tolist()
+        indices = torch.cat([torch.randperm(n, generator=g) + r * n for r in range(self.repeats)]).tolist()
         mine = indices[: self.total_size][self.rank : self.total_size : self.num_replicas]
         start, self.start = self.start, 0
         return iter(mine[start:])

@@ -36,7 +36,8 @@ def test_a_data_file_saved_by_windows_tools_loads_as_ember_train_reads_it(tmp_pa
     path.write_text((shared_data / SINGLE).read_text(encoding="utf-8").replace("\n", "\r\n"), encoding=encoding)
     fmt, rows = load_rows(path)
     assert fmt == "single" and [r.task for r in rows] == [r.task for r in load_rows(shared_data / SINGLE)[1]]
-    assert len(load_robot_single(path)[0]) == len(rows) == 198
+    samples, report = load_robot_single(path)
+    assert len(samples) + report.skipped["duplicate row"] == len(rows) == 198  # 4 rows are doubled
     (tmp_path / "latin1.json").write_bytes('[{"input": "Task: Caf\u00e9", "output": "Drone"}]'.encode("latin-1"))
     with pytest.raises(DataError, match="latin1.json is not UTF-8 text"):
         load_rows(tmp_path / "latin1.json")

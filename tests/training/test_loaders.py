@@ -11,7 +11,14 @@ import yaml
 from ember.labels import ROBOT_TYPES, incident_index, place_index, robot_index
 from ember.prompting import ANSWER_TOKEN, EOS_TOKEN, PLAN_TOKEN, parse_generation
 from ember_training.data.captions import load_coco_captions, load_flickr30k
-from ember_training.data.common import MALFORMED, MISSING_IMAGE, NO_ANSWER, UNKNOWN_LABEL, DataError
+from ember_training.data.common import (
+    DUPLICATE,
+    MALFORMED,
+    MISSING_IMAGE,
+    NO_ANSWER,
+    UNKNOWN_LABEL,
+    DataError,
+)
 from ember_training.data.incidents import load_incidents
 from ember_training.data.instruct import load_llava, load_vqa
 from ember_training.data.robot_selection import load_robot_multi, load_robot_single
@@ -110,9 +117,10 @@ def test_incidents_real_format_row(tmp_path):
 
 def test_robot_single_shared_data(shared_data):
     samples, rep = load_robot_single(shared_data / "robot_selection/single_robot_selection.json")
-    assert rep.rows == 198 and rep.n_skipped == 0 and len(samples) == 198
+    assert rep.rows == 198 and rep.skipped == {DUPLICATE: 4} and len(samples) == 194  # 4 rows are doubled
     raw = json.loads((shared_data / "robot_selection/single_robot_selection.json").read_text())
-    for s, row in zip(samples, raw, strict=True):
+    distinct = [row for i, row in enumerate(raw) if row not in raw[:i]]
+    for s, row in zip(samples, distinct, strict=True):
         want = {robot_index(p) for p in row["output"].split(",")}
         assert set(s.robot_set) == want and set(np.flatnonzero(s.robots == 1)) == want
         assert (s.robots >= 0).all(), "robot sets are complete labels: absent robots are negatives"
@@ -123,7 +131,7 @@ def test_robot_single_shared_data(shared_data):
 
 def test_robot_multi_shared_data_plans(shared_data):
     samples, rep = load_robot_multi(shared_data / "robot_selection/multi_robot_selection_dataset.json")
-    assert len(samples) == 198 and rep.n_skipped == 0
+    assert len(samples) == 194 and rep.skipped == {DUPLICATE: 4}  # 4 rows are doubled
     for s in samples:
         assert len(s.steps) == 4 and [o for o, _, _ in s.steps] == sorted(o for o, _, _ in s.steps)
         text = robot_target(s.task, s.robot_set, s.steps, s.capabilities, None, None)

@@ -123,17 +123,26 @@ NUM_ROBOT_TYPES = len(ROBOT_TYPES)
 NUM_INCIDENTS = len(INCIDENT_LABELS)
 NUM_PLACES = len(PLACE_LABELS)
 
-_ROBOT_ALIASES = {name.lower(): i for i, name in enumerate(ROBOT_DISPLAY_NAMES)}
+def normalize_label(name: str) -> str:
+    """The one matching rule for label names typed by people: case, '_' and runs of spaces do not
+    count ('On_Fire ' -> 'on fire'). Training's loaders and the bag ground truth both use it."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+_ROBOT_ALIASES = {normalize_label(name): i for i, name in enumerate(ROBOT_DISPLAY_NAMES)}
 _ROBOT_ALIASES.update({rid: i for i, rid in enumerate(ROBOT_TYPES)})
 _ROBOT_ALIASES.update({"wheels": 2, "legs": 3, "robot with wheel": 2, "robot with leg": 3})
+_INCIDENT_INDEX = {normalize_label(n): i for i, n in enumerate(INCIDENT_LABELS)}
+_PLACE_INDEX = {normalize_label(n): i for i, n in enumerate(PLACE_LABELS)}
 
 
 def robot_index(name: str) -> int:
-    """Index of a robot type given its id ("legged") or display name ("Robot with Legs").
+    """Index of a robot type given its id ("legged") or display name ("Robot with Legs"), matched
+    by `normalize_label`.
 
     Raises ValueError naming the unknown robot.
     """
-    key = " ".join(name.strip().lower().split())
+    key = normalize_label(name)
     if key not in _ROBOT_ALIASES:
         raise ValueError(f"unknown robot type {name!r}; expected one of {', '.join(ROBOT_DISPLAY_NAMES)}")
     return _ROBOT_ALIASES[key]
@@ -148,16 +157,16 @@ def parse_robot_set(text: str) -> list[int]:
 
 
 def incident_index(name: str) -> int:
-    """Index of an Incidents1M incident category; ValueError if unknown."""
+    """Index of an Incidents1M incident category, matched by `normalize_label`; ValueError if unknown."""
     try:
-        return INCIDENT_LABELS.index(name.strip())
-    except ValueError:
+        return _INCIDENT_INDEX[normalize_label(name)]
+    except KeyError:
         raise ValueError(f"unknown incident category {name!r}") from None
 
 
 def place_index(name: str) -> int:
-    """Index of an Incidents1M place category; ValueError if unknown."""
+    """Index of an Incidents1M place category, matched by `normalize_label`; ValueError if unknown."""
     try:
-        return PLACE_LABELS.index(name.strip())
-    except ValueError:
+        return _PLACE_INDEX[normalize_label(name)]
+    except KeyError:
         raise ValueError(f"unknown place category {name!r}") from None

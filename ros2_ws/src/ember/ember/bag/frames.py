@@ -14,9 +14,8 @@ import numpy as np
 from rosbags.interfaces import Connection
 
 from ember.bag.errors import BagError
-from ember.bag.ground_truth import GROUND_TRUTH_TOPIC, GroundTruth
+from ember.bag.ground_truth import GROUND_TRUTH_TOPIC, GroundTruth, canonical_labels
 from ember.bag.io import OpenBag
-from ember.labels import INCIDENT_LABELS, PLACE_LABELS
 from ember.ros.conversions import compressed_to_rgb, image_msg_to_rgb
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -104,19 +103,20 @@ def read_ground_truth(bag: OpenBag, image_topic: str | None = None) -> dict[int,
 
 
 def _checked_truth(bag: OpenBag, text: str) -> GroundTruth:
-    """A ground-truth message whose labels are ember.labels'; BagError naming the bag and frame otherwise."""
+    """A ground-truth message with its labels as ember.labels names them (matched as ember-train matches
+    them: 'On_Fire' is 'on fire'; the metrics index them as they are); BagError naming the bag and frame
+    for an unknown one."""
     try:
         truth = GroundTruth.from_json(text)
     except BagError as exc:
         raise BagError(f"bag {bag.path}: {exc}") from None
-    for names, known, what in ((truth.incidents + truth.negatives, INCIDENT_LABELS, "incident"),
-                               (truth.places, PLACE_LABELS, "place")):
-        for name in names:
-            if name not in known:  # exact names: the metrics index them as they are
-                raise BagError(
-                    f"bag {bag.path}: the ground truth of frame {truth.source or '?'} (stamp "
-                    f"{_stamp_text(truth.stamp_ns)}) has unknown {what} label {name!r}"
-                )
+    try:
+        truth.incidents = canonical_labels(truth.incidents, "incident")
+        truth.negatives = canonical_labels(truth.negatives, "incident")
+        truth.places = canonical_labels(truth.places, "place")
+    except ValueError as exc:
+        raise BagError(f"bag {bag.path}: the ground truth of frame {truth.source or '?'} (stamp "
+                       f"{_stamp_text(truth.stamp_ns)}) has {exc}") from None
     return truth
 
 

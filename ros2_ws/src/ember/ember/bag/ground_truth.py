@@ -21,7 +21,9 @@ the Incidents1M annotation format, optionally extended with `robots` and `task`:
                          "robots": "Drone, Humanoid", "task": "Put out the fire."}}
 
 `incidents`/`places` may also be lists of positive names; `robots` a list or a
-comma-separated string of ids or display names.
+comma-separated string of ids or display names. Names match as ember-train matches them
+(`ember.labels.normalize_label`: any case, '_' or spaces between words); the bag carries the
+canonical names ("On_Fire" is written as "on fire").
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ember.bag.errors import BagError
-from ember.labels import ROBOT_TYPES, incident_index, place_index, robot_index
+from ember.labels import INCIDENT_LABELS, PLACE_LABELS, ROBOT_TYPES, incident_index, place_index, robot_index
 
 GROUND_TRUTH_TOPIC = "/ember/ground_truth"
 GROUND_TRUTH_TYPE = "std_msgs/msg/String"
@@ -136,13 +138,24 @@ def _robots(value: object, key: str) -> list[str] | None:
     return [ROBOT_TYPES[i] for i in idx]
 
 
-def _check(names: list[str], lookup, what: str, key: str) -> list[str]:
+def canonical_labels(names: list[str], what: str) -> list[str]:
+    """The ember.labels names of incident or place (`what`) label names as people type them
+    (`ember.labels.normalize_label`); ValueError naming the first unknown one."""
+    lookup, known = (incident_index, INCIDENT_LABELS) if what == "incident" else (place_index, PLACE_LABELS)
+    out = []
     for name in names:
         try:
-            lookup(name)
+            out.append(known[lookup(name)])
         except ValueError:
-            raise BagError(f"labels row {key!r}: unknown {what} label {name!r}") from None
-    return names
+            raise ValueError(f"unknown {what} label {name!r}") from None
+    return out
+
+
+def _check(names: list[str], what: str, key: str) -> list[str]:
+    try:
+        return canonical_labels(names, what)
+    except ValueError as exc:
+        raise BagError(f"labels row {key!r}: {exc}") from None
 
 
 def read_labels(images: Path, labels: Path) -> tuple[list[LabelledImage], list[str]]:
@@ -174,9 +187,9 @@ def read_labels(images: Path, labels: Path) -> tuple[list[LabelledImage], list[s
             LabelledImage(
                 path=path,
                 key=key,
-                incidents=_check(inc, incident_index, "incident", key),
-                negatives=_check(neg, incident_index, "incident", key),
-                places=_check(places, place_index, "place", key),
+                incidents=_check(inc, "incident", key),
+                negatives=_check(neg, "incident", key),
+                places=_check(places, "place", key),
                 robot_types=_robots(row.get("robots"), key),
                 task=task,
             )
