@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,12 @@ from ember.labels import INCIDENT_LABELS, PLACE_LABELS, ROBOT_DISPLAY_NAMES, ROB
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, PROMPT_TEMPLATE, format_prompt
 from ember_training.export.calibration import calibration_batch, generated_images, load_folder
 from ember_training.export.onnx_export import export_decoder, export_vision
-from ember_training.export.quantize import optimize_for_ort, quantize_decoder, quantize_vision
+from ember_training.export.quantize import (
+    DEFAULT_VISION_RECIPE,
+    optimize_for_ort,
+    quantize_decoder,
+    quantize_vision,
+)
 from ember_training.export.verify import OnnxPair, compare_fp32, compare_int8, torch_trace
 from ember_training.export.wrappers import decoder_io_names
 from ember_training.model import EmberVLM
@@ -264,7 +269,7 @@ def export_bundle(
             )
 
         if opts.precision == "int8":
-            quantize_vision(work / "vision_raw.onnx", work / "vision_int8.onnx", pixels)
+            quantize_vision(work / "vision_raw.onnx", work / "vision_int8.onnx", pixels, DEFAULT_VISION_RECIPE)
             quantize_decoder(work / "decoder_raw.onnx", work / "decoder_int8.onnx")
             for name in ("vision", "decoder"):
                 optimize_for_ort(work / f"{name}_int8.onnx", stage / f"{name}.onnx")
@@ -280,6 +285,7 @@ def export_bundle(
             ]
             free = [int8.trace(px, ids, opts.verify_steps) for px, ids in zip(rows, prompts, strict=True)]
             checks.update(image_record)
+            checks["vision_quantization"] = asdict(DEFAULT_VISION_RECIPE)
             checks.update(compare_int8(fp32_greedy, q, free, thresholds))
             checks["int8_gates"] = {
                 "min_int8_top1_agreement": opts.min_int8_top1_agreement,

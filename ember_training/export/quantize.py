@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,10 +25,17 @@ log = logging.getLogger(__name__)
 
 
 class _ArrayReader(CalibrationDataReader):
-    """Feeds calibration images one at a time."""
+    """Feeds calibration images one at a time; `set_range` limits it to a slice (strided calibration)."""
 
     def __init__(self, batch: np.ndarray, input_name: str = "pixel_values") -> None:
-        self._items = iter([{input_name: batch[i : i + 1]} for i in range(len(batch))])
+        self._batch, self._name = batch, input_name
+        self.set_range(0, len(batch))
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._items = iter([{self._name: self._batch[i : i + 1]} for i in range(start_index, end_index)])
 
     def get_next(self):
         return next(self._items, None)
@@ -33,18 +43,126 @@ class _ArrayReader(CalibrationDataReader):
 
 @contextlib.contextmanager
 def _quiet_root_logger():
-    """onnxruntime.quantization logs advice on the root logger; keep it out of the export output."""
+    """onnxruntime.quantization logs advice on the root logger and its histogram calibrators
+    print to stdout; keep both out of the export output."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
 
-def quantize_vision(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray) -> Path:
-    """Static QDQ INT8: per-channel symmetric int8 weights, uint8 activations calibrated on images.
+KEEP_FLOAT_GROUPS = ("first_conv", "depthwise", "head")
+"""Parts of vision.onnx a recipe may leave in float: the convolution reading the pixels, the
+depthwise convolutions (group > 1: RepViT's token mixers and spatial downsampling, which read the
+residual stream), and the MatMul/Gemm nodes after the last convolution (token pooling and the
+fusion projection/adapter)."""
+
+
+@dataclass(frozen=True)
+class VisionRecipe:
+    """How vision.onnx is statically quantized (QDQ): onnxruntime's quantize_static levers.
+
+    `activation_type`/`weight_type` are QuantType names, `calibrate_method` a CalibrationMethod
+    name, `percentile` the share of |activations| a Percentile range keeps, `symmetric_ranges`
+    centres calibrated ranges on 0, `keep_float` names from KEEP_FLOAT_GROUPS, `pre_process` one of
+    none | fast (no symbolic shape inference) | full, `calibration_stride` images per calibration
+    pass (histograms hold every activation of a pass in memory), `extra_options` further
+    quantize_static options (e.g. QuantizeBias).
+
+    The defaults (bench/int8_vision.py measured them against the earlier MinMax recipe on the demo
+    model): depthwise convolutions in float, activation ranges at the 99.99th percentile. A trained
+    RepViT's residual stream is heavy-tailed (its largest values are 6-13x its standard deviation):
+    min/max ranges spend the 256 uint8 steps on a few values, and the depthwise convolutions, which
+    read that stream, were the most sensitive quantized inputs."""
+
+    per_channel: bool = True
+    activation_type: str = "QUInt8"
+    weight_type: str = "QInt8"
+    calibrate_method: str = "Percentile"
+    percentile: float = 99.99
+    symmetric_ranges: bool = False
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    keep_float: tuple[str, ...] = ("depthwise",)
+    pre_process: str = "fast"
+    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+    calibration_stride: int = 4
+    extra_options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("activation_type", self.activation_type, QuantType.__members__),
+            ("weight_type", self.weight_type, QuantType.__members__),
+            ("calibrate_method", self.calibrate_method, CalibrationMethod.__members__),
+            ("pre_process", self.pre_process, ("none", "fast", "full")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"vision recipe: {name} must be one of {', '.join(allowed)}, got {value!r}")
+        bad = [g for g in self.keep_float if g not in KEEP_FLOAT_GROUPS]
+        if bad:
+            raise ValueError(f"vision recipe: keep_float takes {', '.join(KEEP_FLOAT_GROUPS)}, got {bad}")
+        if not 0.0 < self.percentile <= 100.0 or self.calibration_stride < 1:
+            raise ValueError(f"vision recipe: percentile must be in (0, 100] and calibration_stride >= 1, got "
+                             f"{self.percentile}, {self.calibration_stride}")
+
+    def quantize_static_options(self) -> dict[str, Any]:
+        """quantize_static's extra_options for this recipe."""
+        extra: dict[str, Any] = {
+            "ActivationSymmetric": self.activation_symmetric,
+            "WeightSymmetric": self.weight_symmetric,
+            "CalibTensorRangeSymmetric": self.symmetric_ranges,
+            "CalibPercentile": self.percentile,
+        }
+        extra.update(dict(self.extra_options))
+        return extra
+
+
+DEFAULT_VISION_RECIPE = VisionRecipe()
+
+
+def float_nodes(model: onnx.ModelProto, groups: tuple[str, ...]) -> list[str]:
+    """Names of the nodes of `groups` (KEEP_FLOAT_GROUPS) in a vision graph; unnamed nodes are named."""
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    nodes = list(model.graph.node)
+    inputs = {i.name for i in model.graph.input}
+    names: list[str] = []
+    if "first_conv" in groups:
+        names += [n.name for n in nodes if n.op_type == "Conv" and n.input[0] in inputs][:1]
+    if "depthwise" in groups:
+        names += [n.name for n in nodes if n.op_type == "Conv"
+                  and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    if "head" in groups:
+        last_conv = max((i for i, n in enumerate(nodes) if n.op_type == "Conv"), default=-1)
+        names += [n.name for n in nodes[last_conv + 1 :] if n.op_type in ("MatMul", "Gemm")]
+    return names
+
+
+def _pre_process(src: Path, dst: Path, mode: str) -> Path:
+    """onnxruntime's recommended shape inference + graph cleanup before quantizing (`mode` fast:
+    no symbolic shape inference); the source itself when that fails (an optimisation only)."""
+    if mode == "none":
+        return src
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=mode == "fast")
+        return dst
+    except Exception as exc:
+        log.warning("quant_pre_process skipped for vision: %s", exc)
+        return src
+
+
+def quantize_vision(
+    fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, recipe: VisionRecipe = DEFAULT_VISION_RECIPE
+) -> Path:
+    """Static QDQ INT8 of `recipe` (default: per-channel symmetric int8 weights, uint8 activations
+    calibrated on images at the 99.99th percentile, depthwise convolutions in float).
 
     Convolutions and matrix products carry the compute; they are the quantized ops
     (GELU/SE/LayerNorm stay FP32, which keeps accuracy and avoids extra Q/DQ pairs).
@@ -53,27 +171,28 @@ def quantize_vision(fp32_path: str | Path, out_path: str | Path, calibration: np
         raise ValueError("static quantization needs at least one calibration image")
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(fp32_path)
-        try:  # shape inference + graph cleanup, as onnxruntime recommends before quantizing
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
-            pre = Path(tmp) / "vision_pre.onnx"
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            src = pre
-        except Exception as exc:  # pre-processing is an optimisation only
-            log.warning("quant_pre_process skipped for vision: %s", exc)
+        src = _pre_process(Path(fp32_path), Path(tmp) / "vision_pre.onnx", recipe.pre_process)
+        exclude = float_nodes(onnx.load(str(src)), recipe.keep_float) if recipe.keep_float else []
+        extra = recipe.quantize_static_options()
+        # one pass per `calibration_stride` images: the histogram calibrators keep every activation
+        # of a pass in memory (about 40 MB per image for the demo model's encoder)
+        stride = recipe.calibration_stride
+        if len(calibration) % stride:
+            stride = next(k for k in range(stride, 0, -1) if len(calibration) % k == 0)
+        extra["CalibStridedMinMax"] = stride
         with _quiet_root_logger():
             quantize_static(
                 str(src),
                 str(out_path),
                 _ArrayReader(calibration.astype(np.float32)),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                op_types_to_quantize=list(recipe.op_types),
+                per_channel=recipe.per_channel,
+                activation_type=QuantType[recipe.activation_type],
+                weight_type=QuantType[recipe.weight_type],
+                calibrate_method=CalibrationMethod[recipe.calibrate_method],
+                nodes_to_exclude=exclude,
+                extra_options=extra,
             )
     onnx.checker.check_model(str(out_path))
     return out_path

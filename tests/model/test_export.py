@@ -102,7 +102,11 @@ def test_bundle_json_records_checks_and_hashes(fp32_bundle, tiny_bundle):
 def test_int8_graphs_per_channel_vision_and_one_embedding_table(tiny_bundle, fp32_bundle):
     vision = onnx.load(str(tiny_bundle / "vision.onnx"))
     ops = [n.op_type for n in vision.graph.node]
-    assert "BatchNormalization" not in ops and "Conv" not in ops and "QLinearConv" in ops
+    assert "BatchNormalization" not in ops and "QLinearConv" in ops
+    float_convs = [n for n in vision.graph.node if n.op_type == "Conv"]
+    assert float_convs and all(  # only the depthwise ones stay float (VisionRecipe.keep_float)
+        any(a.name == "group" and a.i > 1 for a in n.attribute) for n in float_convs
+    ), [n.name for n in float_convs]
     inits = {i.name: i for i in vision.graph.initializer}
     for conv in (n for n in vision.graph.node if n.op_type == "QLinearConv"):
         w_scale = inits[conv.input[4]]  # per output channel
