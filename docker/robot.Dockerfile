@@ -32,7 +32,8 @@ ENV PATH=/opt/ember/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/ember/venv
 
 WORKDIR /opt/ember
-# Requirements first: this layer is rebuilt only when they change.
+# Requirements first: this layer is rebuilt only when they change. robot.txt only: the tools of
+# requirements/robot-tools.txt (rosbags, matplotlib) stay out; the distro records with `ros2 bag`.
 COPY requirements/robot.txt requirements/robot.txt
 COPY docker/robot-constraints.txt requirements/robot-constraints.txt
 RUN pip install --no-cache-dir -r requirements/robot.txt -c requirements/robot-constraints.txt \

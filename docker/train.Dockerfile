@@ -25,10 +25,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /opt/ember
 # Requirements first (cached layer). torch is the base image's own CUDA build: check it
 # against the pin before pip runs, so pip keeps it instead of installing a second torch.
-COPY requirements/train.txt requirements/robot.txt requirements/
+COPY requirements/train.txt requirements/robot.txt requirements/robot-tools.txt requirements/
 COPY docker/check_torch.py docker/check_torch.py
 RUN python docker/check_torch.py requirements/train.txt --require-cuda \
-    && pip install --no-cache-dir -r requirements/train.txt -r requirements/robot.txt
+    && pip install --no-cache-dir -r requirements/train.txt -r requirements/robot.txt -r requirements/robot-tools.txt
 
 # The packages. ros2_ws/src/ember keeps its place beside requirements/, config/ and launch/
 # (its requirements.txt, config and launch links point there).

@@ -2,7 +2,7 @@
 # One idempotent setup path for every Makefile target (make demo, make test, ...).
 #
 #   .venv                 the project's virtual environment (Python 3.11)
-#   requirements/*.txt    robot side, ROS 2 Kilted wheels, training side, dev tools
+#   requirements/*.txt    robot side (+ its tools: bags, plots), ROS 2 Kilted wheels, training side, dev tools
 #   ember_msgs            generated with cmake into the venv prefix
 #   ember, ember_training installed editable
 #
@@ -34,7 +34,7 @@ fi
 VPY="$VENV/bin/python"
 
 # 2. Pinned dependencies. pip is itself idempotent, so a half-finished install is simply redone.
-REQS=("$ROOT"/requirements/robot.txt "$ROOT"/requirements/ros.txt "$ROOT"/requirements/train.txt "$ROOT"/requirements/dev.txt)
+REQS=("$ROOT"/requirements/robot.txt "$ROOT"/requirements/robot-tools.txt "$ROOT"/requirements/ros.txt "$ROOT"/requirements/train.txt "$ROOT"/requirements/dev.txt)
 deps_hash="$(hash_of "${REQS[@]}")"
 if ! stamp_ok deps "$deps_hash"; then
     log "installing pinned dependencies (first run: a few minutes; torch comes from the local disk)"
@@ -43,7 +43,7 @@ if ! stamp_ok deps "$deps_hash"; then
     "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q "${req_args[@]}" 2>&1 \
         | grep -v -E "^WARNING: Location 'file:///opt/" || true
     "$VPY" -m pip check >/dev/null 2>&1 || "$VPY" -m pip check | grep -v -i "not supported" || true
-    "$VPY" -c 'import rclpy, torch, onnxruntime, tokenizers, cv2, timm, transformers' \
+    "$VPY" -c 'import rclpy, torch, onnxruntime, tokenizers, cv2, timm, transformers, rosbags, matplotlib' \
         || { log "dependency import check failed"; exit 1; }
     stamp_write deps "$deps_hash"
     rm -f "$STAMPS/cmake-fix" "$STAMPS/msgs"

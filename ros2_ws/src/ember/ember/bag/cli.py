@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ember.bag.errors import BagError
-from ember.bag.io import STORAGES
+from ember.deploy.extras import tool_missing
 
 READY_LINE = "READY"
 
@@ -159,6 +159,8 @@ def _drain(executor, recorder, quiet_s: float = 0.2, limit_s: float = 2.0) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ember.bag.io import STORAGES  # rosbags: imported here, so that main() can say it is missing
+
     parser = argparse.ArgumentParser(prog="ember-bag", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -203,11 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except BagError as exc:
         print(f"ember-bag: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # rosbags: a tool, not in a robot's minimal install
+        if (message := tool_missing(exc)) is None:
+            raise
+        print(f"ember-bag: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -31,7 +31,7 @@ import yaml
 import ember
 from ember import fleet_config
 from ember.deploy.runscript import CONSTRAINTS_ROS, RUN_SH
-from ember.engine.bundle import BUNDLE_JSON, load_bundle, sha256_file
+from ember.engine.bundle import BUNDLE_JSON, BundleError, BundleFiles, load_consistent, sha256_file
 from ember.fsutil import replace_directory
 
 MANIFEST = "MANIFEST.json"
@@ -143,19 +143,27 @@ def file_digests(root: Path) -> dict[str, str]:
 
 
 def _copy_bundle(bundle_dir: Path, dst: Path) -> dict[str, Any]:
+    """Copy the bundle's files as checked (from the export they belong to, whatever replaces it
+    meanwhile), then check the copies."""
+
+    def copy(files: BundleFiles) -> dict[str, Any]:
+        shutil.rmtree(dst, ignore_errors=True)  # an attempt on a bundle that was replaced meanwhile
+        dst.mkdir(parents=True)
+        (dst / BUNDLE_JSON).write_bytes(files.meta_bytes)
+        for name in sorted(files.expected):
+            with open(dst / name, "wb") as out:
+                shutil.copyfileobj(files.open(name), out)
+        return files.meta
+
     try:
-        bundle = load_bundle(bundle_dir, verify_hashes=True)
-    except Exception as exc:  # BundleError, with its message naming the problem
+        meta = load_consistent(bundle_dir, copy, verify_hashes=True)
+    except BundleError as exc:  # with its message naming the problem
         raise PackageError(f"refusing to package {bundle_dir}: {exc}") from exc
-    dst.mkdir(parents=True)
-    names = [BUNDLE_JSON, *sorted(bundle.meta["files"])]
-    for name in names:
-        shutil.copy2(bundle.path / name, dst / name)
-    for name, entry in bundle.meta["files"].items():
+    for name, entry in meta["files"].items():
         expected = entry["sha256"] if isinstance(entry, dict) else entry
         if sha256_file(dst / name) != expected:
             raise PackageError(f"copy of {name} into the package does not match its sha256 (disk or copy error)")
-    return bundle.meta
+    return meta
 
 
 def build_package(

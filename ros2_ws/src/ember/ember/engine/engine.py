@@ -1,9 +1,11 @@
 """EmberEngine: the torch-free EmberVLM runtime of the robots (numpy, onnxruntime, tokenizers, opencv).
 
-Load order keeps the process peak low: the bundle is validated first (hashes streamed from
-disk), then the decoder (the larger model) is loaded while nothing else is resident, then
-the vision model, then the tokenizer; freed parse buffers are handed back to the OS after
-each load. Sessions run sequentially with the CPU memory arena off, with no more intra-op
+Each bundle file is read once: its sha256 is checked on those bytes and the same bytes are
+handed to onnxruntime, the tokenizer and the robot selector (ember.engine.bundle.BundleFiles),
+so an ember-export replacing the bundle meanwhile cannot pair checked files with unchecked ones.
+Load order keeps the process peak low: the decoder (the larger model) is loaded while nothing
+else is resident, then the vision model, then the tokenizer; each file's bytes and freed parse
+buffers are handed back to the OS after each load. Sessions run sequentially with the CPU memory arena off, with no more intra-op
 threads than the CPUs this process may use (affinity and cgroup quota: ember.engine.cpus).
 """
 
@@ -23,12 +25,12 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from ember.engine.analysis import Analysis
-from ember.engine.bundle import Bundle, BundleError, load_bundle
+from ember.engine.bundle import Bundle, BundleError, BundleFiles, load_consistent
 from ember.engine.cpus import usable_cpus
 from ember.engine.decoder import KVCacheDecoder
 from ember.engine.ort_errors import describe_load_error
 from ember.engine.preprocess import preprocess
-from ember.engine.robot_selector import RobotSelector, bundle_selector
+from ember.engine.robot_selector import bundle_selector
 from ember.labels import ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK, EOS_TOKEN, MAX_TASK_CHARS, format_prompt, parse_generation
 
@@ -108,7 +110,13 @@ class EmberEngine:
     """
 
     def __init__(self, bundle_dir: str | Path, threads: int = 1, verify_hashes: bool = True) -> None:
-        self.bundle: Bundle = load_bundle(bundle_dir, verify_hashes=verify_hashes)
+        self._requested_threads = threads
+        load_consistent(bundle_dir, self._load, verify_hashes=verify_hashes)
+        self._lock = threading.Lock()
+
+    def _load(self, files: BundleFiles) -> None:
+        """Everything from one opened bundle (load_consistent starts again if it was replaced meanwhile)."""
+        self.bundle: Bundle = files.bundle()
         meta = self.bundle.meta
         self.meta = meta
         try:
@@ -120,19 +128,20 @@ class EmberEngine:
             log.warning("bundle %s was optimized with onnxruntime %s, running %s", self.bundle.path, built_with, ort.__version__)
 
         _tune_malloc()
-        self.threads = self._thread_count(threads)
+        self.threads = self._thread_count(self._requested_threads)
         opts = session_options(self.threads)
-        self._decoder = self._session("decoder.onnx", opts)  # the larger model first, while little is resident
-        self._vision = self._session("vision.onnx", opts)
+        self._decoder = self._session(files, "decoder.onnx", opts)  # the larger model first, while little is resident
+        self._vision = self._session(files, "vision.onnx", opts)
+        data = files.read("tokenizer.json")
         try:
-            self.tokenizer = Tokenizer.from_file(str(self.bundle.file("tokenizer.json")))
+            self.tokenizer = Tokenizer.from_buffer(data)
         except Exception as exc:
             raise BundleError(f"model bundle {self.bundle.path}: cannot load tokenizer.json ({exc})") from exc
+        del data
         self._added_tokens: dict[str, int] = {t.content: i for i, t in self.tokenizer.get_added_tokens_decoder().items()}
         self._check_io()
-        self.selector = self._load_selector()
+        self.selector = bundle_selector(files, len(self.robot_types))
         self._kv = KVCacheDecoder(self._decoder, self.n_layers, self.n_heads, self.head_dim, self.d_model)
-        self._lock = threading.Lock()
 
     def _read_meta(self, meta: dict) -> None:
         self.model_version = str(meta["model_version"])
@@ -180,9 +189,11 @@ class EmberEngine:
             threads = cpus
         return threads
 
-    def _session(self, name: str, opts: ort.SessionOptions) -> ort.InferenceSession:
+    def _session(self, files: BundleFiles, name: str, opts: ort.SessionOptions) -> ort.InferenceSession:
+        """A session of `name`'s checked bytes (never its path: the file may be replaced by now)."""
+        data = files.read(name)
         try:
-            sess = ort.InferenceSession(str(self.bundle.file(name)), sess_options=opts, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             failure = describe_load_error(exc)
             hint = ""
@@ -195,12 +206,13 @@ class EmberEngine:
             raise BundleError(
                 f"model bundle {self.bundle.path}: onnxruntime {ort.__version__} cannot load {name}: {failure.detail}{hint}"
             ) from exc
+        finally:
+            del data
+        if getattr(sess, "_model_bytes", None) is not None:
+            sess._model_bytes = None  # onnxruntime's Python wrapper would keep the model's bytes for good
         _release_free_memory()
         return sess
 
-    def _load_selector(self) -> RobotSelector | None:
-        """The optional text robot selector (robot_selector.npz, listed and hashed in bundle.json)."""
-        return bundle_selector(self.bundle, len(self.robot_types))
 
     def _check_io(self) -> None:
         want_dec = {

@@ -19,7 +19,8 @@ _SOURCE = re.compile(r"\S*onnxruntime_src\S*:\d+\s+.*?\)\s+(?=[A-Z])")  # path:l
 _OPSET = re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S)
 _IR = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
 _NO_OP = re.compile(r"(?:No Op registered for|Could not find an implementation for) (\S+?)(?:\(\d+\))?(?=[\s,.]|$)")
-_CORRUPT = ("Protobuf parsing failed", "No graph was found", "ModelProto does not have a graph")
+# (lower case) from a path: "Protobuf parsing failed"; from bytes: "... because protobuf parsing failed"
+_CORRUPT = ("protobuf parsing failed", "no graph was found", "modelproto does not have a graph")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def describe_load_error(exc: BaseException) -> LoadFailure:
         return LoadFailure(f"its ONNX IR version {m[1]} is newer than this onnxruntime reads (up to {m[2]})", True)
     if m := _NO_OP.search(text):
         return LoadFailure(f"operator {m[1]} is not implemented by this onnxruntime", True)
-    if any(marker in text for marker in _CORRUPT):
+    if any(marker in text.lower() for marker in _CORRUPT):
         return LoadFailure("the file is truncated or corrupt (not a complete ONNX model)", corrupt=True)
     if len(text) > MAX_DETAIL:
         text = text[: MAX_DETAIL - 3].rstrip() + "..."

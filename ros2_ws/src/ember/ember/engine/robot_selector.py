@@ -17,7 +17,9 @@ Arrays of the file:
   sets     uint8  [S, R]   membership of each label set (R robot types, bundle order)
 
 The file is an uncompressed npz: `words` and `vectors` are memory-mapped, so a robot keeps
-only the pages of the words its tasks use resident (the table stays off the RSS budget).
+only the pages of the words its tasks use resident (the table stays off the RSS budget). In a
+bundle they are mapped from the very file whose sha256 was checked (BundleFiles.open): a new
+export renamed into place later does not change them.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from ember.engine.bundle import Bundle, BundleError, load_bundle
+from ember.engine.bundle import BundleError, BundleFiles, load_consistent
 from ember.prompting import DEFAULT_TASK, MAX_TASK_CHARS
 
 SELECTOR_FILE = "robot_selector.npz"
@@ -40,10 +43,10 @@ _WORD = re.compile(r"[a-z]+")
 _MAPPED = ("words", "vectors")  # the big tables: memory-mapped, only the rows a task uses become resident
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The selector's arrays; the big tables memory-mapped straight from the (uncompressed) npz."""
+def _read_arrays(fh: BinaryIO) -> dict[str, np.ndarray]:
+    """The selector's arrays from an open npz; the big tables memory-mapped straight from it (uncompressed)."""
     arrays: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(path) as zf:
+    with zipfile.ZipFile(fh) as zf:
         names = set(zf.namelist())
         missing = [k for k in SELECTOR_ARRAYS if f"{k}.npy" not in names]
         if missing:
@@ -51,31 +54,30 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         for key in SELECTOR_ARRAYS:
             info = zf.getinfo(f"{key}.npy")
             if key in _MAPPED and info.compress_type == zipfile.ZIP_STORED:
-                arrays[key] = _map_member(path, info)
+                arrays[key] = _map_member(fh, info)
             else:
-                with zf.open(info) as fh:
-                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+                with zf.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     return arrays
 
 
-def _map_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray:
-    """np.memmap of a stored .npy member: past the zip local header, then the .npy header."""
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)
-        if local[:4] != b"PK\x03\x04":
-            raise ValueError(f"bad zip local header for {info.filename}")
-        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-        fh.seek(info.header_offset + 30 + name_len + extra_len)
-        major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(fh)
-        offset = fh.tell()
+def _map_member(fh: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
+    """np.memmap of a stored .npy member of the open file: past the zip local header, then the .npy header."""
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if local[:4] != b"PK\x03\x04":
+        raise ValueError(f"bad zip local header for {info.filename}")
+    name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    fh.seek(info.header_offset + 30 + name_len + extra_len)
+    major, _ = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(fh)
+    offset = fh.tell()
     if dtype.hasobject:
         raise ValueError(f"{info.filename} holds Python objects")
     if int(np.prod(shape)) * dtype.itemsize + offset - (info.header_offset + 30 + name_len + extra_len) > info.file_size:
         raise ValueError(f"{info.filename} is truncated")
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def words_of(text: str) -> list[str]:
@@ -106,10 +108,19 @@ class Selection:
 class RobotSelector:
     """Task text -> robot-set selection. `select(text)` returns None when no word is known."""
 
-    def __init__(self, path: str | Path, num_robot_types: int) -> None:
-        path = Path(path)
+    def __init__(self, source: str | Path | BinaryIO, num_robot_types: int) -> None:
+        """`source`: the npz's path, or its open binary file (kept mapped, not closed here)."""
+        if hasattr(source, "read"):
+            name = getattr(source, "name", None)
+            path = Path(name if isinstance(name, str) else SELECTOR_FILE)
+        else:
+            path = Path(source)
         try:
-            arrays = _read_arrays(path)
+            if hasattr(source, "read"):
+                arrays = _read_arrays(source)
+            else:
+                with open(path, "rb") as fh:
+                    arrays = _read_arrays(fh)
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read {path.name}: {exc}") from exc
         self.words = arrays["words"]
@@ -171,23 +182,28 @@ class RobotSelector:
         return self.select(task[:MAX_TASK_CHARS])
 
 
-def bundle_selector(bundle: Bundle, num_robot_types: int) -> RobotSelector | None:
-    """The bundle's text robot selector (listed and hashed in bundle.json), or None when it ships
-    none; BundleError when the file is unreadable or inconsistent."""
-    if SELECTOR_FILE not in bundle.meta["files"]:
+def bundle_selector(files: BundleFiles, num_robot_types: int) -> RobotSelector | None:
+    """The opened bundle's text robot selector (listed and hashed in bundle.json), mapped from the
+    file that was checked, or None when it ships none; BundleError when it is unreadable or
+    inconsistent."""
+    if SELECTOR_FILE not in files.meta["files"]:
         return None
     try:
-        return RobotSelector(bundle.file(SELECTOR_FILE), num_robot_types)
+        return RobotSelector(files.open(SELECTOR_FILE), num_robot_types)
     except ValueError as exc:
-        raise BundleError(f"model bundle {bundle.path}: {exc}") from exc
+        raise BundleError(f"model bundle {files.path}: {exc}") from exc
 
 
 def load_text_selector(bundle_dir: str | Path, robot_types: list[str]) -> RobotSelector | None:
     """The text robot selector of a bundle directory, for a process that does not run the model
     (the fleet manager): the bundle is validated and hashed like the engine does, and its robot
     types must be `robot_types` in that order. None when the bundle ships no selector."""
-    bundle = load_bundle(bundle_dir)
-    types = [str(t) for t in bundle.meta.get("robot_types", [])]
-    if types != list(robot_types):
-        raise BundleError(f"model bundle {bundle.path}: robot_types {types} are not {list(robot_types)}")
-    return bundle_selector(bundle, len(types))
+
+    def load(files: BundleFiles) -> RobotSelector | None:
+        files.verify_all()
+        types = [str(t) for t in files.meta.get("robot_types", [])]
+        if types != list(robot_types):
+            raise BundleError(f"model bundle {files.path}: robot_types {types} are not {list(robot_types)}")
+        return bundle_selector(files, len(types))
+
+    return load_consistent(bundle_dir, load)

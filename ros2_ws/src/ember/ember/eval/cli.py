@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ember.deploy.extras import tool_missing
 from ember.fsutil import json_text
 
 DEFAULT_BUNDLE = "build/bundle"
@@ -248,7 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ImportError as exc:  # rosbags, matplotlib: tools, not in a robot's minimal install
+        if (message := tool_missing(exc)) is None:
+            raise
+        print(f"ember-eval: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

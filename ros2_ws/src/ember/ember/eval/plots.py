@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib  # here, not only when plotting: a missing matplotlib is reported before a run
 import numpy as np
 
 
 def _pyplot():
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
