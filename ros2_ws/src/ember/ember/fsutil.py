@@ -3,27 +3,76 @@ readers of users' data files."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` to disk (before it is renamed into place: after a
+    power loss the renamed bundle must not hold empty files)."""
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system or
+    the filesystem cannot, for the caller to fall back on two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc >= 2.28 / not Linux
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
 
 
 def replace_directory(staged: Path, dst: Path) -> None:
     """Move a fully written `staged` directory to `dst`, replacing what is there.
 
-    The old `dst` is renamed aside first and removed only after the new one is in place, so a
-    crash leaves either the old or the new directory at `dst`, never a half-written one.
+    `staged` is flushed to disk first. On Linux the two directories swap places in one atomic step
+    (renameat2 RENAME_EXCHANGE): a reader (an engine starting) finds the old or the new directory at
+    `dst`, never none, and a crash at any point leaves one of them there. Elsewhere the old `dst` is
+    renamed aside first and removed after the new one is in place (a moment without `dst`).
     """
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
+    _fsync_tree(staged)
+    if not dst.exists():
+        staged.rename(dst)
+    elif _exchange(staged, dst):
+        shutil.rmtree(staged, ignore_errors=True)  # now the old directory
+    else:
+        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         dst.rename(old)
         staged.rename(dst)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        staged.rename(dst)
+    _fsync_dir(dst.parent)
 
 
 def _finite(obj: Any) -> Any:
