@@ -115,6 +115,11 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    """What any write to a file changes: its size, modification and status-change times."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 class BundleFiles:
     """A bundle directory opened for loading (use as a context manager; `close` ends it).
 
@@ -128,6 +133,7 @@ class BundleFiles:
         self.path = path = Path(bundle_dir)
         self.verify_hashes = verify_hashes
         self._files: dict[str, BinaryIO] = {}
+        self._signatures: dict[str, tuple[int, int, int]] = {}  # name -> (size, mtime, ctime) when opened
         self._dir_fd: int | None = None
         if not path.exists():
             raise BundleError(f"model bundle not found: {path} does not exist (build one with `make bundle` or ember-export)")
@@ -160,9 +166,11 @@ class BundleFiles:
         except OSError as exc:
             raise BundleError(f"model bundle {self.path}: cannot open {name} ({exc.strerror})") from exc
         fh = os.fdopen(fd, "rb")
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             fh.close()
             raise BundleError(f"model bundle {self.path} is missing {missing or name} (not a regular file)")
+        self._signatures[name] = _signature(st)
         return fh
 
     def _read_meta(self) -> dict[str, Any]:
@@ -240,6 +248,28 @@ class BundleFiles:
             fh.seek(0)
         before_load(self.path, name)
         return fh
+
+    def loadable_path(self, name: str) -> str | None:
+        """A path that opens `name`'s checked file itself (`/proc/self/fd/N` of the file opened with the
+        bundle, whatever was renamed over its name since), for a loader that reads a path without a
+        copy of the bytes in this process; None where the system has no such path (then `read`).
+        Call `check_unchanged(name)` once the loader is done: it catches a rewrite in place."""
+        fh = self.open(name)
+        path = f"/proc/self/fd/{fh.fileno()}"
+        return path if os.path.exists(path) else None
+
+    def check_unchanged(self, name: str) -> None:
+        """BundleError when `name` was written to since it was opened (`cp` over it in place: its
+        content is no longer what was checked)."""
+        st = os.fstat(self._pinned(name).fileno())
+        size, mtime, ctime = self._signatures[name]
+        # removing the file (the old bundle deleted after a swap) changes its ctime only: not a write
+        if (st.st_size, st.st_mtime_ns) != (size, mtime) or (st.st_ctime_ns != ctime and st.st_nlink > 0):
+            raise BundleError(
+                f"model bundle {self.path}: {name} was rewritten in place while it was loaded (its content is "
+                f"no longer the one checked against {BUNDLE_JSON}): export bundles with ember-export, which "
+                f"replaces the whole directory, not by copying files over a bundle in use"
+            )
 
     def verify_all(self) -> None:
         """Check every listed file's sha256 (streamed: nothing is kept in memory)."""

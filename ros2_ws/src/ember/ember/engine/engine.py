@@ -1,8 +1,9 @@
 """EmberEngine: the torch-free EmberVLM runtime of the robots (numpy, onnxruntime, tokenizers, opencv).
 
-Each bundle file is read once: its sha256 is checked on those bytes and the same bytes are
-handed to onnxruntime, the tokenizer and the robot selector (ember.engine.bundle.BundleFiles),
-so an ember-export replacing the bundle meanwhile cannot pair checked files with unchecked ones.
+Each bundle file is opened once and its sha256 checked; onnxruntime (through /proc/self/fd), the
+tokenizer and the robot selector load that very file (ember.engine.bundle.BundleFiles), so an
+ember-export replacing the bundle meanwhile cannot pair checked files with unchecked ones, and a
+file rewritten in place while loading is refused.
 Load order keeps the process peak low: the decoder (the larger model) is loaded while nothing
 else is resident, then the vision model, then the tokenizer; each file's bytes and freed parse
 buffers are handed back to the OS after each load. Sessions run sequentially with the CPU memory arena off, with no more intra-op
@@ -190,10 +191,15 @@ class EmberEngine:
         return threads
 
     def _session(self, files: BundleFiles, name: str, opts: ort.SessionOptions) -> ort.InferenceSession:
-        """A session of `name`'s checked bytes (never its path: the file may be replaced by now)."""
-        data = files.read(name)
+        """A session of `name`'s checked file (never its path in the bundle: the file may be replaced by
+        now): onnxruntime opens the very file that was checked through /proc/self/fd (no second copy of
+        the model in memory while it loads; bytes where there is no /proc), and a rewrite in place during
+        the load is refused."""
+        source: str | bytes | None = files.loadable_path(name)
+        if source is None:
+            source = files.read(name)
         try:
-            sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             failure = describe_load_error(exc)
             hint = ""
@@ -207,7 +213,8 @@ class EmberEngine:
                 f"model bundle {self.bundle.path}: onnxruntime {ort.__version__} cannot load {name}: {failure.detail}{hint}"
             ) from exc
         finally:
-            del data
+            del source
+        files.check_unchanged(name)
         if getattr(sess, "_model_bytes", None) is not None:
             sess._model_bytes = None  # onnxruntime's Python wrapper would keep the model's bytes for good
         _release_free_memory()
