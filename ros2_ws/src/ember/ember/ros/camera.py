@@ -32,7 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from ember.ros import runtime
 from ember.ros.conversions import numpy_to_image, rgb_to_compressed
 from ember.ros.qos import CAMERA_QOS
-from ember.ros.spinning import spin_nodes, stopped_by_signal
+from ember.ros.spinning import exit_now, spin_nodes, stopped_by_signal
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -187,33 +187,36 @@ def main(argv: list[str] | None = None) -> None:
         "count": args.count,
     }
     params = [Parameter(k, value=v) for k, v in overrides.items() if v is not None]
-    runtime.init(args=argv)
-    try:
-        node = CameraNode(parameter_overrides=params)
-    except (ValueError, FileNotFoundError, ParameterException) as exc:
-        print(f"ember-camera: {exc}", file=sys.stderr, flush=True)
-        runtime.shutdown()
-        sys.exit(2)
-    print("READY", flush=True)
-    try:
-        _spin_until_finished(node)
-    finally:
-        node.destroy_node()
-        runtime.shutdown()
-    sys.exit(0)
+    with runtime.stop_request():  # for the whole life: a stop signal never raises KeyboardInterrupt here
+        runtime.init(args=argv)
+        try:
+            node = CameraNode(parameter_overrides=params)
+        except (ValueError, FileNotFoundError, ParameterException) as exc:
+            print(f"ember-camera: {exc}", file=sys.stderr, flush=True)
+            runtime.shutdown()
+            sys.exit(2)
+        print("READY", flush=True)
+        try:
+            _spin_until_finished(node)
+        finally:
+            node.destroy_node()
+            runtime.shutdown()
+    exit_now(0)
 
 
 def _spin_until_finished(node: CameraNode) -> None:
+    """Spin until SIGINT/SIGTERM, or until the node is done (--count, --no-loop)."""
     from rclpy.executors import SingleThreadedExecutor
 
     if not node._count and node._loop:
-        spin_nodes([node], threads=1)
+        spin_nodes([node], multi_threaded=False)
         return
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while not node.finished:
-            executor.spin_once(timeout_sec=0.1)
+        with runtime.stop_request() as stop:
+            while not node.finished and not stop.done():
+                executor.spin_once(timeout_sec=0.1)  # steady time: also wakes under a paused sim clock
     except (KeyboardInterrupt, Exception) as exc:
         if not stopped_by_signal(exc, node.context):
             raise

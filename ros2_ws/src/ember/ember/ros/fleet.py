@@ -146,38 +146,34 @@ def _sighup_stops_like_sigterm() -> None:
 
 
 def run_composed(nodes: list[NodeDescription]) -> int:
-    """All nodes in this process, one executor; returns the exit code."""
+    """All nodes in this process, one executor; returns the exit code.
+
+    SIGINT/SIGTERM (and SIGHUP) are Ember's stop request (ember.ros.runtime.stop_request) for the
+    whole run: a signal while the nodes are being built stops them once built, then every node is
+    destroyed before the context is shut down."""
     _sighup_stops_like_sigterm()  # first: before the imports below start threads
-    import rclpy
-
     from ember.ros import runtime
-    from ember.ros.spinning import print_ready, spin_nodes, stopped_by_signal
+    from ember.ros.spinning import print_ready, spin_nodes
 
-    runtime.init()
-    created = []
-    try:
-        for d in nodes:
-            created.append(node_class(d.executable)(**composed_kwargs(d)))
-            print(f"STARTED {d.fqn} pid={os.getpid()}", flush=True)
-    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - report which node failed and stop the others
-        # SIGINT/SIGTERM while the nodes are being built: rclpy's handlers shut the context down
-        # (the next node then cannot be created) or Python raises KeyboardInterrupt. A stop, not a failure.
-        stopped = stopped_by_signal(exc, rclpy.get_default_context())
-        if not stopped:
+    with runtime.stop_request():
+        runtime.init()
+        created = []
+        try:
+            for d in nodes:
+                created.append(node_class(d.executable)(**composed_kwargs(d)))
+                print(f"STARTED {d.fqn} pid={os.getpid()}", flush=True)
+        except Exception as exc:  # noqa: BLE001 - report which node failed and stop the others
             print(f"ember-fleet: cannot start {d.fqn}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        for n in created:
-            n.destroy_node()
-        runtime.shutdown()
-        if stopped:
-            print("ember-fleet: stopped", flush=True)
-            return 0
-        return 1
-    try:
-        spin_nodes(created, on_ready=print_ready)
-    finally:
-        for n in reversed(created):
-            n.destroy_node()
-        runtime.shutdown()
+            for n in created:
+                n.destroy_node()
+            runtime.shutdown()
+            return 1
+        try:
+            spin_nodes(created, on_ready=print_ready)
+        finally:
+            for n in reversed(created):
+                n.destroy_node()
+            runtime.shutdown()
     print("ember-fleet: stopped", flush=True)
     return 0
 
@@ -428,7 +424,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode == "composed":
         if any(d.respawn.enabled for d in nodes):
             _say(COMPOSED_RESPAWN_NOTE, err=True)
-        sys.exit(run_composed(nodes))
+        rc = run_composed(nodes)
+        from ember.ros.spinning import exit_now
+
+        exit_now(rc)  # nodes destroyed, context shut down: no interpreter teardown of rclpy's C++ objects
     sys.exit(run_processes(nodes))
 
 

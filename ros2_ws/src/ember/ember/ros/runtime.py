@@ -8,6 +8,9 @@ import faulthandler
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 REQUIRE_LOCAL_DDS_ENV = "EMBER_REQUIRE_LOCAL_DDS"
@@ -47,16 +50,111 @@ def stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""The signals that stop an Ember process."""
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM as a stop request, in place of rclpy's handlers.
+
+    rclpy's handlers shut the context down from their own thread while the main thread, woken by
+    that, already tears the nodes down: a native crash under load (SIGSEGV in Service.destroy,
+    GuardCondition.trigger). Here a signal only completes the futures of the loops that wait for it
+    (`stop_request`), which wakes their executors; the main thread then destroys the nodes and shuts
+    the context down, in that order. A Python handler alone runs only once the main thread leaves
+    the executor's wait, which a node whose only timer runs on a paused simulated clock never does:
+    so the handler also routes the signal to a pipe (signal.set_wakeup_fd), read by a thread that
+    completes the futures. With no Ember loop waiting (a client such as ember-task, ember-fleet while
+    it builds its nodes), the first signal raises KeyboardInterrupt in the main thread, as Python's default
+    handler does; later signals are ignored while the process stops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # re-entrant: the handler may run in the main thread holding it
+        self.signum = 0
+        self._waiting: set[Any] = set()
+        self._consumed = False
+        self.installed = False
+
+    def install(self) -> None:
+        """Handlers, the wakeup pipe and its reader thread (once; in the main thread)."""
+        if self.installed:
+            return
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read_fd,), name="ember-stop-signals", daemon=True).start()
+        self.installed = True
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        with self._lock:
+            self._request(signum)
+            if self._waiting or self._consumed:
+                return
+            self._consumed = True
+        raise KeyboardInterrupt
+
+    def _watch(self, fd: int) -> None:
+        while True:
+            for signum in os.read(fd, 64):
+                if signum in STOP_SIGNALS:
+                    with self._lock:
+                        self._request(signum)
+
+    def _request(self, signum: int) -> None:
+        """Record the stop and complete the waiting futures (their done callbacks wake executors)."""
+        self.signum = self.signum or signum
+        for future in self._waiting:
+            if not future.done():
+                future.set_result(self.signum)
+
+    @contextmanager
+    def request(self) -> Iterator[Any]:
+        from rclpy.task import Future
+
+        future: Future = Future()
+        with self._lock:
+            self._waiting.add(future)
+            if self.signum and not future.done():
+                future.set_result(self.signum)
+        try:
+            yield future
+        finally:
+            with self._lock:  # a wake in flight ends before the executor can be shut down
+                self._consumed = self._consumed or bool(self.signum)
+                self._waiting.discard(future)
+
+
+_STOP = _StopSignals()
+
+
+def stop_request() -> Any:
+    """A context manager giving an rclpy Future that completes (with the signal number) once
+    SIGINT/SIGTERM came, also before the block began: spin an executor until it completes
+    (`executor.spin_until_future_complete(future)`), then destroy the nodes, then `shutdown()`.
+    Leaving the block (before shutting the executor down) waits for a wake in flight."""
+    return _STOP.request()
+
+
 def init(args: list[str] | None = None, context=None) -> None:
     """rclpy.init after the DDS environment check (and stop_with_parent). A native crash (a
     segfault in a DDS or onnxruntime thread) prints every thread's Python stack to stderr
-    (faulthandler), so the robot's log says where it happened."""
+    (faulthandler), so the robot's log says where it happened.
+
+    For the process's default context (an executable), SIGINT/SIGTERM are Ember's (see
+    `stop_request`) instead of rclpy's; a caller with a context of its own (a test, a library
+    inside another program) keeps rclpy's."""
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     faulthandler.enable(all_threads=True)
     check_dds_environment()
     stop_with_parent()
-    rclpy.init(args=args, context=context)
+    own = context is None and threading.current_thread() is threading.main_thread()
+    if own:
+        _STOP.install()
+    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO if own else None)
 
 
 def shutdown(context=None) -> None:
@@ -67,7 +165,6 @@ def shutdown(context=None) -> None:
         rclpy.try_shutdown(context=context)
     except Exception:  # noqa: BLE001 - shutting down; nothing left to report to
         pass
-
 
 
 def read_only(description: str) -> Any:

@@ -24,27 +24,32 @@ def stopped_by_signal(exc: BaseException, context: Any) -> bool:
 def spin_nodes(
     nodes: list[Node], threads: int | None = None, multi_threaded: bool = True, on_ready: Callable[[], None] | None = None
 ) -> None:
-    """Spin `nodes` on one executor (multi-threaded unless told otherwise) until shutdown.
+    """Spin `nodes` on one executor (multi-threaded unless told otherwise) until SIGINT/SIGTERM.
 
     rclpy's Python executors rebuild their wait set for every callback, the multi-threaded
     one at a higher cost: a node whose callbacks never block (the fleet manager) runs
     cheaper on the single-threaded one.
 
-    rclpy's signal handlers turn SIGINT and SIGTERM into a context shutdown, which ends the
-    spin here, whenever it comes (also while the executor is being set up); KeyboardInterrupt
-    is tolerated too. `on_ready` (printing READY) runs once the executor holds the nodes, so a
-    signal right after it meets a running executor. The caller destroys the nodes.
+    The spin ends when Ember's stop request completes (`runtime.stop_request`: a signal, also one
+    that came before, wakes the executor, whatever its timers' clock does) or, in a process that kept
+    rclpy's signal handlers, when the context is shut down; KeyboardInterrupt is tolerated too.
+    `on_ready` (printing READY) runs once the executor holds the nodes, so a signal right after it
+    meets a running executor. The executor is shut down here; the caller destroys the nodes, then
+    shuts the context down.
     """
     executor = None
     try:
-        executor = (
-            MultiThreadedExecutor(num_threads=threads or max(4, 2 * len(nodes))) if multi_threaded else SingleThreadedExecutor()
-        )
-        for n in nodes:
-            executor.add_node(n)
-        if on_ready is not None:
-            on_ready()
-        executor.spin()
+        with runtime.stop_request() as stop:
+            executor = (
+                MultiThreadedExecutor(num_threads=threads or max(4, 2 * len(nodes)))
+                if multi_threaded
+                else SingleThreadedExecutor()
+            )
+            for n in nodes:
+                executor.add_node(n)
+            if on_ready is not None:
+                on_ready()
+            executor.spin_until_future_complete(stop)
     except (KeyboardInterrupt, Exception) as exc:
         if not stopped_by_signal(exc, nodes[0].context):
             raise
@@ -58,27 +63,33 @@ def print_ready() -> None:
     print("READY", flush=True)
 
 
+def exit_now(code: int) -> NoReturn:
+    """Leave a stopped node process (nodes destroyed, context shut down) without the interpreter's
+    teardown, where rclpy's and Fast DDS's C++ objects (threads still joinable) are destroyed in no
+    set order: that aborted the fleet manager once in CI ('terminate called without an active
+    exception' after a clean stop, exit 134 instead of 0)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_node(
     make_node: Callable[[], Node], name: str, args: list[str] | None = None, multi_threaded: bool = True
 ) -> NoReturn:
     """The `main()` of a one-node executable: init, build the node (a construction error is
-    one clear line and exit 1), print READY, spin until SIGINT/SIGTERM, shut down, exit 0."""
-    runtime.init(args=args)
-    try:
-        node = make_node()
-    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
-        print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        runtime.shutdown()
-        sys.exit(1)
-    try:
-        spin_nodes([node], multi_threaded=multi_threaded, on_ready=print_ready)
-    finally:
-        node.destroy_node()
-        runtime.shutdown()
-    # Stopped cleanly: node destroyed, context shut down, logs flushed. Leave without the
-    # interpreter's teardown, where rclpy's and Fast DDS's C++ objects (threads still joinable)
-    # are destroyed in no set order: that aborted the fleet manager once in CI ('terminate called
-    # without an active exception' after a clean stop, exit 134 instead of 0).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    one clear line and exit 1), print READY, spin until SIGINT/SIGTERM, destroy the node, shut the
+    context down, exit 0. A stop signal while the node is being built ends it once built."""
+    with runtime.stop_request():  # for the whole life: a stop signal never raises KeyboardInterrupt here
+        runtime.init(args=args)
+        try:
+            node = make_node()
+        except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
+            print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            runtime.shutdown()
+            sys.exit(1)
+        try:
+            spin_nodes([node], multi_threaded=multi_threaded, on_ready=print_ready)
+        finally:
+            node.destroy_node()
+            runtime.shutdown()
+    exit_now(0)
