@@ -13,9 +13,19 @@ PACKAGE = "ember"
 HERE = Path(__file__).resolve().parent
 
 
-def _requirements() -> list[str]:
-    req = HERE / "requirements.txt"
+# requirements.txt links to requirements/robot.txt (install_requires); the tools set lies beside it.
+ROBOT_REQUIREMENTS = HERE / "requirements.txt"
+TOOLS_REQUIREMENTS = ROBOT_REQUIREMENTS.resolve().parent / "robot-tools.txt"
+
+
+def _requirements(req: Path) -> list[str]:
     return [line.split("#")[0].strip() for line in req.read_text().splitlines() if line.split("#")[0].strip()]
+
+
+def _extras() -> dict[str, list[str]]:
+    """`pip install 'ros2_ws/src/ember[tools]'`: requirements/robot-tools.txt (rosbags, matplotlib). The
+    robot image copies requirements/robot.txt alone: there the package has no tools extra."""
+    return {"tools": _requirements(TOOLS_REQUIREMENTS)} if TOOLS_REQUIREMENTS.is_file() else {}
 
 
 setup(
@@ -29,7 +39,8 @@ setup(
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
-    install_requires=_requirements(),
+    install_requires=_requirements(ROBOT_REQUIREMENTS),
+    extras_require=_extras(),
     python_requires=">=3.10",
     zip_safe=False,
     maintainer="Ember developers",

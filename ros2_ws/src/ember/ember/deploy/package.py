@@ -3,7 +3,7 @@
     DIR/
       bundle/              the model bundle (bundle.json + the files it lists), hash-checked
       config/robot.yaml    ROS 2 params file of this robot's incident_node (from config/fleet.yaml)
-      robot.env            EMBER_ROBOT_ID / EMBER_ROBOT_TYPE (and ROS_DISCOVERY_SERVER) read by run.sh
+      robot.env            EMBER_ROBOT_ID / EMBER_ROBOT_TYPE, EMBER_RESPAWN_* (and ROS_DISCOVERY_SERVER) for run.sh
       requirements.txt     the robot-side pip requirements (never torch)
       constraints-ros.txt  numpy<2 when installing next to a ROS 2 distro
       python/ember/        the ember package (pure Python) for `run.sh check` and `run.sh serve`
@@ -103,11 +103,28 @@ def robot_params(cfg: fleet_config.FleetConfig, robot: fleet_config.RobotConfig)
     return params
 
 
+def _seconds(value: float) -> str:
+    """A number of seconds as run.sh reads it: plain decimals, at most 3 places (2.0 -> '2', 0.25 -> '0.25'),
+    capped at 1e9 s (31 years: "forever", within the shell's integer milliseconds)."""
+    return f"{min(value, 1e9):.3f}".rstrip("0").rstrip(".")
+
+
+def respawn_env(respawn: fleet_config.RespawnConfig) -> str:
+    """robot.env's lines of the robot's fleet.yaml `respawn`, for run.sh's supervisor (`ros`, `docker`)."""
+    return ("# fleet.yaml respawn of this robot: run.sh ros|docker restart the node when it exits non-zero,\n"
+            "# after DELAY_S, at most MAX_RESTARTS times within WINDOW_S (then it exits with the node's code)\n"
+            f"EMBER_RESPAWN={int(respawn.enabled)}\n"
+            f"EMBER_RESPAWN_DELAY_S={_seconds(respawn.delay_s)}\n"
+            f"EMBER_RESPAWN_MAX_RESTARTS={respawn.max_restarts}\n"
+            f"EMBER_RESPAWN_WINDOW_S={_seconds(max(respawn.window_s, 0.001))}\n")
+
+
 def robot_env(cfg: fleet_config.FleetConfig, robot: fleet_config.RobotConfig) -> str:
-    """robot.env: this robot's identity for run.sh and, from fleet.yaml, the discovery server it must
-    use (run.sh exports each line; environment variables of the same name win)."""
+    """robot.env: this robot's identity for run.sh and, from fleet.yaml, its respawn setting and the
+    discovery server it must use (run.sh exports each line; environment variables of the same name win)."""
     text = ("# This robot's identity for run.sh (environment variables of the same name win).\n"
             f"EMBER_ROBOT_ID={robot.id}\nEMBER_ROBOT_TYPE={robot.type}\n")
+    text += respawn_env(robot.respawn)
     if cfg.discovery_server:
         text += f"# fleet.yaml discovery_server\n{fleet_config.DISCOVERY_SERVER_ENV}={cfg.discovery_server}\n"
     return text

@@ -12,7 +12,14 @@ RUN_SH = r"""#!/usr/bin/env bash
 #   ./run.sh serve     ember-serve on $EMBER_SERVE_HOST:$EMBER_SERVE_PORT (default 127.0.0.1:8000)
 #
 # Without an argument: `ros` when `ros2` is on PATH, else `serve`. robot.env holds this
-# robot's id and type; variables already set in the environment win over it.
+# robot's id and type and its fleet.yaml respawn; variables already set in the environment win over it.
+#
+# ros and docker supervise the node when EMBER_RESPAWN=1: an exit other than 0 starts it again after
+# EMBER_RESPAWN_DELAY_S, at most EMBER_RESPAWN_MAX_RESTARTS times within EMBER_RESPAWN_WINDOW_S; one
+# more and run.sh gives up with the node's exit code (for systemd or docker to take over). Exit 0 is a
+# clean stop. SIGINT, SIGTERM and SIGHUP go to the node's whole process group (ros2 run and the node it
+# starts) and end run.sh with 0. Processes of the group left when the node ended get SIGTERM, and
+# SIGKILL EMBER_STOP_TIMEOUT_S (default 10) later.
 set -euo pipefail
 
 PKG="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,6 +36,106 @@ PY="$PKG/.venv/bin/python"
 [[ -x "$PY" ]] || PY="$(command -v python3)"
 # check and serve run the ember code shipped in python/; ros and docker use the installed package.
 with_shipped_code() { export PYTHONPATH="$PKG/python${PYTHONPATH:+:$PYTHONPATH}"; }
+
+# --- the respawn supervisor of `ros` and `docker` ----------------------------------------------
+NODE="incident_node of $EMBER_ROBOT_ID"
+say() { echo "run.sh: $*" >&2; }
+bad_setting() {  # NAME WHAT: say what the variable must be, exit 2
+    say "$1 must be $2, not '${!1:-}' (robot.env or the environment)"
+    exit 2
+}
+setting() {  # NAME REGEX WHAT: the variable matches REGEX, or bad_setting
+    [[ "${!1:-}" =~ $2 ]] || bad_setting "$1" "$3"
+}
+SECONDS_RE='^[0-9]{1,9}(\.[0-9]+)?$'
+ms() {  # seconds ("2", "0.25") -> integer milliseconds
+    local frac=""
+    [[ "$1" == *.* ]] && frac="${1#*.}"
+    frac="${frac}000"
+    echo $((10#${1%%.*} * 1000 + 10#${frac:0:3}))
+}
+now_ms() {  # monotonic (since boot) where /proc/uptime exists
+    local up
+    if read -r up _ 2>/dev/null </proc/uptime; then ms "$up"; else echo $(($(date +%s) * 1000)); fi
+}
+group_alive() {  # a process of group $1 that is not a zombie
+    local stat fields state pgrp
+    kill -0 -- "-$1" 2>/dev/null || return 1
+    for stat in /proc/[0-9]*/stat; do
+        read -r fields 2>/dev/null <"$stat" || continue
+        read -r state _ pgrp _ <<<"${fields##*) }"  # after "pid (comm) ": state ppid pgrp ...
+        [[ "$pgrp" == "$1" && "$state" != Z ]] && return 0
+    done
+    [[ ! -d /proc/self ]]  # no /proc: kill -0 is all there is
+}
+on_stop() {  # the trap of INT, TERM, HUP: pass the signal to the node's process group
+    woke=1
+    [[ -n "$stop_signal" ]] || say "SIG$1: stopping $NODE"
+    stop_signal="$1"
+    if [[ -n "$child" ]]; then kill -s "$1" -- "-$child" 2>/dev/null || true; fi
+}
+run_child() {  # start "$@" as its own process group; wait for it (through stop signals); sets $code
+    code=0
+    [[ -z "$stop_signal" ]] || return 0
+    set -m  # job control while forking: the child gets a process group of its own, SIGINT not ignored
+    "$@" &
+    child=$!
+    set +m  # and no job notices ("[1]+ Interrupt") on a terminal
+    if [[ -n "$stop_signal" ]]; then kill -s "$stop_signal" -- "-$child" 2>/dev/null || true; fi
+    while :; do
+        woke="" code=0
+        wait "$child" || code=$?
+        [[ -n "$woke" ]] || break  # else a trap ended the wait: the child may still run
+    done
+    group_alive "$child" || { child=""; return 0; }
+    # a process that outlived the node's leader (a node left by a crashed `ros2 run`): stop it too
+    [[ -n "$stop_signal" ]] || kill -TERM -- "-$child" 2>/dev/null || true
+    local left=$(($(ms "$EMBER_STOP_TIMEOUT_S") / 100)) i
+    for ((i = 0; i <= left; i++)); do
+        group_alive "$child" || { child=""; return 0; }
+        sleep 0.1 &
+        wait $! || true  # (a stop signal ends the wait; the trap has passed it on)
+    done
+    say "processes of $NODE still running after it ended; killing them"
+    kill -KILL -- "-$child" 2>/dev/null || true
+    child=""
+}
+supervise() {  # run the node command "$@" under fleet.yaml's respawn (see the top of this file)
+    EMBER_RESPAWN="${EMBER_RESPAWN:-0}"  # a robot.env without it: off, as fleet.yaml's default
+    setting EMBER_RESPAWN '^[01]$' "0 or 1"
+    [[ "$EMBER_RESPAWN" == 1 ]] || exec "$@"
+    EMBER_STOP_TIMEOUT_S="${EMBER_STOP_TIMEOUT_S:-10}"
+    setting EMBER_RESPAWN_DELAY_S "$SECONDS_RE" "a number of seconds >= 0"
+    setting EMBER_RESPAWN_MAX_RESTARTS '^0*[1-9][0-9]{0,8}$' "an integer >= 1"
+    setting EMBER_RESPAWN_WINDOW_S "$SECONDS_RE" "a number of seconds > 0"
+    setting EMBER_STOP_TIMEOUT_S "$SECONDS_RE" "a number of seconds >= 0"
+    local delay="$EMBER_RESPAWN_DELAY_S" max=$((10#$EMBER_RESPAWN_MAX_RESTARTS)) window="$EMBER_RESPAWN_WINDOW_S"
+    local window_ms now t
+    local -a times=() kept
+    window_ms=$(ms "$window")
+    ((window_ms > 0)) || bad_setting EMBER_RESPAWN_WINDOW_S "a number of seconds > 0"
+    stop_signal="" child="" woke="" code=0
+    trap 'on_stop INT' INT
+    trap 'on_stop TERM' TERM
+    trap 'on_stop HUP' HUP
+    while :; do
+        run_child "$@"
+        [[ -z "$stop_signal" ]] || exit 0
+        if ((code == 0)); then say "$NODE finished (exit code 0): not respawned"; exit 0; fi
+        now=$(now_ms)
+        kept=()
+        for t in "${times[@]}"; do ((now - t > window_ms)) || kept+=("$t"); done
+        times=("${kept[@]}")
+        if ((${#times[@]} >= max)); then
+            say "$NODE exited $((max + 1)) times within ${window}s (respawn.max_restarts $max); giving up"
+            exit "$code"
+        fi
+        times+=("$now")
+        say "$NODE exited with code $code; respawning in ${delay}s (restart ${#times[@]} of at most $max within ${window}s)"
+        run_child sleep "$delay"
+        [[ -z "$stop_signal" ]] || exit 0
+    done
+}
 
 mode="${1:-}"
 [[ $# -gt 0 ]] && shift
@@ -53,7 +160,7 @@ check)
     exec "$PY" -m ember.deploy.cli check "$PKG" "$@"
     ;;
 ros)
-    exec ros2 run ember incident_node --ros-args -r "__ns:=/$EMBER_ROBOT_ID" --params-file "$PARAMS" \
+    supervise ros2 run ember incident_node --ros-args -r "__ns:=/$EMBER_ROBOT_ID" --params-file "$PARAMS" \
         -p "bundle:=$PKG/bundle" -p "robot_id:=$EMBER_ROBOT_ID" -p "robot_type:=$EMBER_ROBOT_TYPE" "$@"
     ;;
 docker)
@@ -63,7 +170,9 @@ docker)
     for var in ROS_AUTOMATIC_DISCOVERY_RANGE ROS_STATIC_PEERS RMW_IMPLEMENTATION ROS_DISCOVERY_SERVER; do
         if [[ -n "${!var:-}" ]]; then env_args+=(-e "$var=${!var}"); fi
     done
-    exec docker run --rm --init --network host --ipc host --name "ember-$EMBER_ROBOT_ID" "${env_args[@]}" \
+    # run.sh supervises `docker run --rm` (the same respawn as ros); docker's own --restart would
+    # conflict with --rm and outlive run.sh.
+    supervise docker run --rm --init --network host --ipc host --name "ember-$EMBER_ROBOT_ID" "${env_args[@]}" \
         -v "$PKG/bundle:/opt/ember/bundle:ro" -v "$PARAMS:/opt/ember/robot.yaml:ro" \
         "${EMBER_IMAGE:-ember-robot:latest}" \
         ros2 run ember incident_node --ros-args -r "__ns:=/$EMBER_ROBOT_ID" --params-file /opt/ember/robot.yaml \
