@@ -98,19 +98,25 @@ def node_parameters(entry: dict | str, fqn: str) -> dict:
     return values
 
 
-def launch_nodes(arguments: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
-    """Run generate_launch_description() and its OpaqueFunction: (the Node kwargs, comparable;
-    the environment variables it sets)."""
+def launch_actions(arguments: dict[str, str]) -> list:
+    """Run generate_launch_description() and its OpaqueFunction: the actions it returns (Nodes,
+    SetEnvironmentVariables) for these launch arguments."""
     spec = importlib.util.spec_from_file_location("fleet_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     ld = module.generate_launch_description()
     configs = {e.name: e.default_value for e in ld.entities if type(e).__name__ == "DeclareLaunchArgument"}
     configs.update(arguments)
-    nodes = []
+    actions = []
     for e in ld.entities:
         if type(e).__name__ == "OpaqueFunction":
-            nodes += e.function(_Context(configs), *e.args, **e.kwargs)
+            actions += e.function(_Context(configs), *e.args, **e.kwargs)
+    return actions
+
+
+def launch_nodes(arguments: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
+    """(the Node kwargs, comparable; the environment variables it sets) of the launch file."""
+    nodes = launch_actions(arguments)
     env = {n.name: n.value for n in nodes if type(n).__name__ == "SetEnvironmentVariable"}
     out = []
     for n in nodes:

@@ -4,7 +4,6 @@ respawn_max_retries= where the installed launch has it)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from ember.fleet_config import FleetConfigError, RespawnConfig, load, load_dict
-from tests.fleet.test_launch_equivalence import LAUNCH_FILE, _Context, launch_standins  # noqa: F401 - a fixture
+from tests.fleet.test_launch_equivalence import launch_actions, launch_standins  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,19 +95,11 @@ def _dry_run(cfg: Path, *args: str) -> dict[str, dict]:
 
 def _launch_node_kwargs(arguments: dict[str, str]) -> dict[str, dict]:
     """fqn -> the keyword arguments launch/fleet.launch.py gives launch_ros's Node."""
-    spec = importlib.util.spec_from_file_location("fleet_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ld = module.generate_launch_description()
-    configs = {e.name: e.default_value for e in ld.entities if type(e).__name__ == "DeclareLaunchArgument"}
-    configs.update(arguments)
-    out = {}
-    for e in ld.entities:
-        if type(e).__name__ == "OpaqueFunction":
-            for n in e.function(_Context(configs), *e.args, **e.kwargs):
-                if type(n).__name__ == "Node":
-                    out[f"{n.kwargs['namespace']}/{n.kwargs['name']}"] = n.kwargs
-    return out
+    return {
+        f"{n.kwargs['namespace']}/{n.kwargs['name']}": n.kwargs
+        for n in launch_actions(arguments)
+        if type(n).__name__ == "Node"
+    }
 
 
 @pytest.mark.parametrize("max_retries", [False, True], ids=["launch-without-max-retries", "launch-with-max-retries"])
