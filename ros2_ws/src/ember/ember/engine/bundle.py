@@ -3,9 +3,11 @@
 `BundleFiles` opens a bundle for loading: bundle.json is parsed and validated (the directory
 and every file exist, format_version is one this engine reads, the metadata has every required
 field) and every file it lists is opened at once, so each later read comes from the files of that
-one export, whatever renames a new export into place meanwhile. `read(name)` hands back a file's
-bytes after checking their sha256: those bytes, not the path, go to onnxruntime and the
-tokenizer, so what was checked is what runs. `load_consistent` starts a load again when the
+one export, whatever renames a new export into place meanwhile. A file's sha256 is checked on
+what the loader gets: `loadable_path(name)` (onnxruntime: /proc/self/fd/N of the checked file,
+then `check_unchanged` refuses a rewrite in place during the load), `read(name)` (the tokenizer;
+onnxruntime where there is no /proc) or `open(name)` (the memory-mapped robot selector), never the
+path in the bundle, so what was checked is what runs. `load_consistent` starts a load again when the
 directory was replaced while it ran; `load_bundle` only validates. Any problem raises
 BundleError with a message that names the bundle and what is wrong.
 """

@@ -386,7 +386,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="ember-fleet", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="config/fleet.yaml", help="fleet file (default: config/fleet.yaml)")
     ap.add_argument("--bundle", help="model bundle directory (overrides the file's bundle)")
-    ap.add_argument("--mode", choices=MODES, default="composed")
+    ap.add_argument(
+        "--mode", choices=MODES, default="composed",
+        help="composed: every node in this process (default); processes: one child process per node, "
+        "which fleet.yaml's respawn can restart",
+    )
     ap.add_argument("--robots", help="comma-separated robot ids to start (default: all)")
     ap.add_argument("--no-cameras", action="store_true", help="do not start the replay cameras")
     ap.add_argument("--no-manager", action="store_true", help="do not start the fleet manager")
