@@ -298,3 +298,12 @@ def test_check_refuses_nonsense_numbers(tiny_bundle: Path, capsys, args, fragmen
         deploy_main(["check", str(tiny_bundle), *args])
     assert exc.value.code == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_a_package_that_cannot_be_written_is_one_line(tiny_bundle: Path, tmp_path: Path, capsys):
+    """An output under a regular file (a typo), a full or read-only disk: one line and exit 2, no traceback."""
+    (tmp_path / "robots").write_text("a file, not a folder")
+    rc = deploy_main(["package", "--bundle", str(tiny_bundle), "--config", str(FLEET), "--out", str(tmp_path / "robots" / "drone_1")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("ember-deploy package: cannot write the package") and "\n" not in err, err
+    assert "robots" in err

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         except PackageError as exc:
             print(f"ember-deploy package: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:  # the output's folder is a file, the disk is full or read-only
+            print(f"ember-deploy package: cannot write the package to {args.out}: {exc}", file=sys.stderr)
+            return 2
         print(
             f"wrote {res.path}: robot {res.robot_id} ({res.robot_type}), model {res.model_version}, "
             f"{res.files} files, {res.bytes / 1e6:.1f} MB"
