@@ -46,7 +46,8 @@ elif action == "stubborn":
 else:
     node = subprocess.Popen(["sh", "-c", "exit " + action])
 with log.open("a") as f:
-    f.write(f"start {{n}} {{os.getpid()}} {{node.pid}} {{time.monotonic()}} {{os.path.basename(sys.argv[0])}}\\n")
+    f.write(f"start {{n}} {{os.getpid()}} {{node.pid}} {{time.monotonic()}} {{os.path.basename(sys.argv[0])}} "
+            f"{{' '.join(a.replace(' ', '_') for a in sys.argv[1:])}}\\n")
 print(f"FAKE-CLI run {{n}} started: {{action}}", file=sys.stderr, flush=True)
 try:
     code = node.wait()
@@ -111,7 +112,8 @@ class RunSh:
         for line in self.log.read_text().splitlines() if self.log.exists() else []:
             kind, n, *rest = line.split()
             if kind == "start":
-                out[int(n)] = {"pid": int(rest[0]), "node": int(rest[1]), "start": float(rest[2]), "argv0": rest[3]}
+                out[int(n)] = {"pid": int(rest[0]), "node": int(rest[1]), "start": float(rest[2]), "argv0": rest[3],
+                               "args": rest[4:]}
             else:
                 out[int(n)].update(code=int(rest[0]), end=float(rest[1]))
         return [out[k] for k in sorted(out)]
@@ -294,6 +296,8 @@ def test_docker_mode_is_supervised_the_same_way(run_sh):
     assert r.finish() == 0, "\n".join(r.lines)
     runs = r.runs()
     assert [run["code"] for run in runs] == [7, 0] and {run["argv0"] for run in runs} == {"docker"}
+    args = runs[0]["args"]
+    assert args[:3] == ["run", "--rm", "--init"] and "TINI_KILL_PROCESS_GROUP=1" in args  # docker stop reaches the node
 
 
 @pytest.mark.parametrize(

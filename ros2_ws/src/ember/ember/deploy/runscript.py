@@ -166,7 +166,9 @@ ros)
 docker)
     # Host network and IPC: DDS discovery on the robot's network, and Fast DDS shared memory
     # with other ROS 2 processes of this computer (camera driver) works.
-    env_args=(-e "ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-0}" -e "EMBER_ROBOT_ID=$EMBER_ROBOT_ID")
+    # TINI_KILL_PROCESS_GROUP: --init's tini passes `docker stop`'s SIGTERM to the whole process group
+    # of `ros2 run`, so the node it started stops cleanly too instead of being killed 10 s later.
+    env_args=(-e "ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-0}" -e "EMBER_ROBOT_ID=$EMBER_ROBOT_ID" -e TINI_KILL_PROCESS_GROUP=1)
     for var in ROS_AUTOMATIC_DISCOVERY_RANGE ROS_STATIC_PEERS RMW_IMPLEMENTATION ROS_DISCOVERY_SERVER; do
         if [[ -n "${!var:-}" ]]; then env_args+=(-e "$var=${!var}"); fi
     done
