@@ -16,15 +16,19 @@ Arrays of the file:
   head_b   f32    [S]
   sets     uint8  [S, R]   membership of each label set (R robot types, bundle order)
 
-The file is an uncompressed npz: `words` and `vectors` are memory-mapped, so a robot keeps
-only the pages of the words its tasks use resident (the table stays off the RSS budget). In a
-bundle they are mapped from the very file whose sha256 was checked (BundleFiles.open): a new
-export renamed into place later does not change them.
+The file is an uncompressed npz: `words` and `vectors` are memory-mapped (the tables stay off
+the RSS budget), and a task's vector rows are read with pread from that file rather than through
+the mapping: a page fault would map 64 KiB around each 128-byte row (the kernel's fault-around),
+which made the rows of one task cost ~1 MiB of peak RSS. In a bundle both come from the very
+file whose sha256 was checked (BundleFiles.open): a new export renamed into place later does not
+change them.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +84,36 @@ def _map_member(fh: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
     return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
+class _FileRows:
+    """Rows of a C-ordered 2-D table stored in an open file, read with pread (no page mapped).
+
+    Indexing with an array of row numbers returns those rows, as the table itself would; the
+    file is a duplicate descriptor of the one the table was read from (the checked file)."""
+
+    def __init__(self, fh: BinaryIO, table: np.memmap) -> None:
+        self.shape, self.dtype, self.ndim = table.shape, table.dtype, table.ndim
+        self._offset, self._row_bytes = int(table.offset), int(table.shape[1]) * table.dtype.itemsize
+        self._fd = os.dup(fh.fileno())
+        weakref.finalize(self, os.close, self._fd)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self.shape[1]), self.dtype)
+        for i, r in enumerate(np.asarray(rows, dtype=np.int64).reshape(-1)):
+            data = os.pread(self._fd, self._row_bytes, self._offset + int(r) * self._row_bytes)
+            if len(data) != self._row_bytes:
+                raise ValueError(f"row {int(r)} of the selector table is truncated")
+            out[i] = np.frombuffer(data, self.dtype)
+        return out
+
+
+def _row_reader(fh: BinaryIO, table: np.ndarray) -> np.ndarray | _FileRows:
+    """`table` itself, or a pread reader of its rows when it is a C-ordered 2-D memory map of `fh`."""
+    if (isinstance(table, np.memmap) and table.ndim == 2 and table.flags.c_contiguous and hasattr(os, "pread")
+            and table.shape[0] > 0):
+        return _FileRows(fh, table)
+    return table
+
+
 def words_of(text: str) -> list[str]:
     """The selector's tokenisation (training uses this same function): lower-case ASCII letter runs."""
     return _WORD.findall(str(text).lower())
@@ -118,9 +152,11 @@ class RobotSelector:
         try:
             if hasattr(source, "read"):
                 arrays = _read_arrays(source)
+                self._vector_rows = _row_reader(source, arrays["vectors"])
             else:
                 with open(path, "rb") as fh:
                     arrays = _read_arrays(fh)
+                    self._vector_rows = _row_reader(fh, arrays["vectors"])
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read {path.name}: {exc}") from exc
         self.words = arrays["words"]
@@ -157,11 +193,11 @@ class RobotSelector:
 
     def embed(self, text: str) -> np.ndarray | None:
         """The normalised task vector [d], or None when no word of `text` is known."""
-        return pool_rows(self._rows(text), self.vectors, self.scales, self.weights)
+        return pool_rows(self._rows(text), self._vector_rows, self.scales, self.weights)
 
     def select(self, text: str) -> Selection | None:
         rows = self._rows(text)
-        z = pool_rows(rows, self.vectors, self.scales, self.weights)
+        z = pool_rows(rows, self._vector_rows, self.scales, self.weights)
         if z is None:
             return None
         logits = self.head_w @ z + self.head_b
