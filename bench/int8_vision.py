@@ -66,6 +66,7 @@ def recipes() -> dict[str, object]:
         "float_depthwise_mean_ranges": replace(current, keep_float=("depthwise",),
                                                extra_options=(("CalibMovingAverage", True),)),
         "default_p99.999": replace(default, percentile=99.999),
+        **{f"default_dw_quantized_first{k}": replace(default, quantized_depthwise_first=k) for k in (1, 2, 3, 4, 6)},
         "default_one_pass": replace(default, calibration_stride=1024),
         "float_bias": replace(current, extra_options=(("QuantizeBias", False),)),
         "pre_full": replace(current, pre_process="full"),
