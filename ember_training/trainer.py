@@ -76,6 +76,8 @@ class StageRun:
     scaler: Any = None
     pos: DataPosition = field(default_factory=DataPosition)
     step: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    """{"samples": n, "digest": sha256 of the rows}: saved in each checkpoint, compared on resume"""
 
 
 @dataclass
@@ -324,9 +326,10 @@ class Trainer:
             log.info("stage %d (%s) does not train: %s", k, name, ", ".join(_prefixes(frozen)))
         if ctx.rank:  # dropout: a stream per rank (rank 0 keeps the single-process one); a resume restores it
             torch.manual_seed(cfg.train.seed + k + 1000 * ctx.rank)
+        run.data = {"samples": len(dataset), "digest": dataset.digest()}
         if ctx.enabled:
             ctx.barrier()  # ranks load their data at their own pace (rank 0 has every source from the tokenizer)
-            self._check_same_data(k, name, dataset)
+            self._check_same_data(k, name, run.data)
             run.model = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
                             find_unused_parameters=True)
         run.opt = build_optimizer(model, cfg.train, st.lr or cfg.train.lr)
@@ -345,13 +348,18 @@ class Trainer:
             if len(rngs) != ctx.world_size and ctx.is_main:
                 log.warning("stage %d was checkpointed by %d rank(s) and resumes with %d rank(s): the data "
                             "shards and random numbers differ from an uninterrupted run", k, len(rngs), ctx.world_size)
+            saved = ckpt.get("data")
+            if saved and saved != run.data and ctx.is_main:  # checkpoints before this check carry none
+                log.warning("stage %d resumes on other data than it was checkpointed with (%d -> %d samples, rows "
+                            "changed): it goes on, but its batches from here are not those of an uninterrupted run",
+                            k, saved.get("samples", -1), run.data["samples"])
             log.info("stage %d resumes at step %d from %s", k, run.step, ckpt["path"])
         return run
 
-    def _check_same_data(self, k: int, name: str, dataset: Any) -> None:
+    def _check_same_data(self, k: int, name: str, data: dict[str, Any]) -> None:
         """Every rank stops (TrainError) when the ranks loaded different rows for the stage (a node-local
         copy of the data that differs on one node): one all-gather of each rank's dataset digest."""
-        values = self.ctx.gather((len(dataset), dataset.digest()))
+        values = self.ctx.gather((data["samples"], data["digest"]))
         odd = odd_ranks(values)
         if not odd:
             return
@@ -468,7 +476,7 @@ class Trainer:
             save_train_checkpoint(
                 path, model=run.core, config=self.cfg.to_dict(), tokenizer=self.tok, step=run.step, stage=run.name,
                 optimizer=run.opt, scheduler=run.sched, scaler=run.scaler, position=run.pos, rng_states=rngs,
-                total_steps=run.total, extra=extra,
+                total_steps=run.total, extra={**(extra or {}), "data": run.data},
             )
         self.ctx.barrier()
 

@@ -151,3 +151,32 @@ def test_cli_reports_unusable_data_in_one_line(synth_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"ember-train: coco: 0 samples from {n} rows, skipped {n}" in err and "no usable training samples" in err
     assert not (tmp_path / "o2" / "stage1_alignment").exists()
+
+
+def test_resume_on_changed_data_says_the_run_is_no_longer_exact(synth_dir, tmp_path, caplog):
+    """A user fixes a caption (or adds rows) and resumes: the stage goes on, but the batches after
+    the resume are not those of an uninterrupted run on either dataset. One warning says so and
+    names the sample counts; a resume on the same data says nothing."""
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    over = {"stages.alignment.steps": 4}
+    out = tmp_path / "out"
+    first = Trainer(load_config(_stage1_config(tmp_path, **over)), out, data)
+    first.prepare()
+    first.run_stage(1, stop_at=2)
+    assert load_checkpoint(next((stage_dir(out, 1) / "checkpoints").iterdir()))["data"]["samples"] > 0
+    ann = data / "coco" / "annotations" / "captions_train2017.json"
+    coco = json.loads(ann.read_text())
+    coco["annotations"][0]["caption"] = "A corrected caption of the first image."
+    ann.write_text(json.dumps(coco))
+    with caplog.at_level("WARNING", logger="ember_training.train"):
+        second = Trainer(load_config(_stage1_config(tmp_path, **over)), out, data, resume=True)
+        second.prepare()
+        second.run_stage(1, stop_at=3)
+    warned = [r.getMessage() for r in caplog.records if "other data" in r.getMessage()]
+    assert len(warned) == 1 and "stage 1" in warned[0], caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ember_training.train"):
+        Trainer(load_config(_stage1_config(tmp_path, **over)), out, data, resume=True).run([1])
+    assert "other data" not in caplog.text
+    assert load_checkpoint(stage_dir(out, 1) / "final.pt")["step"] == 4
