@@ -32,7 +32,7 @@ lint: setup
 	@$(VENV)/bin/ruff check .
 
 bench: setup bundle
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf build

@@ -15,14 +15,13 @@ bench/results/allocation.json. Not a test.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _report import machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ros2_ws" / "src" / "ember"))
@@ -140,17 +139,14 @@ def main() -> None:
         print(f"{r['robots']:>7}{r['pending_steps']:>9}" + "".join(cells))
     out = {
         "benchmark": "allocation",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **machine(),
         "baseline_robots": base["robots"],
         "tasks": args.tasks,
         "events": args.events,
         "repeat": args.repeat,
         "results": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

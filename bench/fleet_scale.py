@@ -16,15 +16,15 @@ JSON (default bench/results/fleet_scale.json). Not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "fleet_scale.json"
@@ -187,14 +187,11 @@ def main() -> None:
         )
     out = {
         "benchmark": "fleet_scale",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **machine(),
         "baseline_robots": base["robots"],
         "results": rows,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,15 @@ table and writes JSON (default bench/results/ros_latency.json). Not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "data" / "incidents" / "images"
@@ -166,8 +166,7 @@ def run(bundle: Path, frames: int) -> dict:
         "frames": len(engine_ms),
         "image": f"{len(photos)} photos from ../shared/data/incidents/images, first {w}x{h}",
         "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", ""),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **machine(),
         "results": res,
     }
 
@@ -204,9 +203,7 @@ def main() -> None:
         ratio = r[key].get("p50_ratio_vs_engine", 1.0)
         print(f"{label:<34}{r[key]['p50_ms']:>9.1f}{r[key]['p95_ms']:>9.1f}{ratio:>13.2f}x")
     print(f"frames lost by best-effort QoS and retried: {r['lost_frames_retried']}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import yaml
 from ember.deploy.package import build_package
 from ember.fleet_config import load as load_fleet
 from tests.conftest import ROOT
+from tests.fleet.helpers import alive
 
 FLEET = ROOT / "config" / "fleet.yaml"
 
@@ -124,17 +125,8 @@ class RunSh:
             self.proc.wait()
         for run in self.runs():
             for pid in (run["pid"], run["node"]):
-                if _alive(pid):
+                if alive(pid):
                     os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (orphans here may stay zombies: PID 1 need not reap)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _fleet_file(tmp: Path, tiny_bundle: Path, respawn, robot_respawn=None) -> Path:
@@ -208,7 +200,7 @@ def test_a_crash_loop_is_given_up_with_the_packaged_bound(run_sh):
     assert "(restart 2 of at most 2 within 60s)" in text
     give_up = [line for line in r.lines if "giving up" in line]
     assert give_up == ["run.sh: incident_node of drone_1 exited 3 times within 60s (respawn.max_restarts 2); giving up"]
-    assert not any(_alive(run["node"]) or _alive(run["pid"]) for run in runs)
+    assert not any(alive(run["node"]) or alive(run["pid"]) for run in runs)
 
 
 def test_a_node_that_fails_once_comes_back_and_stops_cleanly(run_sh):
@@ -219,7 +211,7 @@ def test_a_node_that_fails_once_comes_back_and_stops_cleanly(run_sh):
     assert r.finish() == 0, "\n".join(r.lines)
     runs = r.runs()
     assert len(runs) == 2 and runs[0]["code"] == 1
-    assert not any(_alive(run["node"]) or _alive(run["pid"]) for run in runs), "the node outlived run.sh"
+    assert not any(alive(run["node"]) or alive(run["pid"]) for run in runs), "the node outlived run.sh"
 
 
 def test_exit_zero_is_a_clean_stop(run_sh):
@@ -236,7 +228,7 @@ def test_a_stop_signal_during_the_node_stops_it_and_its_children(run_sh, sig):
     r.proc.send_signal(sig)
     assert r.finish() == 0, "\n".join(r.lines)
     (run,) = r.runs()
-    assert not _alive(run["pid"]) and not _alive(run["node"]), "ros2 run or its node outlived run.sh"
+    assert not alive(run["pid"]) and not alive(run["node"]), "ros2 run or its node outlived run.sh"
     assert not any("respawning" in line or "still running" in line for line in r.lines), r.lines
 
 
@@ -263,7 +255,7 @@ def test_a_node_left_by_a_crashed_cli_is_stopped_before_the_respawn(run_sh):
     (run,) = r.runs()
     os.kill(run["pid"], signal.SIGKILL)
     r.wait_for(r"exited with code 137; respawning in 0\.2s")
-    assert not _alive(run["node"])
+    assert not alive(run["node"])
     r.wait_for("FAKE-CLI run 2 started")
     r.proc.send_signal(signal.SIGTERM)
     assert r.finish() == 0, "\n".join(r.lines)
@@ -279,10 +271,10 @@ def test_a_straggler_of_the_node_is_killed_when_the_cli_ends(run_sh):
     r.wait_for("still running after it ended; killing them")
     r.wait_for(r"respawning in 0\.2s")
     r.wait_for("FAKE-CLI run 2 started")
-    assert not _alive(run["node"])
+    assert not alive(run["node"])
     r.proc.send_signal(signal.SIGTERM)
     assert r.finish() == 0, "\n".join(r.lines)
-    assert not any(_alive(x["node"]) for x in r.runs())
+    assert not any(alive(x["node"]) for x in r.runs())
 
 
 def test_respawn_off_runs_the_node_once(run_sh):

@@ -98,6 +98,42 @@ class Proc:
         return self.proc.returncode
 
 
+def started_pids(proc: Proc) -> dict[str, int]:
+    """fqn -> pid of every `STARTED <fqn> pid=<pid>` line (ember-fleet's output)."""
+    return {parts[1]: int(parts[2].split("=")[1]) for parts in (ln.split() for ln in proc.lines if ln.startswith("STARTED"))}
+
+
+def alive(pid: int) -> bool:
+    """The process runs: it exists and is not a zombie (exited, not yet reaped by its new parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def assert_no_orphans(pids: dict[str, int]) -> None:
+    """Every child is gone once ember-fleet has exited (orphans are killed, then reported)."""
+    left = {fqn: pid for fqn, pid in pids.items() if alive(pid)}
+    for pid in left.values():
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"children still running after ember-fleet exited: {left}"
+
+
+def exit_code(proc: Proc, timeout: float, failure: str) -> int:
+    """`proc`'s exit code once it ends by itself; past `timeout` it is stopped and the test fails with
+    `failure` (and the exit code of the stop), its output and no orphan children left."""
+    import pytest
+
+    try:
+        return proc.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        rc = proc.stop(signal.SIGINT)
+        pytest.fail(f"{failure} (then exit {rc}):\n{proc.output()}")
+    finally:
+        assert_no_orphans(started_pids(proc))
+
+
 def write_fleet(path: Path, bundle: Path, robots: list[tuple[str, str]], **sections: Any) -> Path:
     """A fleet file with these (id, type) robots; `sections` (inference=..., manager=..., cameras=...)."""
     data: dict[str, Any] = {"bundle": str(bundle), "robots": [{"id": i, "type": t} for i, t in robots]}

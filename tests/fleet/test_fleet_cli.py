@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from ember_msgs.msg import IncidentAnalysis
@@ -16,7 +15,7 @@ from sensor_msgs.msg import CompressedImage
 
 from ember.ros.conversions import compressed_to_rgb
 from ember.ros.qos import CAMERA_QOS, REPORT_QOS
-from tests.fleet.helpers import ROOT, Proc, write_fleet
+from tests.fleet.helpers import ROOT, Proc, alive, assert_no_orphans, exit_code, started_pids, write_fleet
 from tests.ros.helpers import ros_node, spin_until
 
 pytestmark = pytest.mark.ros
@@ -140,29 +139,6 @@ def _one_robot_fleet(bundle, tmp_path, mode: str) -> Proc:
     return Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", mode])
 
 
-def _started_pids(proc: Proc) -> dict[str, int]:
-    """fqn -> pid of every `STARTED <fqn> pid=<pid>` line."""
-    return {parts[1]: int(parts[2].split("=")[1]) for parts in (ln.split() for ln in proc.lines if ln.startswith("STARTED"))}
-
-
-def _alive(pid: int) -> bool:
-    """The process runs (a zombie, exited but not yet reaped by its new parent, does not)."""
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    return state != "Z"
-
-
-def _assert_no_orphans(pids: dict[str, int]) -> None:
-    """Every child is gone once ember-fleet has exited (orphans are killed, then reported)."""
-    left = {fqn: pid for fqn, pid in pids.items() if _alive(pid)}
-    for pid in left.values():
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"children still running after ember-fleet exited: {left}"
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
 def test_processes_mode_ready_means_every_child_is_up_and_a_signal_stops_all(tiny_bundle, tmp_path, sig):
     """READY only once every child's node exists: a Ctrl-C (or a closed terminal: SIGHUP) right after
@@ -171,11 +147,11 @@ def test_processes_mode_ready_means_every_child_is_up_and_a_signal_stops_all(tin
     pids: dict[str, int] = {}
     try:
         proc.wait_for_line(r"^READY$", timeout=60)
-        pids = _started_pids(proc)
+        pids = started_pids(proc)
         assert set(pids) == {"/fleet_manager", "/drone_1/incident_node"}
     finally:
         rc = proc.stop(sig, timeout=40)
-        _assert_no_orphans(pids)
+        assert_no_orphans(pids)
     out = proc.output()
     assert rc == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
@@ -190,16 +166,16 @@ def test_processes_mode_children_stop_when_ember_fleet_is_killed(tiny_bundle, tm
     pids: dict[str, int] = {}
     try:
         proc.wait_for_line(r"^READY$", timeout=60)
-        pids = _started_pids(proc)
+        pids = started_pids(proc)
         assert len(pids) == 2
         proc.proc.kill()
         proc.proc.wait(timeout=10)
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         proc.stop()
-        _assert_no_orphans(pids)
+        assert_no_orphans(pids)
 
 
 def test_processes_mode_exits_1_when_a_node_cannot_start(tmp_path):
@@ -207,13 +183,7 @@ def test_processes_mode_exits_1_when_a_node_cannot_start(tmp_path):
     children and exits 1 (as in composed mode) instead of running a fleet without robots."""
     cfg = write_fleet(tmp_path / "fleet.yaml", tmp_path / "no_bundle", [("drone_1", "drone")])
     proc = Proc(["-m", "ember.ros.fleet", "--config", str(cfg), "--mode", "processes"])
-    try:
-        rc = proc.proc.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        rc = proc.stop(signal.SIGINT)
-        pytest.fail(f"ember-fleet kept running (then exit {rc}) without its only robot:\n{proc.output()}")
-    finally:
-        _assert_no_orphans(_started_pids(proc))
+    rc = exit_code(proc, 90, "ember-fleet kept running without its only robot")
     proc.stop()
     out = proc.output()
     assert rc == 1, out

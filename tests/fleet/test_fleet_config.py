@@ -14,11 +14,23 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "fleet.yaml"
 
 
-def base() -> dict:
+def base(**top) -> dict:
+    """A valid fleet file of two robots (and the `top` sections given)."""
     return {
         "bundle": "bundle",
         "robots": [{"id": "drone_1", "type": "drone"}, {"id": "dog_1", "type": "legged"}],
+        **top,
     }
+
+
+def refusal(tmp_path: Path, data: dict, message: str) -> str:
+    """The FleetConfigError that loading `data` from a file raises: it matches `message` and names the file."""
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(FleetConfigError, match=message) as err:
+        load(path)
+    assert str(path) in str(err.value)
+    return str(err.value)
 
 
 def test_the_repository_fleet_has_one_robot_of_each_type_and_resolves_paths(shared_data):
@@ -69,11 +81,7 @@ def test_bundle_override_and_per_robot_inference_override(tmp_path):
 def test_bad_configs_are_refused_with_the_offending_key(tmp_path, mutate, message):
     data = base()
     mutate(data)
-    path = tmp_path / "fleet.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(FleetConfigError, match=message) as err:
-        load(path)
-    assert str(path) in str(err.value)
+    refusal(tmp_path, data, message)
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):

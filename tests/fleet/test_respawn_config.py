@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ember.fleet_config import FleetConfigError, RespawnConfig, load, load_dict
+from ember.fleet_config import RespawnConfig, load, load_dict
+from tests.fleet.test_fleet_config import base, refusal
 from tests.fleet.test_launch_equivalence import launch_actions, launch_standins  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +24,6 @@ class ExecuteLocal:
     def __init__(self, *, respawn=False, respawn_delay=None, respawn_max_retries=-1, **kwargs):
         pass
 '''
-
-
-def base(**top) -> dict:
-    return {"bundle": "bundle", "robots": [{"id": "drone_1", "type": "drone"}, {"id": "dog_1", "type": "legged"}], **top}
 
 
 def respawn_of(data: dict) -> dict[str, RespawnConfig]:
@@ -73,11 +70,7 @@ def test_fleet_wide_respawn_with_a_robot_override():
 def test_a_bad_respawn_setting_is_one_line_naming_the_key(tmp_path, mutate, message):
     data = base()
     mutate(data)
-    path = tmp_path / "fleet.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(FleetConfigError, match=message) as err:
-        load(path)
-    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert "\n" not in refusal(tmp_path, data, message)
 
 
 def test_the_repository_fleet_respawns_its_nodes():

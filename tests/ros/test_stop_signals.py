@@ -5,7 +5,7 @@ rclpy's own signal handlers shut the context down from their thread while the ma
 by that, destroyed the nodes: under CPU load a native crash at stop (SIGSEGV in Service.destroy in
 ember-camera, in GuardCondition.trigger in the fleet manager). The stop must also come while the
 executor waits on a timer of a paused simulated clock (use_sim_time, no /clock), the camera's only
-timer. The crash itself is rare (a few per hundred stops under load: bench/stop_stress.py counts
+timer. The crash itself is rare (a few per hundred stops under load: scripts/stop_stress.py counts
 them); the order that prevents it is checked here on every stop.
 """
 
