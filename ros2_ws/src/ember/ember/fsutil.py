@@ -21,15 +21,12 @@ def _fsync_tree(root: Path) -> None:
     power loss the renamed bundle must not hold empty files)."""
     for dirpath, _, names in os.walk(root):
         for name in names:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
+            _fsync(os.path.join(dirpath, name))
+        _fsync(dirpath)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: str | Path) -> None:
+    """Flush one file or directory (its entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -72,7 +69,7 @@ def replace_directory(staged: Path, dst: Path) -> None:
         dst.rename(old)
         staged.rename(dst)
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(dst.parent)
+    _fsync(dst.parent)
 
 
 def _finite(obj: Any) -> Any:

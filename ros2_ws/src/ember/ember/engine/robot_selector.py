@@ -26,6 +26,7 @@ change them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import weakref
@@ -149,14 +150,10 @@ class RobotSelector:
             path = Path(name if isinstance(name, str) else SELECTOR_FILE)
         else:
             path = Path(source)
-        try:
-            if hasattr(source, "read"):
-                arrays = _read_arrays(source)
-                self._vector_rows = _row_reader(source, arrays["vectors"])
-            else:
-                with open(path, "rb") as fh:
-                    arrays = _read_arrays(fh)
-                    self._vector_rows = _row_reader(fh, arrays["vectors"])
+        try:  # a given open file stays open (the bundle's); a path is opened here and closed (the maps keep it)
+            with contextlib.nullcontext(source) if hasattr(source, "read") else open(path, "rb") as fh:
+                arrays = _read_arrays(fh)
+                self._vector_rows = _row_reader(fh, arrays["vectors"])
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise ValueError(f"cannot read {path.name}: {exc}") from exc
         self.words = arrays["words"]

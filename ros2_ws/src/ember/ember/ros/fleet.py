@@ -127,8 +127,8 @@ def composed_kwargs(desc: NodeDescription) -> dict[str, Any]:
 
 
 def _sighup_stops_like_sigterm() -> None:
-    """A closed terminal (SIGHUP) stops the composed fleet as SIGTERM does, cleanly: rclpy only
-    handles SIGINT/SIGTERM. SIGHUP is blocked here, before rclpy, numpy or onnxruntime start
+    """A closed terminal (SIGHUP) stops the composed fleet as SIGTERM does, cleanly: Ember's stop
+    handlers (ember.ros.runtime.stop_request) take only SIGINT/SIGTERM. SIGHUP is blocked here, before rclpy, numpy or onnxruntime start
     threads (which inherit the mask), and a thread waiting for it sends this process SIGTERM. A
     Python handler doing the same covers a thread started earlier (it runs once the main thread
     leaves the executor's wait, which the nodes' timers end within a second)."""
