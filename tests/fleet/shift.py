@@ -75,7 +75,7 @@ class Shift:
     def __init__(self, seed: int, policy: Policy | None = None, types: tuple[str, ...] = TYPE_MIX,
                  open_tasks: tuple[int, int] = (5, 30)) -> None:
         self.rng = random.Random(seed)
-        self.alloc = Allocator(policy or Policy())
+        self.alloc = Allocator(policy or Policy(), clock=lambda: float(self.tick))
         self.ledger = Ledger()
         self.bots = {f"r{i:02d}": Bot(f"r{i:02d}", t, self.rng.uniform(0.3, 1.0)) for i, t in enumerate(types)}
         self.open_min, self.open_max = open_tasks
@@ -86,6 +86,9 @@ class Shift:
         self.alerts = 0
         self.plan_msgs = 0
         self.max_spread = 0
+        self.shared = 0
+        self.from_pending: dict[str, int] = {}
+        """step_id -> tick its holder took it from pending (it may move once more within share_window_s)"""
         for bot in self.bots.values():
             self.heartbeat(bot)
 
@@ -134,20 +137,21 @@ class Shift:
         """Run one allocator operation, publish its changes to the ledger and check the invariants."""
         owners = {sid: self.alloc.owner(sid) for t in self.alloc.tasks() for sid in self._ids(t)}
         live_before = {rid: self.alloc.is_live(r) for rid, r in self.alloc.robots.items()}
+        eligible_before = {rid for rid, r in self.alloc.robots.items() if self.alloc.is_eligible(r)}
         ch = op()
         self.events += 1
         self.moves += len(ch.moved)
         self.alerts += len(ch.unassignable)
         self.plan_msgs += len(ch.plans)
         self.ledger.apply(ch)
-        self.check(owners, live_before)
+        self.check(owners, live_before, eligible_before)
         return ch
 
     def _ids(self, task_id: str) -> list[str]:
         return [s.step_id for s in self.alloc.task_steps(task_id)]
 
     # -- invariants ------------------------------------------------------------------------
-    def check(self, owners_before: dict[str, str | None], live_before: dict[str, bool]) -> None:
+    def check(self, owners_before: dict[str, str | None], live_before: dict[str, bool], eligible_before: set[str]) -> None:
         a = self.alloc
         a.check_invariants()
         held = self.ledger.holders()
@@ -160,19 +164,32 @@ class Shift:
             assert sids == tuple(s.step_id for s in a.plan_of(tid, rid)), f"published plan of {rid} for {tid} differs"
             robot = a.robots[rid]
             assert robot.online and a.is_live(robot), f"{rid} holds {sids} while not live"
-        # a step changes hands only when its holder cannot keep it
+        # a step changes hands only when its holder cannot keep it, or (once) when it was taken from
+        # pending within share_window_s and a robot has just become eligible
+        newly_eligible = {rid for rid, r in a.robots.items() if a.is_eligible(r)} - eligible_before
+        shared: set[str] = set()
         for sid, before in owners_before.items():
             now = a.owner(sid)
-            if before is not None and sid in all_steps and now != before:
-                assert live_before.get(before) and not a.is_live(a.robots[before]), (
+            if before is None or sid not in all_steps or now == before:
+                continue
+            taken = self.from_pending.pop(sid, None)
+            if live_before.get(before) and a.is_live(a.robots[before]):
+                assert taken is not None and self.tick - taken <= a.policy.share_window_s and newly_eligible, (
                     f"{sid} moved from {before} to {now} although {before} stayed live"
                 )
+                self.shared += 1
+                shared.add(sid)
+        for sid, before in owners_before.items():
+            if before is None and a.owner(sid) is not None and sid in self.ledger.reported | set(held):
+                self.from_pending[sid] = self.tick
+        self.from_pending = {sid: t for sid, t in self.from_pending.items() if sid in all_steps}
         # each step a robot gained went to the lowest bid (docs/FLEET.md's cost), so load spreads
+        # (a shared step was bid for against its holder's load at that moment: tests/fleet/test_allocation.py)
         gained: dict[str, Step] = {}
         for t in a.tasks():
             for s in a.task_steps(t):
                 rid = a.owner(s.step_id)
-                if rid is not None and owners_before.get(s.step_id) != rid:
+                if rid is not None and owners_before.get(s.step_id) != rid and s.step_id not in shared:
                     last = gained.get(rid)
                     gained[rid] = s if last is None or (s.order, s.step_id) > (last.order, last.step_id) else last
         w_load = a.policy.weights.load

@@ -232,8 +232,75 @@ def test_a_robot_that_comes_back_keeps_its_hands_off_the_steps_others_took_over(
     ch = alloc.update_robot("d2", "drone")  # pending steps go to the first robot that can take them
     assert alloc.robots_of("t1") == alloc.robots_of("t2") == ["d2"] and not alloc.pending()
     assert not ch.moved
-    assert not alloc.update_robot("d1", "drone")
     alloc.check_invariants()
+
+
+class _Clock:
+    """A clock the test moves by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _outage(window: float = 30.0) -> tuple[Allocator, _Clock]:
+    """Three drones holding two steps each all drop off; d1 comes back first and takes all six."""
+    clock = _Clock()
+    alloc = Allocator(Policy(share_window_s=window), clock=clock)
+    for rid in ("d1", "d2", "d3"):
+        alloc.update_robot(rid, "drone")
+    for k in range(3):
+        alloc.add_task(f"t{k}", steps(f"t{k}", "drone", "drone"), FIRE)
+    assert sorted(alloc.load(r) for r in ("d1", "d2", "d3")) == [2, 2, 2]
+    for rid in ("d1", "d2", "d3"):
+        alloc.set_offline(rid)
+    assert len(alloc.pending()) == 6
+    clock.now = 100.0
+    alloc.update_robot("d1", "drone")
+    assert alloc.load("d1") == 6 and not alloc.pending()
+    return alloc, clock
+
+
+def test_after_a_type_wide_outage_the_robots_back_soon_after_the_first_share_its_steps():
+    """Three drones drop off (a storm, a dead access point) and their six steps wait; the first one
+    back took all six and kept them, the others came back seconds later to nothing: one drone with
+    a queue of six, two idle. Steps taken from pending are bid for again, once, when another robot
+    becomes eligible within share_window_s."""
+    alloc, clock = _outage()
+    clock.now = 105.0
+    ch = alloc.update_robot("d2", "drone")
+    assert (alloc.load("d1"), alloc.load("d2")) == (3, 3)
+    assert len(ch.moved) == 3 and all(frm == "d1" and to == "d2" for _, frm, to in ch.moved)
+    published = {(p.task_id, p.robot_id): p for p in ch.plans}
+    for task_id, robot_id in published:  # each changed plan is whole: what the robot holds now
+        assert published[task_id, robot_id].steps == alloc.plan_of(task_id, robot_id)
+    assert {p.robot_id for p in ch.plans} == {"d1", "d2"}
+    clock.now = 110.0
+    alloc.update_robot("d3", "drone")
+    assert sorted(alloc.load(r) for r in ("d1", "d2", "d3")) == [1, 2, 3]  # d2's steps moved once already
+    alloc.check_invariants()
+    moved_twice = alloc.update_robot("d3", "drone", available=False)
+    assert not moved_twice.moved  # unavailable keeps what it holds
+    alloc.update_robot("d3", "drone")
+    alloc.check_invariants()
+
+
+def test_steps_taken_from_pending_long_ago_and_steps_of_new_tasks_stay_put():
+    alloc, clock = _outage()
+    clock.now = 131.0  # past share_window_s: the robot may have started them
+    assert not alloc.update_robot("d2", "drone")
+    alloc, clock = _outage(window=0.0)  # sharing off
+    clock.now = 101.0
+    assert not alloc.update_robot("d2", "drone")
+    assert alloc.load("d1") == 6
+    fresh = Allocator(Policy(), clock=_Clock())  # a new task's steps went to the lowest bid of all: no sharing
+    fresh.update_robot("d1", "drone")
+    fresh.add_task("t1", steps("t1", "drone", "drone"), FIRE)
+    assert not fresh.update_robot("d2", "drone")
+    with pytest.raises(ValueError, match="share_window_s must be a finite number >= 0, got -1"):
+        Policy(share_window_s=-1)
 
 
 class _CountingAllocator(Allocator):

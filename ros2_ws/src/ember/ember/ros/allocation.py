@@ -16,9 +16,16 @@ the lowest cost wins.
   ties go to the smaller robot id, so allocation is deterministic.
 
 Steps move only when their robot can no longer keep them (offline, battery under
-`low_battery`, its type changed). A robot that comes back (online, recharged, available again)
-does not take back the steps others took over meanwhile; it takes pending steps it may do and
-bids for new ones (where its smaller load makes it the cheapest).
+`low_battery`, its type changed), with one exception below. A robot that comes back (online,
+recharged, available again) does not take back the steps others took over meanwhile; it takes
+pending steps it may do and bids for new ones (where its smaller load makes it the cheapest).
+
+The exception, so that the first robot back after a type-wide outage does not keep every step
+that waited for its type: a step it took from pending less than `share_window_s` ago is bid for
+again when another robot becomes eligible, its holder bidding as if it did not hold it; the lowest
+bid keeps it. Such a step moves this way at most once. (Steps moved off a robot that failed went to
+the lowest bid among all eligible robots already, and a robot that comes back never takes those
+back: a robot on a flaky link does not pull its steps to and fro.)
 
 Nothing is lost: every step of an active task is either held by a live robot or pending as
 unassignable (reported once, in `Changes.unassignable`, when it becomes so). Pending steps
@@ -31,7 +38,8 @@ cancelled; a fleet manager publishes exactly those.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ember.fleet_config import CostWeights
@@ -75,10 +83,14 @@ class Policy:
     """a robot that fell under low_battery is live again at low_battery + this (at most 1)"""
     selection_threshold: float = 0.5
     weights: CostWeights = field(default_factory=CostWeights)
+    share_window_s: float = 30.0
+    """a step taken from pending this recently is bid for again when a robot becomes eligible (0 = never)"""
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.battery_hysteresis) and self.battery_hysteresis >= 0):
-            raise ValueError(f"battery_hysteresis must be a finite number >= 0, got {self.battery_hysteresis}")
+        for name in ("battery_hysteresis", "share_window_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     @property
     def recharged_battery(self) -> float:
@@ -133,8 +145,10 @@ class _Task:
 class Allocator:
     """Holds which robot has which step, allocates new tasks and repairs after failures."""
 
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy or Policy()
+        self._clock = clock
+        """seconds, for share_window_s (the caller's clock: the manager's monotonic time, a test's ticks)"""
         self.robots: dict[str, RobotState] = {}
         self._tasks: dict[str, _Task] = {}
         self._owner: dict[str, str] = {}
@@ -146,6 +160,8 @@ class Allocator:
         """step_id -> robot types that may take it, best first (its task's scores are fixed)"""
         self._eligible: dict[str, set[str]] = {t: set() for t in ROBOT_TYPES}
         """robot type -> ids of the eligible robots of that type (the only ones that bid)"""
+        self._handed: dict[str, float] = {}
+        """step_id -> when its holder took it from pending (it may be shared once, within share_window_s)"""
 
     # -- queries ---------------------------------------------------------------------------
     def is_live(self, robot: RobotState) -> bool:
@@ -246,8 +262,11 @@ class Allocator:
         type_changed = old is not None and old.robot_type != robot_type
         if (was_live and not self.is_live(robot)) or type_changed:
             changes.extend(self._release(robot_id))
-        if self.is_eligible(robot) and (not was_eligible or type_changed) and self._pending:
-            changes.extend(self._retry_pending(robot))
+        if self.is_eligible(robot) and (not was_eligible or type_changed):
+            if self._pending:
+                changes.extend(self._retry_pending(robot))
+            if self._handed:
+                changes.extend(self._share(robot))
         return changes
 
     def set_offline(self, robot_id: str) -> Changes:
@@ -300,6 +319,7 @@ class Allocator:
         for s in task.steps:
             rid = self._owner.pop(s.step_id, None)
             self._pending.pop(s.step_id, None)
+            self._handed.pop(s.step_id, None)
             self._steps.pop(s.step_id, None)
             self._accept.pop(s.step_id, None)
             if rid is not None:
@@ -321,6 +341,7 @@ class Allocator:
             previous[s.step_id] = robot_id
             del self._owner[s.step_id]
             self._load[robot_id] -= 1
+            self._handed.pop(s.step_id, None)  # where it goes now is a lowest bid of all: not shared
         held.sort(key=lambda s: (s.order, s.step_id))
         return self._assign(held, previous)
 
@@ -331,19 +352,56 @@ class Allocator:
         steps = sorted(
             (self._steps[sid] for sid in self._pending if t in self._accept[sid]), key=lambda s: (s.order, s.step_id)
         )
-        return self._assign(steps, {}) if steps else Changes()
+        return self._assign(steps, {}, handed=True) if steps else Changes()
 
-    def _assign(self, steps: list[Step], previous: dict[str, str]) -> Changes:
+    def _share(self, robot: RobotState) -> Changes:
+        """`robot` became eligible: steps taken from pending within share_window_s that its type
+        may take are bid for again, most loaded holder and latest step first, each holder bidding
+        as if it did not hold the step. A step that changes hands here is not shared again."""
+        now = self._clock()
+        window = self.policy.share_window_s
+        self._handed = {sid: t for sid, t in self._handed.items() if now - t <= window}
+        candidates = {sid for sid in self._handed
+                      if robot.robot_type in self._accept[sid] and self._owner[sid] != robot.robot_id
+                      and self.is_eligible(self.robots[self._owner[sid]])}
+        changes = Changes()
+        touched: set[tuple[str, str]] = set()
+        while candidates:
+            sid = max(candidates, key=lambda s: (self.load(self._owner[s]), self._steps[s].order, s))
+            candidates.discard(sid)
+            step, holder = self._steps[sid], self._owner[sid]
+            self._load[holder] -= 1  # its bid without this step
+            best = self._best_bid(step)
+            rid = holder if best is None else best[1]
+            self._owner[sid] = rid
+            self._load[rid] = self._load.get(rid, 0) + 1
+            if rid != holder:
+                del self._handed[sid]
+                changes.moved.append((sid, holder, rid))
+                touched |= {(step.task_id, holder), (step.task_id, rid)}
+        self._plan_changes(touched, changes)
+        return changes
+
+    def _best_bid(self, step: Step) -> tuple[float, str] | None:
+        """(cost, robot id) of the lowest bid for the step among eligible robots, None if none may."""
+        scores = self._tasks[step.task_id].scores
+        best: tuple[float, str] | None = None
+        for t in self._accept[step.step_id]:
+            for rid in self._eligible[t]:
+                cost = self.bid(self.robots[rid], step, scores)
+                if cost is not None and (best is None or (cost, rid) < best):
+                    best = (cost, rid)
+        return best
+
+    def _assign(self, steps: list[Step], previous: dict[str, str], handed: bool = False) -> Changes:
+        """Give each step to its lowest bid (or make it pending). `handed`: steps retried from
+        pending, which may be shared once with a robot that becomes eligible within share_window_s."""
         changes = Changes()
         touched: set[tuple[str, str]] = {(self._steps[sid].task_id, rid) for sid, rid in previous.items()}
+        now = self._clock() if handed and self.policy.share_window_s > 0 else None
         for step in steps:
             scores = self._tasks[step.task_id].scores
-            best: tuple[float, str] | None = None
-            for t in self._accept[step.step_id]:
-                for rid in self._eligible[t]:
-                    cost = self.bid(self.robots[rid], step, scores)
-                    if cost is not None and (best is None or (cost, rid) < best):
-                        best = (cost, rid)
+            best = self._best_bid(step)
             if best is None:
                 if step.step_id not in self._pending:
                     reason = self._why_unassignable(step, scores)
@@ -355,8 +413,15 @@ class Allocator:
             self._owner[step.step_id] = rid
             self._load[rid] = self._load.get(rid, 0) + 1
             touched.add((step.task_id, rid))
+            if now is not None:
+                self._handed[step.step_id] = now
             if step.step_id in previous:
                 changes.moved.append((step.step_id, previous[step.step_id], rid))
+        self._plan_changes(touched, changes)
+        return changes
+
+    def _plan_changes(self, touched: set[tuple[str, str]], changes: Changes) -> None:
+        """Append the new, updated or cancelled plan of each touched (task, robot) to `changes`."""
         for task_id, rid in sorted(touched):
             plan = self.plan_of(task_id, rid)
             key = (task_id, rid)
@@ -367,7 +432,6 @@ class Allocator:
             elif key in self._active_plans:
                 self._active_plans.discard(key)
                 changes.plans.append(PlanChange(task_id, rid, STATUS_CANCELLED, ()))
-        return changes
 
     def _why_unassignable(self, step: Step, scores: Sequence[float]) -> str:
         types = self.acceptable_types(step, scores)
@@ -411,6 +475,7 @@ class Allocator:
                     for t in ROBOT_TYPES}
         assert eligible == self._eligible, (eligible, self._eligible)
         assert set(self._accept) == set(self._steps)
+        assert set(self._handed) <= set(self._owner), set(self._handed) - set(self._owner)
         for sid, reason in self._pending.items():  # nobody could take it, or it would be held
             types = self._accept[sid]
             assert not any(self._eligible[t] for t in types), (sid, reason)
