@@ -46,6 +46,7 @@ def recipes() -> dict[str, object]:
         per_channel=True, activation_type="QUInt8", weight_type="QInt8", calibrate_method="MinMax",
         activation_symmetric=False, weight_symmetric=True, keep_float=(), pre_process="fast",
         calibration_stride=1024,  # one calibration pass, as before
+        gelu="float",  # dequantize -> GELU -> quantize, as before
     )
     default = VisionRecipe()
     pct = replace(current, calibrate_method="Percentile")
@@ -68,6 +69,7 @@ def recipes() -> dict[str, object]:
         "default_p99.999": replace(default, percentile=99.999),
         **{f"default_dw_quantized_first{k}": replace(default, quantized_depthwise_first=k) for k in (1, 2, 3, 4, 6)},
         "default_one_pass": replace(default, calibration_stride=1024),
+        "default_gelu_float": replace(default, gelu="float"),  # the default before GELU ran quantized
         "float_bias": replace(current, extra_options=(("QuantizeBias", False),)),
         "pre_full": replace(current, pre_process="full"),
         "pre_none": replace(current, pre_process="none"),
