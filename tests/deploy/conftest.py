@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from tests.conftest import ROOT
+
+FLEET = ROOT / "config" / "fleet.yaml"
+
+
+def deploy_cli() -> list[str]:
+    """The `ember-deploy` command of this venv (or its module, where no script is installed)."""
+    exe = Path(sys.executable).parent / "ember-deploy"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "ember.deploy.cli"]
+
+
+@pytest.fixture(scope="module")
+def package(tiny_bundle: Path, tmp_path_factory) -> Path:
+    """A package for legged_1 built through the real `ember-deploy` command."""
+    out = tmp_path_factory.mktemp("deploy") / "legged_1"
+    proc = subprocess.run(
+        [*deploy_cli(), "package", "--bundle", str(tiny_bundle), "--out", str(out), "--config", str(FLEET),
+         "--robot-id", "legged_1"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "robot legged_1 (legged)" in proc.stdout
+    return out
 
 
 class RecordingEngine:

@@ -19,27 +19,7 @@ from ember.deploy.package import MANIFEST, PackageError, build_package
 from ember.fleet_config import incident_node_description
 from ember.fleet_config import load as load_fleet
 from tests.conftest import ROOT
-
-FLEET = ROOT / "config" / "fleet.yaml"
-
-
-def _deploy_cli() -> list[str]:
-    exe = Path(sys.executable).parent / "ember-deploy"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "ember.deploy.cli"]
-
-
-@pytest.fixture(scope="module")
-def package(tiny_bundle: Path, tmp_path_factory) -> Path:
-    """A package for legged_1 built through the real `ember-deploy` command."""
-    out = tmp_path_factory.mktemp("deploy") / "legged_1"
-    proc = subprocess.run(
-        [*_deploy_cli(), "package", "--bundle", str(tiny_bundle), "--out", str(out), "--config", str(FLEET),
-         "--robot-id", "legged_1"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "robot legged_1 (legged)" in proc.stdout
-    return out
+from tests.deploy.conftest import FLEET, deploy_cli
 
 
 def _copy(package: Path, tmp_path: Path) -> Path:
@@ -77,7 +57,7 @@ def test_params_file_matches_the_fleet_config(package: Path, tiny_bundle: Path):
 
 
 def test_check_passes_on_a_fresh_package(package: Path):
-    proc = subprocess.run([*_deploy_cli(), "check", str(package)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*deploy_cli(), "check", str(package)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("manifest", "params", "bundle", "runtime", "engine", "analyze"):
         assert any(line.startswith("ok") and f" {name} " in line + " " for line in proc.stdout.splitlines()), name
@@ -181,7 +161,9 @@ def test_run_script_usage_and_syntax(package: Path):
 
 
 def test_run_script_docker_mode_mounts_the_package(package: Path, tmp_path: Path):
-    """`run.sh docker` mounts this package's bundle and params where its node arguments point."""
+    """`run.sh docker` mounts this package and its params where its node arguments point: the package
+    folder, not its bundle (a bind mount pins the directory it mounts, and a bundle swapped in on the
+    host with ember-deploy swap-bundle was never seen in the container)."""
     stub = tmp_path / "bin" / "docker"  # records the command line instead of running a container
     stub.parent.mkdir()
     stub.write_text('#!/bin/bash\nprintf "%s\\0" "$@"\n')
@@ -196,7 +178,7 @@ def test_run_script_docker_mode_mounts_the_package(package: Path, tmp_path: Path
     mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in volumes)
     assert all(v.endswith(":ro") for v in volumes)
     assert mounts == {
-        str(package / "bundle"): "/opt/ember/bundle",
+        str(package): "/opt/ember/package",
         str(package / "config" / "robot.yaml"): "/opt/ember/robot.yaml",
     }
     assert "ROS_DOMAIN_ID=17" in args and "EMBER_ROBOT_ID=legged_1" in args
@@ -204,7 +186,7 @@ def test_run_script_docker_mode_mounts_the_package(package: Path, tmp_path: Path
     assert args[image + 1 : image + 4] == ["ros2", "run", "ember"]
     node = args[image + 4 :]
     assert node[:4] == ["incident_node", "--ros-args", "-r", "__ns:=/legged_1"]
-    assert "/opt/ember/robot.yaml" in node and "bundle:=/opt/ember/bundle" in node
+    assert "/opt/ember/robot.yaml" in node and "bundle:=/opt/ember/package/bundle" in node
 
 
 def test_the_fleets_discovery_server_travels_with_the_package(tiny_bundle: Path, tmp_path: Path):

@@ -23,10 +23,8 @@ import yaml
 
 from ember.deploy.package import build_package
 from ember.fleet_config import load as load_fleet
-from tests.conftest import ROOT
+from tests.deploy.conftest import FLEET
 from tests.fleet.helpers import alive
-
-FLEET = ROOT / "config" / "fleet.yaml"
 
 FAKE_CLI = '''#!{python}
 """Stand-in for `ros2` / `docker`: start the node as a child, end with its exit code (see test_respawn)."""

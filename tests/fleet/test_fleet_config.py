@@ -73,6 +73,7 @@ def test_bundle_override_and_per_robot_inference_override(tmp_path):
         (lambda d: d.update(manager={"low_battery": "low"}), r"manager.low_battery: expected a number"),
         (lambda d: d.update(manager={"low_battery": 1.5}), r"manager.low_battery: must be within 0..1"),
         (lambda d: d.update(manager={"battery_hysteresis": -0.1}), r"manager.battery_hysteresis: must be >= 0"),
+        (lambda d: d.update(manager={"share_window_s": -1}), r"manager.share_window_s: must be >= 0"),
         (lambda d: d.update(inference={"threads": True}), r"inference.threads: expected an integer"),
         (lambda d: d.update(cameras={"enabled": True}), r"cameras: give exactly one of images"),
         (lambda d: d.update(cameras={"format": "h264"}), r"cameras.format: expected raw or jpeg"),

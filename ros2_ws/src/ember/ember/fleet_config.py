@@ -49,6 +49,8 @@ class InferenceConfig:
     default_task: str = DEFAULT_TASK
     heartbeat_period_s: float = 0.5
     diagnostics_period_s: float = 1.0
+    bundle_check_period_s: float = 5.0
+    """how often the node looks (stat only) for a bundle swapped in at `bundle` and loads it; 0 = never"""
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,21 @@ class ManagerConfig:
     max_robot_types: int = 3
     task_wait_s: float = 10.0
     """how long a task waits for a first incident report with a robot selection"""
+    share_window_s: float = 30.0
+    """a step the first robot back took from pending this recently is bid for again (once) when
+    another robot becomes eligible: after a type-wide outage the steps that waited spread; 0 = never"""
     forget_after_s: float = 3600.0
     """a robot not in the fleet's list that is offline this long is forgotten, its endpoints
     destroyed (robots coming and going under new names do not pile up); 0 = never"""
     text_selector: bool = True
     """decide an operator task's robot types with the bundle's text robot selector (the robots'
     rule for text tasks); false: always from the fused camera reports"""
+    bundle_check_period_s: float = 5.0
+    """how often the manager looks (stat only) for a bundle swapped in and loads its text robot
+    selector; 0 = never (the /fleet/reload_model service still loads it)"""
+    clock_skew_warn_s: float = 2.0
+    """a robot whose clock (estimated from its heartbeats' stamps) is further than this off the
+    manager's gets a warning and a clock_skew alert (its reports are fused on corrected stamps)"""
     weights: CostWeights = field(default_factory=CostWeights)
 
 
@@ -279,6 +290,9 @@ def manager_description(cfg: FleetConfig) -> NodeDescription:
         "max_robot_types": int(m.max_robot_types),
         "task_wait_s": float(m.task_wait_s),
         "forget_after_s": float(m.forget_after_s),
+        "share_window_s": float(m.share_window_s),
+        "clock_skew_warn_s": float(m.clock_skew_warn_s),
+        "bundle_check_period_s": float(m.bundle_check_period_s),
         "bundle": cfg.bundle if m.text_selector else "",
         "weight_suitability": float(m.weights.suitability),
         "weight_type_mismatch": float(m.weights.type_mismatch),
@@ -305,6 +319,7 @@ def incident_node_description(cfg: FleetConfig, robot: RobotConfig) -> NodeDescr
         "processing_delay_s": float(inf.processing_delay_s),
         "heartbeat_period_s": float(inf.heartbeat_period_s),
         "diagnostics_period_s": float(inf.diagnostics_period_s),
+        "bundle_check_period_s": float(inf.bundle_check_period_s),
         "battery": float(robot.battery),
         "image_topic": robot.camera_topic,
         "compressed_topic": robot.compressed_topic,
@@ -398,9 +413,11 @@ def check_manager(manager: ManagerConfig, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise FleetConfigError(f"{where}.{name}: expected a finite number, got {value}")
     _non_negative(w, f"{where}.weights", ("suitability", "type_mismatch", "battery", "load"))
-    _non_negative(manager, where, ("fusion_window_s", "task_wait_s", "forget_after_s", "battery_hysteresis"))
-    if manager.heartbeat_timeout_s <= 0:
-        raise FleetConfigError(f"{where}.heartbeat_timeout_s: must be > 0")
+    _non_negative(manager, where, ("fusion_window_s", "task_wait_s", "forget_after_s", "battery_hysteresis",
+                                   "share_window_s", "bundle_check_period_s"))
+    for n in ("heartbeat_timeout_s", "clock_skew_warn_s"):
+        if getattr(manager, n) <= 0:
+            raise FleetConfigError(f"{where}.{n}: must be > 0, got {getattr(manager, n)}")
     for n in ("low_battery", "selection_threshold"):
         if not 0.0 <= getattr(manager, n) <= 1.0:
             raise FleetConfigError(f"{where}.{n}: must be within 0..1, got {getattr(manager, n)}")
@@ -419,7 +436,7 @@ def _resolve_path(value: str, base_dir: Path) -> str:
 
 def _inference(data: Any, where: str, base: InferenceConfig) -> InferenceConfig:
     inf = _scalars(InferenceConfig, _check_keys(data, InferenceConfig, where), where, base)
-    _non_negative(inf, where, ("max_rate_hz", "processing_delay_s"))
+    _non_negative(inf, where, ("max_rate_hz", "processing_delay_s", "bundle_check_period_s"))
     if inf.threads < 1:
         raise FleetConfigError(f"{where}.threads: must be >= 1, got {inf.threads}")
     if inf.max_new_tokens < 1:

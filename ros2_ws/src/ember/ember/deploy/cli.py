@@ -2,6 +2,7 @@
 
     ember-deploy package --bundle build/bundle --out dist/drone_1 [--config config/fleet.yaml] [--robot-id drone_1]
     ember-deploy check dist/drone_1 [--threads 1] [--image photo.jpg]
+    ember-deploy swap-bundle /opt/ember/.bundle.new /opt/ember/bundle
 """
 
 from __future__ import annotations
@@ -37,12 +38,43 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--image", default=None, help="analyse this image instead of a generated one")
     ck.add_argument("--max-new-tokens", type=_at_least_one, default=8, help="tokens to generate in the smoke analysis")
     ck.add_argument("--no-engine", action="store_true", help="only check files, do not load the engine")
+
+    sw = sub.add_parser("swap-bundle", help="check a new bundle, then swap it in at a live bundle path in one "
+                                            "atomic step (running nodes load it by themselves)")
+    sw.add_argument("new", help="the new bundle, copied beside the live one (same filesystem); it is moved")
+    sw.add_argument("live", help="the bundle path the robot's nodes run (its old contents are removed)")
+    sw.add_argument("--threads", type=_at_least_one, default=1, help="onnxruntime threads for the check analysis")
     return p
 
 
+def _swap(args: argparse.Namespace) -> int:
+    """`swap-bundle`: 0 swapped, 1 the new bundle failed its check (nothing changed), 2 bad paths."""
+    from ember.deploy.swap import SwapError, swap_bundle
+
+    try:
+        result, failures = swap_bundle(args.new, args.live, threads=args.threads)
+    except SwapError as exc:
+        print(f"ember-deploy swap-bundle: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ember-deploy swap-bundle: cannot swap {args.new} in at {args.live}: {exc}", file=sys.stderr)
+        return 2
+    if result is None:
+        print(f"ember-deploy swap-bundle: {args.new} failed its check, not swapped in ({args.live} unchanged): "
+              + "; ".join(failures), file=sys.stderr)
+        return 1
+    was = f" (was {result.old_version})" if result.old_version else ""
+    print(f"{result.live} now holds model {result.new_version}{was}; running nodes load it within two "
+          "bundle_check_period_s, or at once on their reload_model service")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 on success; 1 when a check fails; 2 for a package that cannot be built."""
+    """Exit 0 on success; 1 when a check fails; 2 for a package that cannot be built (or paths that
+    cannot be swapped)."""
     args = build_parser().parse_args(argv)
+    if args.command == "swap-bundle":
+        return _swap(args)
     if args.command == "package":
         try:
             res = build_package(args.bundle, args.out, args.config, args.robot_id, force=args.force)

@@ -10,6 +10,8 @@ RUN_SH = r"""#!/usr/bin/env bash
 #   ./run.sh ros       ros2 run ember incident_node (a ROS 2 distro with the ember workspace sourced)
 #   ./run.sh docker    the same node in the ember-robot image ($EMBER_IMAGE, default ember-robot:latest)
 #   ./run.sh serve     ember-serve on $EMBER_SERVE_HOST:$EMBER_SERVE_PORT (default 127.0.0.1:8000)
+#   ./run.sh swap-bundle NEW   check the bundle NEW (copied beside this package) and swap it in as
+#                              bundle/: the running node loads it without a restart (ember-deploy swap-bundle)
 #
 # Without an argument: `ros` when `ros2` is on PATH, else `serve`. robot.env holds this
 # robot's id and type and its fleet.yaml respawn; variables already set in the environment win over it.
@@ -159,6 +161,12 @@ check)
     with_shipped_code
     exec "$PY" -m ember.deploy.cli check "$PKG" "$@"
     ;;
+swap-bundle)
+    [[ $# -ge 1 ]] || { echo "usage: $0 swap-bundle NEW_BUNDLE_DIR [--threads N]" >&2; exit 2; }
+    with_shipped_code
+    new="$1"; shift
+    exec "$PY" -m ember.deploy.cli swap-bundle "$new" "$PKG/bundle" "$@"
+    ;;
 ros)
     supervise ros2 run ember incident_node --ros-args -r "__ns:=/$EMBER_ROBOT_ID" --params-file "$PARAMS" \
         -p "bundle:=$PKG/bundle" -p "robot_id:=$EMBER_ROBOT_ID" -p "robot_type:=$EMBER_ROBOT_TYPE" "$@"
@@ -174,11 +182,13 @@ docker)
     done
     # run.sh supervises `docker run --rm` (the same respawn as ros); docker's own --restart would
     # conflict with --rm and outlive run.sh.
+    # The package folder is mounted, not its bundle: a bind mount pins the directory it mounts, so a
+    # bundle swapped in on the host (ember-deploy swap-bundle) would not be seen through one.
     supervise docker run --rm --init --network host --ipc host --name "ember-$EMBER_ROBOT_ID" "${env_args[@]}" \
-        -v "$PKG/bundle:/opt/ember/bundle:ro" -v "$PARAMS:/opt/ember/robot.yaml:ro" \
+        -v "$PKG:/opt/ember/package:ro" -v "$PARAMS:/opt/ember/robot.yaml:ro" \
         "${EMBER_IMAGE:-ember-robot:latest}" \
         ros2 run ember incident_node --ros-args -r "__ns:=/$EMBER_ROBOT_ID" --params-file /opt/ember/robot.yaml \
-        -p bundle:=/opt/ember/bundle -p "robot_id:=$EMBER_ROBOT_ID" -p "robot_type:=$EMBER_ROBOT_TYPE" "$@"
+        -p bundle:=/opt/ember/package/bundle -p "robot_id:=$EMBER_ROBOT_ID" -p "robot_type:=$EMBER_ROBOT_TYPE" "$@"
     ;;
 serve)
     with_shipped_code
@@ -186,7 +196,7 @@ serve)
         --host "${EMBER_SERVE_HOST:-127.0.0.1}" --port "${EMBER_SERVE_PORT:-8000}" "$@"
     ;;
 *)
-    echo "usage: $0 [setup|check|ros|docker|serve] [args...]" >&2
+    echo "usage: $0 [setup|check|ros|docker|serve|swap-bundle] [args...]" >&2
     exit 2
     ;;
 esac

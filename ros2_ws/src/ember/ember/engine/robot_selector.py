@@ -227,16 +227,17 @@ def bundle_selector(files: BundleFiles, num_robot_types: int) -> RobotSelector |
         raise BundleError(f"model bundle {files.path}: {exc}") from exc
 
 
-def load_text_selector(bundle_dir: str | Path, robot_types: list[str]) -> RobotSelector | None:
-    """The text robot selector of a bundle directory, for a process that does not run the model
-    (the fleet manager): the bundle is validated and hashed like the engine does, and its robot
-    types must be `robot_types` in that order. None when the bundle ships no selector."""
+def load_text_selector(bundle_dir: str | Path, robot_types: list[str]) -> tuple[RobotSelector | None, str]:
+    """(the text robot selector of a bundle directory, the bundle's model_version), for a process that
+    does not run the model (the fleet manager): the bundle is validated and hashed like the engine
+    does, and its robot types must be `robot_types` in that order. The selector is None when the
+    bundle ships none; BundleError for a bundle that cannot serve."""
 
-    def load(files: BundleFiles) -> RobotSelector | None:
+    def load(files: BundleFiles) -> tuple[RobotSelector | None, str]:
         files.verify_all()
         types = [str(t) for t in files.meta.get("robot_types", [])]
         if types != list(robot_types):
             raise BundleError(f"model bundle {files.path}: robot_types {types} are not {list(robot_types)}")
-        return bundle_selector(files, len(types))
+        return bundle_selector(files, len(types)), str(files.meta.get("model_version", ""))
 
     return load_consistent(bundle_dir, load)

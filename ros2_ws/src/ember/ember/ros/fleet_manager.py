@@ -6,7 +6,10 @@
 * /fleet/status (RobotStatus): a robot is online while its heartbeats arrive; after
   `heartbeat_timeout_s` without one it is offline and its unfinished steps move.
 * /<robot_id>/ember/incident + ember/robot_selection: fused into incidents (same label,
-  source stamps within `fusion_window_s`), see ember.ros.fusion.
+  source stamps within `fusion_window_s`), see ember.ros.fusion. Robots' clocks need not agree:
+  each robot's offset from the manager's clock is estimated from its heartbeats' stamps and its
+  report stamps are matched on the manager's clock; a robot further off than `clock_skew_warn_s`
+  gets a warning and a clock_skew alert.
 * Tasks: /fleet/tasks (std_msgs/String, the task text) and the SubmitTask service
   (/fleet/submit_task; with an image, the least loaded live robot analyses it first
   through its AnalyzeImage service). Required robot types come from the task's text when the
@@ -23,7 +26,7 @@
 * Out: one ActionPlan per assigned robot on /<robot_id>/ember/action_plan (reliable,
   transient-local; new, updated, cancelled), the fused selection on /fleet/fused_selection
   (RobotSelection, robot_id "fleet_manager"), JSON alerts on /fleet/alerts for steps that no
-  live robot can take, and /diagnostics.
+  live robot can take (and failed tasks, robots' clocks far off), and /diagnostics.
 
 Steps are unfinished until their task is closed on /fleet/task_done (robots report no
 per-step progress).
@@ -51,12 +54,13 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from ember.fleet_config import ROBOT_ID_RE, CostWeights, FleetConfigError, ManagerConfig, check_manager
 from ember.labels import ROBOT_TYPES
 from ember.ros import runtime
 from ember.ros.allocation import STATUS_CANCELLED, STATUS_UPDATED, Allocator, Changes, Policy
-from ember.ros.fusion import Incident, IncidentFuser, Report, required_types
+from ember.ros.fusion import ClockOffset, Incident, IncidentFuser, Report, required_types, skew_change
 from ember.ros.planning import build_steps
 from ember.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS, TASK_QOS
 from ember.ros.spinning import run_node, stopped_by_signal
@@ -115,6 +119,10 @@ class RobotRecord:
     zero_stamp: float = -math.inf
     """the arrival stamp given to its last report with a zero stamp, and the report kinds that used it"""
     zero_stamp_kinds: set[str] = field(default_factory=set)
+    clock: ClockOffset = field(default_factory=ClockOffset)
+    """its clock's offset from the manager's, estimated from its heartbeats' stamps"""
+    skew_alerted: float | None = None
+    """the offset its clock_skew alert gave (None: no alert, or its clock came back within the limit)"""
 
 
 def _stamp_seconds(stamp: Any) -> float:
@@ -171,6 +179,13 @@ class FleetManager(Node):
             task_wait_s=float(p("task_wait_s", d.task_wait_s).value),
             forget_after_s=float(p("forget_after_s", d.forget_after_s, ParameterDescriptor(
                 description="a robot not in robot_ids that is offline this long is forgotten (0 = never)")).value),
+            share_window_s=float(p("share_window_s", d.share_window_s, ParameterDescriptor(
+                description="steps the first robot back took from pending this recently are shared with "
+                            "robots back soon after (s, 0 = never)")).value),
+            bundle_check_period_s=float(p("bundle_check_period_s", d.bundle_check_period_s, ParameterDescriptor(
+                description="how often a replaced bundle is looked for (stat only; 0 = off)")).value),
+            clock_skew_warn_s=float(p("clock_skew_warn_s", d.clock_skew_warn_s, ParameterDescriptor(
+                description="alert when a robot's clock is further than this off the manager's (s)")).value),
             weights=CostWeights(
                 suitability=float(p("weight_suitability", d.weights.suitability).value),
                 type_mismatch=float(p("weight_type_mismatch", d.weights.type_mismatch).value),
@@ -184,8 +199,10 @@ class FleetManager(Node):
         self._max_types = settings.max_robot_types
         self._task_wait = settings.task_wait_s
         self._forget_after = settings.forget_after_s
+        self._skew_warn = settings.clock_skew_warn_s
         policy = Policy(low_battery=settings.low_battery, battery_hysteresis=settings.battery_hysteresis,
-                        selection_threshold=self._threshold, weights=settings.weights)
+                        selection_threshold=self._threshold, weights=settings.weights,
+                        share_window_s=settings.share_window_s)
         expected = p("robot_ids", Parameter.Type.STRING_ARRAY, ParameterDescriptor(description="robots to expect")).value
         status_topic = p("status_topic", "/fleet/status").value
         tasks_topic = p("tasks_topic", "/fleet/tasks").value
@@ -206,7 +223,9 @@ class FleetManager(Node):
                 raise FleetConfigError(f"{self.get_name()} parameters.{name}: must be > 0, got {value}")
         bundle = str(p("bundle", "", ParameterDescriptor(description="model bundle whose text robot selector "
                                                                       "decides text tasks ('' = none)")).value)
-        self._text_selector, self._text_selector_state = self._load_text_selector(bundle)
+        bundle_check = settings.bundle_check_period_s
+        reload_service = p("reload_service", "/fleet/reload_model").value
+        self._selector_slot, self._text_selector_state = self._load_text_selector(bundle)
         self._lock = threading.RLock()
         self._reports_arrived = threading.Condition(self._lock)
         self._waiting_tasks: list[tuple[str, float]] = []
@@ -236,6 +255,11 @@ class FleetManager(Node):
         )
         self._io_group = ReentrantCallbackGroup()
         self._task_node.create_service(SubmitTask, submit_service, self._on_submit, callback_group=self._io_group)
+        reload_group = MutuallyExclusiveCallbackGroup()  # a selector load (hashing the bundle) never blocks this node
+        self._task_node.create_service(Trigger, reload_service, self._on_reload, callback_group=reload_group)
+        if bundle and bundle_check > 0:
+            self._task_node.create_timer(bundle_check, self._check_bundle, callback_group=reload_group,
+                                         clock=runtime.steady_clock())
         self._task_executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self._task_executor.add_node(self._task_node)
         self._closing = threading.Event()
@@ -254,21 +278,58 @@ class FleetManager(Node):
         )
 
     def _load_text_selector(self, bundle: str) -> tuple[Any, str]:
-        """(selector or None, state for logs and diagnostics). A bundle that cannot be read is
-        logged as an error and the manager runs on the camera reports alone."""
+        """(BundleSlot of the selector or None, state for logs and diagnostics). A bundle that cannot be
+        read is logged as an error and the manager runs on the camera reports alone (until a good
+        bundle is swapped in: the slot loads it then)."""
         if not bundle:
             return None, "off (no bundle parameter)"
-        from ember.engine.bundle import BundleError
+        from ember.engine.reload import BundleSlot
         from ember.engine.robot_selector import load_text_selector
 
-        try:
-            selector = load_text_selector(bundle, list(ROBOT_TYPES))
-        except BundleError as exc:
-            self.get_logger().error(f"text robot selector unavailable, tasks use the camera reports: {exc}")
-            return None, f"error: {exc}"
-        if selector is None:
-            return None, f"none in {bundle}"
-        return selector, f"on ({bundle})"
+        slot = BundleSlot(bundle, lambda path: load_text_selector(path, list(ROBOT_TYPES)))
+        outcome = slot.reload()
+        if not outcome.ok:
+            self.get_logger().error(f"text robot selector unavailable, tasks use the camera reports: {slot.error}")
+        return slot, self._selector_state(slot)
+
+    @staticmethod
+    def _selector_state(slot: Any) -> str:
+        """The text_selector state of diagnostics: on / none in the bundle / error (WARN)."""
+        if slot.error:
+            kept = f"; still using the selector of model {slot.version}" if slot.loaded and slot.value else ""
+            return f"error: {slot.error}{kept}"
+        if slot.value is None:
+            return f"none in {slot.path}"
+        return f"on ({slot.path}, model {slot.version})"
+
+    @property
+    def _text_selector(self) -> Any:
+        """The text robot selector that decides tasks now (None: none)."""
+        return self._selector_slot.value if self._selector_slot is not None else None
+
+    def _check_bundle(self) -> None:
+        """Load the bundle's selector if the bundle was replaced (stat only; ember.engine.reload)."""
+        outcome = self._selector_slot.check()
+        if outcome is not None:
+            self._report_reload(outcome)
+
+    def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self._selector_slot is None:
+            response.success, response.message = False, "no bundle parameter: there is no text robot selector to load"
+            return response
+        outcome = self._selector_slot.reload()
+        self._report_reload(outcome)
+        response.success = outcome.ok
+        response.message = f"text robot selector {'reloaded' if outcome.ok else 'reload failed'}: {outcome.message}"
+        return response
+
+    def _report_reload(self, outcome: Any) -> None:
+        with self._lock:
+            self._text_selector_state = self._selector_state(self._selector_slot)
+        if outcome.ok:
+            self.get_logger().info(f"text robot selector reloaded: {outcome.message}; {self._text_selector_state}")
+        else:
+            self.get_logger().error(f"text robot selector reload failed: {outcome.message}")
 
     # -- robots ----------------------------------------------------------------------------
     def _record(self, robot_id: str) -> RobotRecord:
@@ -307,6 +368,7 @@ class FleetManager(Node):
         if problem:
             self._warn_once(f"bad-status-{rid}-{problem}", f"ignoring heartbeats of {rid!r}: {problem}")
             return
+        arrived = self.get_clock().now().nanoseconds * 1e-9  # before waiting for the lock: delay only adds
         with self._lock:
             self._counts["status_msgs"] += 1
             if self._other_robot_of_that_name(msg):
@@ -315,6 +377,8 @@ class FleetManager(Node):
             first = record.last_seen is None
             was_online = rid in self._alloc.robots and self._alloc.robots[rid].online
             record.last_seen = time.monotonic()
+            if record.clock.add(_stamp_seconds(msg.header.stamp), arrived):
+                self._check_clock(rid, record)
             changes = self._alloc.update_robot(rid, msg.robot_type, msg.battery, msg.available, online=True)
             self._apply(changes, reason=f"{rid} status")
             self._cancel_stale_plan(rid, msg.current_plan_id)
@@ -326,6 +390,28 @@ class FleetManager(Node):
             self.get_logger().info(f"robot {rid} ({msg.robot_type}) joined, battery {msg.battery:.0%}")
         elif not was_online:
             self.get_logger().info(f"robot {rid} is back online")
+
+    def _check_clock(self, robot_id: str, record: RobotRecord) -> None:
+        """Alert (one warning line and a clock_skew alert) when a robot's clock is further than
+        clock_skew_warn_s off the manager's, once its estimate rests on a full window of heartbeats;
+        again only when the offset changed a lot since (fusion.skew_change), and log when it came
+        back (lock held)."""
+        offset = record.clock.value
+        if offset is None or not record.clock.settled:
+            return
+        change = skew_change(offset, record.skew_alerted, self._skew_warn)
+        if change == "alert":
+            record.skew_alerted = offset
+            side = "behind" if offset > 0 else "ahead of"
+            self._alert({
+                "kind": "clock_skew", "robot_id": robot_id, "behind_s": round(offset, 3),
+                "reason": f"{robot_id}'s clock is {abs(offset):.1f} s {side} the manager's: its reports are "
+                          "fused on corrected stamps; sync its clock (NTP/chrony)",
+            })
+        elif change == "clear":
+            record.skew_alerted = None
+            self.get_logger().info(f"{robot_id}'s clock is within {self._skew_warn:g} s of the manager's again "
+                                   f"({offset:+.3f} s)")
 
     def _other_robot_of_that_name(self, msg: RobotStatus) -> bool:
         """True (and a warning, once) for a heartbeat whose type differs from that of the online
@@ -448,12 +534,21 @@ class FleetManager(Node):
         record.zero_stamp, record.zero_stamp_kinds = now, {kind}
         return now
 
+    def _clock_offset(self, msg: IncidentAnalysis) -> float:
+        """What to add to a report's stamp to put it on the manager's clock: its robot's estimated
+        clock offset; 0 for a zero stamp (_report_stamp gave it the manager's time) or a robot
+        without a heartbeat yet (its raw stamps; lock held)."""
+        record = self._robots.get(msg.robot_id)
+        if record is None or not _stamp_seconds(msg.header.stamp):
+            return 0.0
+        return record.clock.value or 0.0
+
     def _on_incident(self, msg: IncidentAnalysis) -> None:
         if self._rejected(msg):
             return
         with self._lock:
             report = Report(msg.robot_id, self._report_stamp(msg), msg.incident_type, float(msg.confidence), msg.place,
-                            msg.description, msg.model_version)
+                            msg.description, msg.model_version, offset=self._clock_offset(msg))
             self._counts["reports"] += 1
             self._fuser.add_analysis(report, received=time.monotonic())
             self._reports_arrived.notify_all()
@@ -624,7 +719,8 @@ class FleetManager(Node):
     def _text_selection(self, task: str) -> Selection | None:
         """The text selector's scores and types (best first) for the task, or None when there is
         no selector, the task is the camera default or none of its words is known."""
-        sel = self._text_selector.select_task(task) if self._text_selector is not None else None
+        selector = self._text_selector  # read once: a reload may swap it meanwhile
+        sel = selector.select_task(task) if selector is not None else None
         if sel is None:
             return None
         types = [ROBOT_TYPES[i] for i in sel.chosen][: self._max_types]
@@ -717,7 +813,8 @@ class FleetManager(Node):
     def _alert(self, payload: dict[str, Any]) -> None:
         self._counts["alerts"] += 1
         self._pub_alerts.publish(String(data=json.dumps(payload, sort_keys=True)))
-        self.get_logger().warning(f"ALERT {payload.get('kind')}: {payload.get('step_id', payload.get('task', ''))} "
+        about = payload.get("step_id", payload.get("task", payload.get("robot_id", "")))
+        self.get_logger().warning(f"ALERT {payload.get('kind')}: {about} "
                                   f"- {payload.get('reason', '')}")
 
     def _publish_fused(self, task: str, incident: Incident | None, selection: Selection) -> None:
@@ -766,6 +863,9 @@ class FleetManager(Node):
                 "steps_assigned": held,
                 "steps_unassignable": len(self._alloc.pending()),
                 "incidents": len(self._fuser.incidents),
+                "clock_skewed": ",".join(sorted(rid for rid, r in self._robots.items() if r.skew_alerted is not None)),
+                **{f"clock_behind_s.{rid}": r.clock.value for rid, r in sorted(self._robots.items())
+                   if r.clock.value is not None},
                 "allocation_ms_p50": statistics.median(self._alloc_ms) if self._alloc_ms else 0.0,
                 "text_selector": self._text_selector_state,
                 **self._counts,
@@ -778,6 +878,8 @@ class FleetManager(Node):
         status.hardware_id = MANAGER_ID
         status.level = (DiagnosticStatus.WARN if snap["steps_unassignable"] or snap["text_selector"].startswith("error")
                         else DiagnosticStatus.OK)
+        if snap["clock_skewed"]:  # a robot's clock is off: its reports are fused on corrected stamps
+            status.level = max(status.level, DiagnosticStatus.WARN)
         status.message = (
             f"{snap['robots_online']}/{snap['robots_seen']} robots online, {snap['tasks_open']} open tasks, "
             f"{snap['steps_unassignable']} unassignable steps"

@@ -7,12 +7,17 @@ runs ahead must not make every other incident look old. An IncidentAnalysis and 
 RobotSelection from one robot are joined by (robot_id, source-image stamp): a robot
 publishes both with the header of the image they came from. The fused robot-type scores
 are the confidence-weighted mean of the reporters' latest selections.
+
+Robots' clocks need not agree (a Raspberry Pi has no real-time clock; until NTP syncs, or on a
+fleet without internet, it may be minutes or years off): `ClockOffset` estimates a robot's offset
+from its heartbeats, and reports are matched on their stamps mapped to the caller's clock
+(`Report.time`); the join of analysis and selection keeps the robot's raw stamp.
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
@@ -22,6 +27,60 @@ MAX_UNJOINED = 2000
 MAX_KEYS = 4000
 """(robot, source stamp) -> incident entries kept, newest first: enough to join a selection with
 its analysis and to answer incident_of for recent reports, bounded over a long run"""
+OFFSET_WINDOW = 6
+"""heartbeats a robot's clock offset is estimated over: a clock stepped by NTP is followed within
+this many heartbeats (within OFFSET_RANK when it steps forward)"""
+OFFSET_RANK = 2
+"""the offset is the OFFSET_RANK-th lowest (arrival time - stamp) of the window: network delay only
+adds, and the second lowest also ignores one heartbeat stamped across a clock step"""
+
+
+class ClockOffset:
+    """One robot's clock offset: how far its clock is behind the caller's (s; negative: ahead),
+    from its heartbeats' stamps and the caller's clock when each arrived."""
+
+    def __init__(self, window: int = OFFSET_WINDOW) -> None:
+        self._samples: deque[float] = deque(maxlen=window)
+
+    def add(self, robot_stamp: float, local_now: float) -> bool:
+        """Add a heartbeat stamped `robot_stamp` (the robot's clock) that arrived at `local_now` (the
+        caller's clock); False (ignored) when either is zero: no clock to compare (an unset stamp, a
+        simulated clock before its first /clock)."""
+        if not robot_stamp or not local_now:
+            return False
+        self._samples.append(local_now - robot_stamp)
+        return True
+
+    @property
+    def value(self) -> float | None:
+        """The estimated offset (add it to the robot's stamps); None before a usable heartbeat."""
+        if not self._samples:
+            return None
+        return sorted(self._samples)[min(OFFSET_RANK, len(self._samples)) - 1]
+
+    @property
+    def settled(self) -> bool:
+        """The estimate rests on a full window of heartbeats (one delayed heartbeat cannot move it)."""
+        return len(self._samples) == self._samples.maxlen
+
+    def to_manager(self, stamp: float) -> float:
+        """A robot stamp on the caller's clock (unchanged without an estimate)."""
+        return stamp + (self.value or 0.0)
+
+
+def skew_change(offset: float, alerted: float | None, limit: float) -> str:
+    """What a robot's clock offset calls for, given the offset its last alert gave (None: none):
+    "alert" when it is further off than `limit` and no alert gave it yet or it moved by a lot since
+    (more than `limit` and than a tenth of the alerted offset: a clock that keeps drifting, such as
+    a paused simulation against a manager on wall time, is not alerted on every heartbeat), "clear"
+    when an alerted clock is back within half the limit, else ""."""
+    if abs(offset) > limit:
+        if alerted is None or abs(offset - alerted) > max(limit, 0.1 * abs(alerted)):
+            return "alert"
+    elif alerted is not None and abs(offset) < limit / 2:
+        return "clear"
+    return ""
+
 
 
 @dataclass
@@ -40,6 +99,14 @@ class Report:
     selection_confidence: float = 0.0
     reasoning: str = ""
     task: str = ""
+    offset: float = 0.0
+    """the reporter's clock offset when the report arrived (ClockOffset.value): `stamp` + this is
+    the stamp on the caller's clock"""
+
+    @property
+    def time(self) -> float:
+        """The source-image stamp on the caller's clock (what reports are matched on)."""
+        return self.stamp + self.offset
 
 
 @dataclass
@@ -50,6 +117,7 @@ class Incident:
     label: str
     first_seen: float
     last_seen: float
+    """the earliest and latest source-image stamps of its reports, on the caller's clock (Report.time)"""
     reports: dict[str, Report] = field(default_factory=dict)
     """latest report per robot"""
     last_received: float = 0.0
@@ -89,7 +157,7 @@ class Incident:
 
     def best_report(self) -> Report | None:
         """The most confident report."""
-        return max(self.reports.values(), key=lambda r: (r.confidence, r.stamp), default=None)
+        return max(self.reports.values(), key=lambda r: (r.confidence, r.time), default=None)
 
 
 def required_types(scores: list[float], threshold: float, max_types: int) -> list[str]:
@@ -121,8 +189,9 @@ class IncidentFuser:
 
     def add_analysis(self, report: Report, received: float | None = None) -> Incident:
         """Add a robot's IncidentAnalysis that arrived at `received` (the caller's clock, e.g.
-        time.monotonic(); default: its stamp); returns the incident it joined or opened."""
-        received = report.stamp if received is None else float(received)
+        time.monotonic(); default: its stamp); returns the incident it joined or opened. It is
+        matched on `report.time` and joined with its selection by its raw `report.stamp`."""
+        received = report.time if received is None else float(received)
         key = self._key(report.robot_id, report.stamp)
         sel = self._unjoined.pop(key, None)
         if sel is not None:
@@ -136,16 +205,16 @@ class IncidentFuser:
         if incident is None:
             self._count += 1
             iid = f"inc-{self._count:04d}-{_slug(report.incident_type)}"
-            incident = Incident(iid, report.incident_type, report.stamp, report.stamp)
+            incident = Incident(iid, report.incident_type, report.time, report.time)
             self.incidents[iid] = incident
             while len(self.incidents) > MAX_INCIDENTS:
                 _, old = self.incidents.popitem(last=False)
                 self._by_key = OrderedDict((k, v) for k, v in self._by_key.items() if v is not old)
         prev = incident.reports.get(report.robot_id)
-        if prev is None or prev.stamp <= report.stamp or prev.selection_scores is None:
+        if prev is None or prev.time <= report.time or prev.selection_scores is None:
             incident.reports[report.robot_id] = report
-        incident.first_seen = min(incident.first_seen, report.stamp)
-        incident.last_seen = max(incident.last_seen, report.stamp)
+        incident.first_seen = min(incident.first_seen, report.time)
+        incident.last_seen = max(incident.last_seen, report.time)
         incident.last_received = max(incident.last_received, received)
         self._by_key[key] = incident
         self._by_key.move_to_end(key)
@@ -205,7 +274,7 @@ class IncidentFuser:
         for inc in self.incidents.values():
             if inc.label != report.incident_type:
                 continue
-            if inc.first_seen - self.window_s <= report.stamp <= inc.last_seen + self.window_s:
+            if inc.first_seen - self.window_s <= report.time <= inc.last_seen + self.window_s:
                 if best is None or inc.last_seen > best.last_seen:
                     best = inc
         return best

@@ -17,8 +17,17 @@ others are read-only, and `ros2 param set` refuses them; numbers are range-check
   processing_delay_s* (extra fixed delay per analysis: simulates a slower robot computer),
   battery* (0..1, simulated unless battery_topic names a sensor_msgs/BatteryState topic),
   available*, heartbeat_period_s, diagnostics_period_s,
-  image_topic, compressed_topic (default <image_topic>/compressed, after remapping),
-  incident_topic, selection_topic, plan_topic, analyze_service, status_topic, battery_topic.
+  bundle_check_period_s (0 = off), image_topic, compressed_topic (default <image_topic>/compressed,
+  after remapping), incident_topic, selection_topic, plan_topic, analyze_service, reload_service,
+  status_topic, battery_topic.
+
+A new bundle swapped in at `bundle` (ember-export --output, or copied beside and renamed in) is
+loaded without a restart: every bundle_check_period_s the node compares the directory's stat
+identity with what it loaded (no hashing), and on a change that has settled it loads the new engine
+and checks it completely while the old one keeps analysing, then swaps them between two analyses
+(ember.engine.reload). The reload_service (std_srvs/Trigger) loads the bundle at once. A bundle that
+fails (half copied, corrupt, hash mismatch, other robot types) never replaces the running model: one
+error line, /diagnostics WARN naming it, no retry until the directory changes again.
 
 Under use_sim_time, reports keep their source image's stamp; heartbeats and /diagnostics keep
 their period in wall time (a paused simulation is not a dead robot) and carry simulated stamps;
@@ -45,7 +54,9 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, CompressedImage, Image
 from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
+from ember.engine.reload import BundleSlot, Outcome, load_checked_engine, release_engine_memory
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK
 from ember.ros import runtime
@@ -210,11 +221,9 @@ class IncidentNode(Node):
             raise ValueError(f"parameter robot_type {self._robot_type!r} is not one of {', '.join(ROBOT_TYPES)}")
         if not bundle:
             raise ValueError("parameter 'bundle' (the model bundle directory) is not set")
-        from ember.engine import EmberEngine
-
-        self._engine = EmberEngine(bundle, threads=int(prm("threads")))
-        self._engine_lock = threading.Lock()
-        self.model_version = str(getattr(self._engine, "model_version", "") or "")
+        threads = int(prm("threads"))
+        self._model = BundleSlot(bundle, lambda path: load_checked_engine(path, threads), release_engine_memory)
+        self._model.load_initial()
 
         self._stats = FrameStats()
         self._slot = LatestFrame()
@@ -235,11 +244,15 @@ class IncidentNode(Node):
             self.create_subscription(BatteryState, battery_topic, self._on_battery, BATTERY_QOS)
         self._service_group = MutuallyExclusiveCallbackGroup()
         self.create_service(AnalyzeImage, prm("analyze_service"), self._on_analyze, callback_group=self._service_group)
+        reload_group = MutuallyExclusiveCallbackGroup()  # a reload never blocks analyses, heartbeats or itself
+        self.create_service(Trigger, prm("reload_service"), self._on_reload, callback_group=reload_group)
         # liveness in wall time, also under use_sim_time: a paused simulation is not a dead robot
         timer_group = MutuallyExclusiveCallbackGroup()
         steady = runtime.steady_clock()
         self.create_timer(prm("heartbeat_period_s"), self._publish_status, callback_group=timer_group, clock=steady)
         self.create_timer(prm("diagnostics_period_s"), self._publish_diagnostics, callback_group=timer_group, clock=steady)
+        if prm("bundle_check_period_s") > 0:
+            self.create_timer(prm("bundle_check_period_s"), self._check_bundle, callback_group=reload_group, clock=steady)
 
         self._worker = threading.Thread(target=self._work, name=f"ember-infer-{self._robot_id}", daemon=True)
         self._worker.start()
@@ -267,18 +280,26 @@ class IncidentNode(Node):
             ("available", True, ParameterDescriptor(description="offered for new tasks")),
             ("heartbeat_period_s", 0.5, rng("RobotStatus period (wall time)", 0.001, 3600.0, read_only=True)),
             ("diagnostics_period_s", 1.0, rng("/diagnostics period (wall time)", 0.001, 3600.0, read_only=True)),
+            ("bundle_check_period_s", 5.0, rng("how often a replaced bundle is looked for (stat only; 0 = off)",
+                                               0.0, 3600.0, read_only=True)),
             ("image_topic", "camera/image_raw", ro("sensor_msgs/Image in")),
             ("compressed_topic", "", ro("sensor_msgs/CompressedImage in; empty: <image_topic>/compressed")),
             ("incident_topic", "ember/incident", ro("IncidentAnalysis out")),
             ("selection_topic", "ember/robot_selection", ro("RobotSelection out")),
             ("plan_topic", "ember/action_plan", ro("ActionPlan in")),
             ("analyze_service", "ember/analyze_image", ro("AnalyzeImage service")),
+            ("reload_service", "ember/reload_model", ro("std_srvs/Trigger: load the bundle now")),
             ("status_topic", "/fleet/status", ro("RobotStatus heartbeat out")),
             ("battery_topic", "", ro("sensor_msgs/BatteryState in; empty: the battery parameter")),
         ])
 
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
+
+    @property
+    def model_version(self) -> str:
+        """The model_version of the engine that serves now."""
+        return self._model.version
 
     @property
     def battery(self) -> float:
@@ -331,8 +352,8 @@ class IncidentNode(Node):
             return False
         task = str(self._param("default_task")) or DEFAULT_TASK
         t0 = time.monotonic()
-        with self._engine_lock:
-            analysis = self._engine.analyze(rgb, task=task, max_new_tokens=int(self._param("max_new_tokens")))
+        with self._model.using() as engine:  # a reload swaps engines only between two analyses
+            analysis = engine.analyze(rgb, task=task, max_new_tokens=int(self._param("max_new_tokens")))
         infer_ms = (time.monotonic() - t0) * 1000.0
         delay = float(self._param("processing_delay_s"))
         if delay > 0 and self._stop.wait(delay):
@@ -389,8 +410,8 @@ class IncidentNode(Node):
             return response
         task = request.task or str(self._param("default_task")) or DEFAULT_TASK
         try:
-            with self._engine_lock:
-                analysis = self._engine.analyze(rgb, task=task, max_new_tokens=int(self._param("max_new_tokens")))
+            with self._model.using() as engine:
+                analysis = engine.analyze(rgb, task=task, max_new_tokens=int(self._param("max_new_tokens")))
             inc, sel = analysis_messages(
                 analysis, header, self._robot_id, task, (time.monotonic() - t0) * 1000.0
             )
@@ -403,6 +424,26 @@ class IncidentNode(Node):
         response.analysis = inc
         response.selection = sel
         return response
+
+    # -- a new model -----------------------------------------------------------------------
+    def _check_bundle(self) -> None:
+        """Load the bundle if it was replaced (stat only; ember.engine.reload)."""
+        outcome = self._model.check()
+        if outcome is not None:
+            self._report_reload(outcome)
+
+    def _on_reload(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        outcome = self._model.reload()
+        self._report_reload(outcome)
+        response.success = outcome.ok
+        response.message = f"model reloaded: {outcome.message}" if outcome.ok else f"model reload failed: {outcome.message}"
+        return response
+
+    def _report_reload(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.get_logger().info(f"model reloaded: {outcome.message}")
+        else:
+            self.get_logger().error(f"model reload failed: {outcome.message}")
 
     # -- plans, battery, heartbeat, diagnostics --------------------------------------------
     def _on_plan(self, plan: ActionPlan) -> None:
@@ -457,14 +498,18 @@ class IncidentNode(Node):
         status.name = f"ember/{self._robot_id}/incident_node"
         status.hardware_id = self._robot_id
         errors = st["frames_malformed"] + st["inference_errors"]
-        status.level = DiagnosticStatus.WARN if errors else DiagnosticStatus.OK
+        reload_error = self._model.error
+        status.level = DiagnosticStatus.WARN if errors or reload_error else DiagnosticStatus.OK
         status.message = f"{st['frames_processed']} analysed, {st['frames_dropped']} dropped, {errors} errors"
+        if reload_error:
+            status.message = f"model reload failed, running {self.model_version}: {reload_error}; {status.message}"
         values = {k: v for k, v in st.items() if k != "malformed_kinds"}
         values.update({f"malformed_{k}": v for k, v in st["malformed_kinds"].items()})
         values.update(
             {
                 "robot_type": self._robot_type,
                 "model_version": self.model_version,
+                "model_reload_error": reload_error,
                 "battery": round(self.battery, 3),
                 "current_plan_id": self._current_plan,
             }
