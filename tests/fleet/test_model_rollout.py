@@ -22,7 +22,6 @@ from ember.ros.conversions import numpy_to_image
 from ember.ros.qos import CAMERA_QOS, DIAGNOSTICS_QOS, REPORT_QOS
 from tests.fleet.helpers import Diagnostics, fleet_manager_process, node_process
 from tests.fleet.rollout import corrupt_file, swap_in, with_version
-from tests.fleet.test_text_tasks import selector_bundle  # noqa: F401 - a fixture: a bundle with a text selector
 from tests.ros.helpers import ros_node, spin_until
 
 pytestmark = pytest.mark.ros
@@ -183,7 +182,7 @@ class Manager:
 
 
 def test_the_fleet_manager_reloads_its_text_robot_selector_and_keeps_it_when_the_new_one_is_bad(
-    selector_bundle, tmp_path  # noqa: F811 - the imported fixture
+    selector_bundle, tmp_path
 ):
     bundle, _, task = selector_bundle
     live = shutil.copytree(bundle, tmp_path / "base" / "bundle")

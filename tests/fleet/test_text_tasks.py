@@ -15,37 +15,18 @@ from ember_msgs.msg import RobotSelection
 from ember_msgs.srv import SubmitTask
 from std_msgs.msg import String
 
-from ember.engine.robot_selector import SELECTOR_FILE, RobotSelector
+from ember.engine.robot_selector import SELECTOR_FILE
 from ember.labels import ROBOT_TYPES
 from ember.ros.conversions import numpy_to_image
 from ember.ros.qos import LATCHED_QOS, TASK_QOS
 from ember.ros.sim import SimulatedRobots
-from ember_training.robot_selection.selector import save_selector, train_selector
 from tests.fleet.helpers import Diagnostics, Proc, fleet_manager_process, write_params
-from tests.robot_selection.conftest import FakeTeacher
-from tests.robot_selection.test_selector import SMALL
 from tests.ros.helpers import ros_node, spin_until
 
 pytestmark = pytest.mark.ros
 DIAG = "ember/fleet_manager"
 FIRE = [0.9, 0.7, 0.1, 0.2, 0.0]  # what the robots' cameras report: drone and humanoid
 UNDERWATER = ROBOT_TYPES.index("underwater")
-
-
-@pytest.fixture(scope="module")
-def selector_bundle(shared_data, tmp_path_factory):
-    """A tiny bundle whose text robot selector is trained on the 198 real tasks (fast stand-in teacher)."""
-    from ember_training.robot_selection.tasks import load_tasks
-    from ember_training.testing import build_tiny_bundle
-
-    tasks = load_tasks(shared_data / "robot_selection" / "single_robot_selection.json")
-    arrays, _ = train_selector(tasks, SMALL, 0, FakeTeacher())
-    path = save_selector(arrays, tmp_path_factory.mktemp("selector") / SELECTOR_FILE)
-    bundle = build_tiny_bundle(tmp_path_factory.mktemp("text_bundle") / "bundle", robot_selector=path)
-    selector = RobotSelector(bundle / SELECTOR_FILE, len(ROBOT_TYPES))
-    # an underwater task of the data that this selector gets right: the camera reports say otherwise
-    task = next(t.task for t in tasks if t.robots == (UNDERWATER,) and selector.select(t.task).chosen == [UNDERWATER])
-    return bundle, selector, task
 
 
 def manager(tmp_path, bundle):
