@@ -162,3 +162,11 @@ def release_engine_memory() -> None:
     from ember.engine.engine import release_free_memory
 
     release_free_memory()
+
+
+def engine_slot(path: str | Path, threads: int = 1) -> BundleSlot[EmberEngine]:
+    """A BundleSlot of checked EmberEngines for the bundle at `path`, first engine loaded (BundleError
+    when it cannot be): what a process that analyses (the incident node, ember-serve) swaps its engine in."""
+    slot: BundleSlot[EmberEngine] = BundleSlot(path, lambda p: load_checked_engine(p, threads), release_engine_memory)
+    slot.load_initial()
+    return slot

@@ -74,6 +74,8 @@ ZERO_STAMP_PAIR_S = 1.0
 MAX_WARNINGS = 1000
 """warn-once keys remembered, the least recently hit forgotten first: a key that keeps coming
 (a broken robot's heartbeats) stays remembered however many one-off keys (unknown task ids) pass"""
+MODEL_VERSION_NAMES = 5
+"""robot ids listed per model version in diagnostics (the rest are counted)"""
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class RobotRecord:
     """its clock's offset from the manager's, estimated from its heartbeats' stamps"""
     skew_alerted: float | None = None
     """the offset its clock_skew alert gave (None: no alert, or its clock came back within the limit)"""
+    model_version: str = ""
+    """the model_version of its latest IncidentAnalysis ('' before one, or when it names none)"""
 
 
 def _stamp_seconds(stamp: Any) -> float:
@@ -132,6 +136,23 @@ def _stamp_seconds(stamp: Any) -> float:
 def _unit(x: float) -> bool:
     """A probability: finite and within 0..1."""
     return math.isfinite(x) and 0.0 <= x <= 1.0
+
+
+def model_versions_text(versions: dict[str, str]) -> str:
+    """The model versions in use, each with the robots (or the text selector) running it, e.g.
+    `v1 (drone_1, legged_1); v2 (humanoid_1)`; at most MODEL_VERSION_NAMES names per version, the
+    rest counted (`and 495 more`); '' versions (reports that name none) are left out."""
+    by_version: dict[str, list[str]] = {}
+    for name, version in versions.items():
+        if version:
+            by_version.setdefault(version, []).append(name)
+    parts = []
+    for version, names in sorted(by_version.items()):
+        names.sort()
+        shown = ", ".join(names[:MODEL_VERSION_NAMES])
+        more = len(names) - MODEL_VERSION_NAMES
+        parts.append(f"{version} ({shown}{f' and {more} more' if more > 0 else ''})")
+    return "; ".join(parts)
 
 
 def status_problem(msg: RobotStatus) -> str:
@@ -550,6 +571,9 @@ class FleetManager(Node):
             report = Report(msg.robot_id, self._report_stamp(msg), msg.incident_type, float(msg.confidence), msg.place,
                             msg.description, msg.model_version, offset=self._clock_offset(msg))
             self._counts["reports"] += 1
+            record = self._robots.get(msg.robot_id)
+            if record is not None:
+                record.model_version = msg.model_version
             self._fuser.add_analysis(report, received=time.monotonic())
             self._reports_arrived.notify_all()
             if self._waiting_tasks:
@@ -868,8 +892,17 @@ class FleetManager(Node):
                    if r.clock.value is not None},
                 "allocation_ms_p50": statistics.median(self._alloc_ms) if self._alloc_ms else 0.0,
                 "text_selector": self._text_selector_state,
+                "model_versions": model_versions_text(self._model_versions()),
                 **self._counts,
             }
+
+    def _model_versions(self) -> dict[str, str]:
+        """Who runs which model: each robot's latest report's version, and the text selector's (lock held)."""
+        versions = {rid: r.model_version for rid, r in self._robots.items() if r.model_version}
+        slot = self._selector_slot
+        if slot is not None and slot.value is not None:
+            versions["text selector"] = slot.version
+        return versions
 
     def _publish_diagnostics(self) -> None:
         snap = self.snapshot()
@@ -884,6 +917,8 @@ class FleetManager(Node):
             f"{snap['robots_online']}/{snap['robots_seen']} robots online, {snap['tasks_open']} open tasks, "
             f"{snap['steps_unassignable']} unassignable steps"
         )
+        if ";" in snap["model_versions"]:  # mid-rollout: reports of several models are fused
+            status.message += f"; models in use: {snap['model_versions']}"
         status.values = [
             KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in snap.items()
         ]

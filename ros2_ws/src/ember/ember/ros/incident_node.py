@@ -56,7 +56,7 @@ from sensor_msgs.msg import BatteryState, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from ember.engine.reload import BundleSlot, Outcome, load_checked_engine, release_engine_memory
+from ember.engine.reload import Outcome, engine_slot
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK
 from ember.ros import runtime
@@ -222,8 +222,7 @@ class IncidentNode(Node):
         if not bundle:
             raise ValueError("parameter 'bundle' (the model bundle directory) is not set")
         threads = int(prm("threads"))
-        self._model = BundleSlot(bundle, lambda path: load_checked_engine(path, threads), release_engine_memory)
-        self._model.load_initial()
+        self._model = engine_slot(bundle, threads)
 
         self._stats = FrameStats()
         self._slot = LatestFrame()

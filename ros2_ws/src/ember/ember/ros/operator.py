@@ -3,13 +3,17 @@
     ember-task submit "Put out the fire" [--image FILE.jpg|png] [--timeout 30]
     ember-task done task-0001 [--timeout 30]
     ember-task watch [--robots drone_1,boat_1] [--count N]
+    ember-task reload [--robots drone_1,boat_1] [--manager] [--timeout 60] [--listen 2]
 
 `submit` calls /fleet/submit_task and prints `ok|failed: <message>`, `incident: <id>` and one
 `plan: <id>` line per plan (exit 0 ok, 1 failed, 2 usage error or unreadable image, 3 no fleet
 manager answered within --timeout). `done` publishes a task id on /fleet/task_done once the
 manager subscribes (exit 0, 3 when none does within --timeout). `watch` prints every action plan
 sent to a robot and every alert on /fleet/alerts, one line each, until Ctrl-C or --count lines
-(exit 0). ROS arguments (`--ros-args ...`) are honoured.
+(exit 0), and the model versions in use when the manager's diagnostics name them. `reload` asks
+robots (`/<id>/ember/reload_model`) and the fleet manager (`/fleet/reload_model`) to load the bundle
+now swapped in at their bundle path and prints one line per answer (exit 0 all loaded, 1 any refused
+or silent, 3 none answered). ROS arguments (`--ros-args ...`) are honoured.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from diagnostic_msgs.msg import DiagnosticArray
 from ember_msgs.msg import ActionPlan, RobotStatus
 from ember_msgs.srv import SubmitTask
 from rclpy.duration import Duration
@@ -31,11 +36,12 @@ from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from ember.fleet_config import ROBOT_ID_RE
 from ember.ros import runtime
 from ember.ros.conversions import numpy_to_image
-from ember.ros.qos import LATCHED_QOS, PLAN_QOS, STATUS_QOS, TASK_QOS
+from ember.ros.qos import DIAGNOSTICS_QOS, LATCHED_QOS, PLAN_QOS, STATUS_QOS, TASK_QOS
 from ember.ros.spinning import stopped_by_signal
 from ember.serve.images import ImageError, decode_image
 
@@ -45,6 +51,10 @@ SUBMIT_SERVICE = "/fleet/submit_task"
 DONE_TOPIC = "/fleet/task_done"
 ALERTS_TOPIC = "/fleet/alerts"
 STATUS_TOPIC = "/fleet/status"
+MANAGER_DIAGNOSTICS = "ember/fleet_manager"
+ROBOT_RELOAD_SERVICE = "ember/reload_model"
+MANAGER_RELOAD_SERVICE = "/fleet/reload_model"
+MANAGER_NAME = "fleet_manager"
 MAX_IMAGE_SIDE = 1280
 """`submit --image` sends at most this many pixels on the longer side"""
 
@@ -83,6 +93,11 @@ def format_alert(data: str) -> str:
     if alert.get("reason"):
         parts.append(f"- {alert['reason']}")
     return " ".join(parts)
+
+
+def format_models(versions: str) -> str:
+    """The line `watch` prints for the fleet manager's `model_versions` diagnostics value ('' for none)."""
+    return f"models: {versions}" if versions else ""
 
 
 def load_image(path: str, max_side: int = MAX_IMAGE_SIDE) -> Image:
@@ -152,6 +167,7 @@ class OperatorNode(Node):
         """Print plans and alerts until `count` lines (0: until Ctrl-C); exit 0."""
         watcher = _Watcher(self, count)
         self.create_subscription(String, ALERTS_TOPIC, lambda m: watcher.emit(format_alert(m.data)), LATCHED_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", watcher.on_diagnostics, DIAGNOSTICS_QOS)
         for rid in robots:
             watcher.follow(rid)
         if not robots:
@@ -160,12 +176,56 @@ class OperatorNode(Node):
         return EXIT_OK
 
 
+    def heard_robots(self, listen: float, timeout: float) -> list[str]:
+        """The robot ids of the /fleet/status heartbeats that arrive within `listen` s once a heartbeat
+        publisher matched (waited for up to `timeout` s), sorted."""
+        heard: set[str] = set()
+        sub = self.create_subscription(RobotStatus, STATUS_TOPIC, lambda m: heard.add(m.robot_id), STATUS_QOS)
+        if self.spin_until(lambda: sub.get_publisher_count() > 0, timeout):
+            self.spin_until(lambda: False, listen)
+        self.destroy_subscription(sub)
+        return sorted(r for r in heard if ROBOT_ID_RE.match(r))
+
+    def reload(self, targets: dict[str, str], timeout: float) -> int:
+        """Call the Trigger service of each target (name -> service) once it is offered (within `timeout`
+        s), give each call `timeout` s to answer, then print one line per target in order; the exit code."""
+        clients = {name: self.create_client(Trigger, service) for name, service in targets.items()}
+        calls: dict[str, tuple[Any, float]] = {}  # name -> (future, deadline of its answer)
+        start = time.monotonic()
+
+        def settled() -> bool:
+            now = time.monotonic()
+            for name, client in clients.items():
+                if name not in calls and now < start + timeout and client.service_is_ready():
+                    calls[name] = (client.call_async(Trigger.Request()), now + timeout)
+            waiting_to_appear = now < start + timeout and len(calls) < len(clients)
+            return not waiting_to_appear and all(f.done() or now >= end for f, end in calls.values())
+
+        self.spin_until(settled, None)
+        answered, ok = 0, True
+        for name, service in targets.items():
+            future = calls[name][0] if name in calls else None
+            res = future.result() if future is not None and future.done() else None
+            if res is None:
+                ok = False
+                why = f"no {service} service" if future is None else f"{service} did not answer"
+                print(f"{name}: no answer: {why} within {timeout:g} s", flush=True)
+                continue
+            answered += 1
+            ok = ok and res.success
+            print(f"{name}: {'ok' if res.success else 'failed'}: {res.message}", flush=True)
+        if not answered:
+            return _no_fleet("nothing answered a reload_model call")
+        return EXIT_OK if ok else EXIT_FAILED
+
+
 class _Watcher:
     """The plan subscriptions of `watch` (one per robot id) and the line count."""
 
     def __init__(self, node: OperatorNode, count: int) -> None:
         self.node, self.count, self.printed = node, count, 0
         self.robots: set[str] = set()
+        self.models = ""
 
     def follow(self, robot_id: str) -> None:
         """Subscribe to the plans of `robot_id` (once; ids unusable in a topic name are skipped)."""
@@ -173,6 +233,16 @@ class _Watcher:
             return
         self.robots.add(robot_id)
         self.node.create_subscription(ActionPlan, f"/{robot_id}/ember/action_plan", lambda m: self.emit(format_plan(m)), PLAN_QOS)
+
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """Print the fleet manager's model versions in use when they change (a rollout under way)."""
+        for status in msg.status:
+            if status.name != MANAGER_DIAGNOSTICS:
+                continue
+            versions = next((kv.value for kv in status.values if kv.key == "model_versions"), "")
+            if versions and versions != self.models:
+                self.models = versions
+                self.emit(format_models(versions))
 
     def emit(self, line: str) -> None:
         if self.finished():
@@ -214,6 +284,19 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     w = sub.add_parser("watch", help="print action plans and alerts")
     w.add_argument("--robots", help="comma-separated robot ids (default: every robot that heartbeats)")
     w.add_argument("--count", type=int, default=0, help="stop after this many lines (default: until Ctrl-C)")
+    r = sub.add_parser("reload", help="load the bundle now at the robots' and the manager's bundle path")
+    r.add_argument("--robots", help="comma-separated robot ids (default: every robot that heartbeats within --listen)")
+    r.add_argument("--manager", action="store_true",
+                   help="the fleet manager's text robot selector (alone, unless --robots is given too)")
+    r.add_argument("--timeout", type=_positive, default=60.0,
+                   help="seconds for the services to appear and answer (default 60: a reload loads and checks a model)")
+    r.add_argument("--listen", type=_positive, default=2.0,
+                   help="without --robots: seconds to collect /fleet/status heartbeats once a robot's publisher "
+                        "matched (default 2)")
+    r.add_argument("--service", default=ROBOT_RELOAD_SERVICE,
+                   help=f"the robots' reload service, under /<robot_id>/ (default {ROBOT_RELOAD_SERVICE})")
+    r.add_argument("--manager-service", default=MANAGER_RELOAD_SERVICE,
+                   help=f"the fleet manager's reload service (default {MANAGER_RELOAD_SERVICE})")
     return ap.parse_args(argv)
 
 
@@ -238,7 +321,23 @@ def _run(node: OperatorNode, args: argparse.Namespace, image: Image | None, robo
         return node.submit(args.task.strip(), image, args.timeout, args.service)
     if args.command == "done":
         return node.done(args.task_id.strip(), args.timeout, args.topic)
+    if args.command == "reload":
+        return node.reload(_reload_targets(node, args, robots), args.timeout)
     return node.watch(robots, args.count)
+
+
+def _reload_targets(node: OperatorNode, args: argparse.Namespace, robots: list[str]) -> dict[str, str]:
+    """Name -> reload service of what `reload` calls: the --robots (none with --manager alone, else the
+    robots heard within --listen), then the fleet manager (unless only --robots were given)."""
+    if not robots and not args.manager:
+        robots = node.heard_robots(args.listen, args.timeout)
+        if not robots:
+            print(f"{PROG}: no robot heartbeat on {STATUS_TOPIC} within {args.timeout:g} s", file=sys.stderr, flush=True)
+    service = args.service.strip("/")
+    targets = {rid: f"/{rid}/{service}" for rid in robots}
+    if args.manager or not args.robots:
+        targets[MANAGER_NAME] = args.manager_service
+    return targets
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,17 @@
 """`ember-serve`: the engine behind a small REST API (FastAPI + uvicorn).
 
-    ember-serve --bundle build/bundle [--host 127.0.0.1] [--port 8000]
+    ember-serve --bundle build/bundle [--host 127.0.0.1] [--port 8000] [--bundle-check-period-s 5]
 
 * ``POST /analyze`` — multipart/form-data with a file field ``image`` (JPEG or PNG) and a
   text field ``instruction`` (optional ``max_new_tokens``) -> the Analysis as JSON.
 * ``GET /health`` (also ``HEAD``; never needs a token), ``GET /robots``, ``GET /model``.
+* ``POST /reload`` — load the bundle at --bundle now (200 with the version, 409 when refused).
+
+A bundle swapped in at the --bundle path is picked up without a restart, as the incident node does
+(ember.engine.reload.BundleSlot): every ``--bundle-check-period-s`` (stat only; 0 = off) or on
+``POST /reload``. The new engine is checked completely while the old one serves; an analysis runs on
+one engine from start to end; a bundle that fails keeps the old engine and shows as
+``model_reload_error`` in /health.
 
 With the environment variable named by ``--token-env`` (default ``EMBER_SERVE_TOKEN``)
 set, every path but /health needs ``Authorization: Bearer <token>``. Request bodies are
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import os
 import signal
 import sys
@@ -41,6 +49,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ember import __version__
+from ember.engine.reload import BundleSlot, Outcome
 from ember.labels import ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 from ember.prompting import MAX_TASK_CHARS
 from ember.serve.guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, RequestGuard
@@ -51,6 +60,7 @@ log = logging.getLogger("ember.serve")
 TOKEN_ENV = "EMBER_SERVE_TOKEN"
 FORM_FIELDS = ("image", "instruction", "max_new_tokens")
 DEFAULT_MAX_NEW_TOKENS = 50
+DEFAULT_BUNDLE_CHECK_PERIOD_S = 5.0  # the incident node's bundle_check_period_s
 DEFAULT_SHUTDOWN_TIMEOUT_S = 8.0  # below `docker stop`'s 10 s grace period
 _ANALYZE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -81,13 +91,16 @@ class ServeSettings:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_pending: int = 4
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    bundle_check_period_s: float = 0.0
+    """how often the bundle directory is checked for a swapped-in bundle (stat only; 0 = never)"""
 
 
 class _EngineRunner:
-    """Admits at most `max_pending` requests; runs their analyze calls one at a time off the event loop."""
+    """Admits at most `max_pending` requests; runs their analyze calls one at a time off the event loop,
+    each on the slot's engine of the moment it starts (a reload swaps engines between two analyses)."""
 
-    def __init__(self, engine: Any, max_pending: int) -> None:
-        self.engine = engine
+    def __init__(self, slot: BundleSlot[Any], max_pending: int) -> None:
+        self.models = slot
         self.max_pending = max(1, max_pending)
         self.pending = 0  # admitted requests; touched on the event loop thread only
         self._lock = threading.Lock()
@@ -114,7 +127,29 @@ class _EngineRunner:
     def _run(self, upload: bytes, decode: Callable[[bytes], Any], task: str, max_new_tokens: int) -> Any:
         with self._lock:
             image = decode(upload)
-            return self.engine.analyze(image, task=task, max_new_tokens=max_new_tokens)
+            with self.models.using() as engine:
+                return engine.analyze(image, task=task, max_new_tokens=max_new_tokens)
+
+
+def _metadata(engine: Any) -> dict[str, Any]:
+    """An engine's bundle.json (EmberEngine.meta, or `metadata` of a look-alike)."""
+    return dict(getattr(engine, "metadata", None) or getattr(engine, "meta", None) or {})
+
+
+def _fixed_slot(engine: Any) -> BundleSlot[Any]:
+    """A slot around an engine loaded elsewhere: a reload hands back the same engine."""
+    bundle = getattr(engine, "bundle", None)
+    slot: BundleSlot[Any] = BundleSlot(getattr(bundle, "path", ""),
+                                       lambda _path: (engine, str(_metadata(engine).get("model_version", ""))))
+    slot.load_initial()
+    return slot
+
+
+def _log_reload(outcome: Outcome) -> None:
+    if outcome.ok:
+        log.info("model reloaded: %s", outcome.message)
+    else:
+        log.error("model reload failed: %s", outcome.message)
 
 
 def _unprocessable(detail: str) -> HTTPException:
@@ -130,35 +165,68 @@ def _read_text_field(form: Any, name: str) -> str | None:
     return value
 
 
-def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
-    """The ASGI app around a loaded engine (`EmberEngine` or anything with its interface)."""
+def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
+    """The ASGI app around a BundleSlot of engines (ember.engine.reload.engine_slot: reloadable), or
+    one loaded engine (`EmberEngine` or anything with its interface)."""
     settings = settings or ServeSettings()
-    metadata: dict[str, Any] = dict(getattr(engine, "metadata", None) or getattr(engine, "meta", None) or {})
-    token_limit = int(metadata.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
-    thresholds = metadata.get("robot_thresholds") or [None] * len(ROBOT_TYPES)
-    runner = _EngineRunner(engine, settings.max_pending)
+    slot: BundleSlot[Any] = model if isinstance(model, BundleSlot) else _fixed_slot(model)
+    runner = _EngineRunner(slot, settings.max_pending)
     started = time.monotonic()
+
+    def metadata() -> dict[str, Any]:
+        return _metadata(slot.value)
+
+    def token_limit() -> int:
+        return int(metadata().get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
+
+    async def check_periodically(period: float) -> None:
+        while True:
+            await anyio.sleep(period)
+            outcome = await anyio.to_thread.run_sync(slot.check, abandon_on_cancel=True)
+            if outcome is not None:
+                _log_reload(outcome)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            if settings.bundle_check_period_s > 0:
+                tasks.start_soon(check_periodically, settings.bundle_check_period_s)
+            yield
+            tasks.cancel_scope.cancel()
 
     app = FastAPI(
         title="Ember",
         version=__version__,
         description="EmberVLM incident analysis and robot selection for one image and instruction.",
+        lifespan=lifespan,
     )
     app.state.runner = runner
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
-        """Liveness: the model is loaded and the server answers."""
+        """Liveness: a model is loaded and the server answers; `model_reload_error` names a swapped-in
+        bundle that was refused (the model of `model_version` keeps serving)."""
         return {
             "status": "ok",
-            "model_version": metadata.get("model_version", ""),
+            "model_version": slot.version,
+            "model_reload_error": slot.error,
             "uptime_s": round(time.monotonic() - started, 3),
             "pending": runner.pending,
         }
 
+    @app.post("/reload")
+    async def reload() -> dict[str, Any]:
+        """Load the bundle at the server's bundle path now: its version, or 409 naming why it was refused."""
+        outcome = await anyio.to_thread.run_sync(slot.reload)
+        _log_reload(outcome)
+        if not outcome.ok:
+            raise HTTPException(409, f"model reload failed: {outcome.message}")
+        return {"model_version": outcome.new_version, "message": f"model reloaded: {outcome.message}"}
+
     @app.get("/robots")
     async def robots() -> dict[str, Any]:
         """The robot types in the fixed score order, with the bundle's selection thresholds."""
+        thresholds = metadata().get("robot_thresholds") or [None] * len(ROBOT_TYPES)
         return {
             "robots": [
                 {"index": i, "id": rid, "display_name": name, "threshold": thresholds[i]}
@@ -170,12 +238,12 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
     async def model() -> dict[str, Any]:
         """The bundle's bundle.json (versions, labels, file hashes, export metrics) and the server limits."""
         return {
-            "bundle": metadata,
+            "bundle": metadata(),
             "limits": {
                 "max_body_bytes": settings.max_body_bytes,
                 "max_image_pixels": settings.max_image_pixels,
                 "max_instruction_chars": MAX_TASK_CHARS,
-                "max_new_tokens": token_limit,
+                "max_new_tokens": token_limit(),
             },
         }
 
@@ -219,12 +287,12 @@ def create_app(engine: Any, settings: ServeSettings | None = None) -> FastAPI:
             raise _unprocessable("form field 'instruction' is empty")
         if len(instruction) > MAX_TASK_CHARS:
             raise _unprocessable(f"instruction has {len(instruction)} characters; the limit is {MAX_TASK_CHARS}")
-        max_new_tokens = token_limit
+        limit = max_new_tokens = token_limit()
         raw_tokens = _read_text_field(form, "max_new_tokens")
         if raw_tokens is not None:
             digits = raw_tokens.strip()  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
-            if not (digits.isascii() and digits.isdigit() and len(digits) <= 9) or not 1 <= int(digits) <= token_limit:
-                raise _unprocessable(f"max_new_tokens must be an integer in 1..{token_limit}, got {raw_tokens!r}")
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 9) or not 1 <= int(digits) <= limit:
+                raise _unprocessable(f"max_new_tokens must be an integer in 1..{limit}, got {raw_tokens!r}")
             max_new_tokens = int(digits)
         data = await upload.read()
         await upload.close()
@@ -278,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"drop an upload that sends nothing for this long (default {DEFAULT_BODY_TIMEOUT_S:g})")
     p.add_argument("--shutdown-timeout-s", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT_S,
                    help=f"on SIGTERM/SIGINT, seconds requests in flight may take (default {DEFAULT_SHUTDOWN_TIMEOUT_S:g})")
+    p.add_argument("--bundle-check-period-s", type=float, default=DEFAULT_BUNDLE_CHECK_PERIOD_S,
+                   help="seconds between checks for a bundle swapped in at --bundle (stat only; 0 = off; "
+                        f"default {DEFAULT_BUNDLE_CHECK_PERIOD_S:g}, as the incident node)")
     p.add_argument("--token-env", default=TOKEN_ENV, help=f"env variable holding the bearer token (default {TOKEN_ENV})")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
@@ -295,14 +366,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name, value, least in (("threads", args.threads, 1), ("max-pending", args.max_pending, 1),
                                ("shutdown-timeout-s", args.shutdown_timeout_s, 0),
-                               ("body-timeout-s", args.body_timeout_s, 0.001)):
-        if not value >= least:
+                               ("body-timeout-s", args.body_timeout_s, 0.001),
+                               ("bundle-check-period-s", args.bundle_check_period_s, 0)):
+        if not (value >= least and math.isfinite(value)):
             print(f"ember-serve: --{name} must be >= {least}, got {value}", file=sys.stderr)
             return 2
-    from ember.engine import BundleError, EmberEngine
+    from ember.engine import BundleError
+    from ember.engine.reload import engine_slot
 
     try:
-        engine = EmberEngine(args.bundle, threads=args.threads)
+        slot = engine_slot(args.bundle, threads=args.threads)
     except BundleError as exc:
         print(f"ember-serve: cannot load the bundle {args.bundle}: {exc}", file=sys.stderr)
         return 2
@@ -315,13 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         max_image_pixels=args.max_image_pixels,
         max_pending=args.max_pending,
         body_timeout_s=args.body_timeout_s,
+        bundle_check_period_s=args.bundle_check_period_s,
     )
     import uvicorn
 
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exit 0 then, as on SIGINT.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        create_app(engine, settings),
+        create_app(slot, settings),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
