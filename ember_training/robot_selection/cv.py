@@ -11,7 +11,9 @@ Per fold (ember_training.robot_selection.folds, the one fold assignment):
    heads (ember.eval.robot_selection, paired with the built-in neutral frames as ember-eval does),
    and a generated plan scored against the multi-robot reference (step-to-robot accuracy, BLEU);
 5. baselines on the same split: always-{Drone}, TF-IDF + one-vs-rest logistic regression, and
-   the issue's strongest one, MiniLM sentence embeddings (the offline teacher) + kNN.
+   the issue's strongest one, MiniLM sentence embeddings (the offline teacher) + kNN; for the
+   plans, the majority plan of the training folds (`majority_plan`: per-position most common
+   order, step text and robot), written for every held-out task.
 
 The report (JSON) has every metric per fold and mean/std over folds; a PNG shows them.
 The robot side imports this module lazily (only for --cv): it needs torch.
@@ -104,6 +106,34 @@ def set_metrics(gold, sets, top1) -> dict:
 
 def baseline_always_drone(train: list[RobotTask], test: list[RobotTask]) -> dict:
     return set_metrics([t.robots for t in test], [[0]] * len(test), [0] * len(test))
+
+
+def majority_plan(train: Sequence[RobotTask]) -> list[tuple[int, str, str]]:
+    """The plan baseline, from the training tasks' reference plans only: as many steps as the most
+    common plan length; the k-th step has the most common k-th execution order, the most common
+    k-th step text and the majority robot of the training plans' k-th steps (ties: the first in
+    sorted order). The same plan for every task."""
+    from collections import Counter
+
+    def mode(values):
+        counts = Counter(values)
+        return min(counts, key=lambda v: (-counts[v], v))
+
+    plans = [t.steps for t in train if t.steps]
+    if not plans:
+        return []
+    n = mode([len(p) for p in plans])
+    out = []
+    for k in range(n):
+        kth = [p[k] for p in plans if len(p) > k]
+        out.append((mode([o for o, _, _ in kth]), mode([d for _, d, _ in kth]), ROBOT_TYPES[mode([r for _, _, r in kth])]))
+    return out
+
+
+def baseline_majority_plan(train: list[RobotTask], test: list[RobotTask]) -> dict:
+    """Plan metrics of `majority_plan(train)` written for every test task (no generation)."""
+    plan = majority_plan(train)
+    return plan_metrics([t.steps for t in test], [plan] * len(test))
 
 
 def ovr_probs(x_train, y_train: np.ndarray, x_test, c: float, max_iter: int = 3000) -> np.ndarray:
@@ -246,13 +276,14 @@ def run_cv(config: str | Path, data: str | Path, k: int = 5, seed: int = DEFAULT
             shutil.rmtree(bundle)
         exported = export_fold(ckpt, bundle)
         model, rows = evaluate_fold(bundle, test, max_new_tokens, threads)
+        baselines = {"tfidf_lr": baseline_tfidf_lr(train, test), "minilm_knn": baseline_minilm_knn(train, test, teacher),
+                     "always_drone": baseline_always_drone(train, test)}
+        if "plan_rate" in model:
+            baselines["majority_plan"] = baseline_majority_plan(train, test)
         record = {
             "fold": f, "n_train": len(train), "n_test": len(test), "checkpoint": str(ckpt),
             "train_seconds": round(t_train, 1), "seconds": round(time.time() - t0, 1), **exported,
-            "model": model,
-            "baselines": {"tfidf_lr": baseline_tfidf_lr(train, test), "minilm_knn": baseline_minilm_knn(train, test, teacher),
-                          "always_drone": baseline_always_drone(train, test)},
-            "rows": rows,
+            "model": model, "baselines": baselines, "majority_plan": plan_lines(majority_plan(train)), "rows": rows,
         }
         (fdir / "result.json").write_text(json_text(record))
         per_fold.append(record)
@@ -288,11 +319,13 @@ def summarise(per_fold: list[dict], config, data, k: int, seed: int, max_new_tok
     for name, b in summary["baselines"].items():
         if name != "always_drone":
             summary[f"ratio_to_{name}"] = {key: m[key]["mean"] / b[key]["mean"] if b[key]["mean"] else None
-                                           for key in HEADLINE}
+                                           for key in (*HEADLINE, *PLAN_RATIO) if key in b and key in m}
     return summary
 
 
-BASELINE_NAMES = {"tfidf_lr": "TF-IDF + LR", "minilm_knn": "MiniLM + kNN", "always_drone": "always Drone"}
+PLAN_RATIO = ("step_robot_accuracy", "plan_bleu")
+BASELINE_NAMES = {"tfidf_lr": "TF-IDF + LR", "minilm_knn": "MiniLM + kNN", "always_drone": "always Drone",
+                  "majority_plan": "majority plan"}
 
 
 def _cell(stat: dict | None) -> str:
@@ -322,7 +355,7 @@ def plot_summary(s: dict, path: str | Path) -> Path:
 
     keys = list(HEADLINE)
     series = [("model (INT8)", s["model"])] + [(BASELINE_NAMES[n], s["baselines"][n]) for n in BASELINE_NAMES
-                                               if n in s["baselines"]]
+                                               if HEADLINE[0] in s["baselines"].get(n, {})]
     x = np.arange(len(keys))
     w = 0.8 / len(series)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1.3]})
@@ -340,10 +373,22 @@ def plot_summary(s: dict, path: str | Path) -> Path:
     ax2 = axes[1]
     plan_keys = [k for k in ("step_robot_accuracy", "plan_rate") if k in s["model"]]
     if plan_keys:
-        ax2.bar(plan_keys, [s["model"][k]["mean"] for k in plan_keys], yerr=[s["model"][k]["std"] for k in plan_keys], capsize=3)
+        base = s["baselines"].get("majority_plan")
+        px = np.arange(len(plan_keys))
+        pw = 0.4 if base else 0.8
+        ax2.bar(px - (pw / 2 if base else 0), [s["model"][k]["mean"] for k in plan_keys], pw,
+                yerr=[s["model"][k]["std"] for k in plan_keys], capsize=3, label="model (INT8)")
+        if base:
+            ax2.bar(px + pw / 2, [base[k]["mean"] for k in plan_keys], pw, yerr=[base[k]["std"] for k in plan_keys],
+                    capsize=3, label=BASELINE_NAMES["majority_plan"], color="tab:gray")
+            ax2.legend(loc="upper left", fontsize=8)
+        ax2.set_xticks(px, plan_keys)
         ax2.set_ylim(0, 1)
         if "plan_bleu" in s["model"]:
-            ax2.set_title(f"plans: BLEU {s['model']['plan_bleu']['mean']:.1f} ± {s['model']['plan_bleu']['std']:.1f}")
+            title = f"plans: BLEU {s['model']['plan_bleu']['mean']:.1f} ± {s['model']['plan_bleu']['std']:.1f}"
+            if base:
+                title += f" (majority plan {base['plan_bleu']['mean']:.1f})"
+            ax2.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

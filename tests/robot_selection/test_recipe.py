@@ -211,9 +211,41 @@ def test_cv_command_on_tiny(tmp_path, shared_data):
     assert main(argv) == 0
     s = json.loads(out.read_text())
     assert s["folds_run"] == [0] and "exact_match" in s["model"]
-    assert {"tfidf_lr", "minilm_knn", "always_drone"} <= set(s["baselines"])
+    assert {"tfidf_lr", "minilm_knn", "always_drone", "majority_plan"} <= set(s["baselines"])
     assert {"ratio_to_tfidf_lr", "ratio_to_minilm_knn"} <= set(s)
     assert s["per_fold"][0]["robot_selector"]["file"] == "robot_selector.npz"
     rows = json.loads((tmp_path / "work" / "fold0" / "result.json").read_text())["rows"]
     assert {r["robot_source"] for r in rows} == {"text-selector"}
     assert (tmp_path / "cv.png").is_file()
+
+
+def _planned(i, steps):
+    from ember_training.robot_selection.tasks import RobotTask
+
+    return RobotTask(i, f"task {i}", (0,), tuple(steps))
+
+
+def test_majority_plan_baseline_from_the_training_plans_only(tmp_path):
+    """The plan baseline: per-position majority order/text/robot of the *training* plans, scored
+    for every test task like a generated plan, and reported beside the model in the summary."""
+    train = [_planned(0, [(1, "Survey from the air", 0), (2, "Carry supplies", 2)]),
+             _planned(1, [(1, "Survey from the air", 2), (2, "Carry supplies", 2)]),
+             _planned(2, [(1, "Map the site", 0), (3, "Report", 3)])]
+    assert cv.majority_plan(train) == [(1, "Survey from the air", "drone"), (2, "Carry supplies", "wheeled")]
+    test = [_planned(10, [(1, "Survey from the air", 0), (2, "Carry supplies", 3)]),
+            _planned(11, [(1, "Dive", 4), (2, "Carry supplies", 2)])]
+    b = cv.baseline_majority_plan(train, test)
+    assert b["step_robot_accuracy"] == 0.5 and b["plan_rate"] == 1.0 and 0 < b["plan_bleu"] < 100
+    # the test tasks' own plans never reach it: a different test split gives the same baseline plan
+    assert cv.majority_plan(train) == cv.majority_plan(train[::-1])
+    assert cv.majority_plan([_planned(0, [])]) == []
+    model = {"exact_match": 0.5, "jaccard": 0.6, "top1_hit": 0.9, "micro_f1": 0.6, "macro_f1": 0.5,
+             "step_robot_accuracy": 0.25, "plan_rate": 0.5, "plan_bleu": 10.0}
+    fold = {"fold": 0, "bundle_mb": 1.0, "model": model,
+            "baselines": {"always_drone": {k: 0.1 for k in cv.HEADLINE}, "majority_plan": b}}
+    s = cv.summarise([fold], "c.yaml", "d.json", 5, 0, 160)
+    assert s["baselines"]["majority_plan"]["step_robot_accuracy"]["mean"] == 0.5
+    assert s["ratio_to_majority_plan"] == {"step_robot_accuracy": 0.5, "plan_bleu": pytest.approx(10.0 / b["plan_bleu"])}
+    table = cv.format_summary(s)
+    assert "majority plan" in table and "0.500 ± 0.000" in table.splitlines()[-3]
+    assert cv.plot_summary(s, tmp_path / "cv.png").is_file()  # plan-only baseline: beside the plans, not the sets

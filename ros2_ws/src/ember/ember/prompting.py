@@ -84,9 +84,12 @@ def parse_generation(text: str) -> ParsedGeneration:
     """Split a (possibly truncated) generation into reasoning, robot set and plan steps.
 
     Unknown robot names are dropped from the set; a step with an unknown robot keeps
-    its text with robot_type ''. Never raises on model output.
+    its text with robot_type ''. A plan after a skipped ANSWER_TOKEN is kept (the robot set is
+    then empty). Never raises on model output.
     """
     text = text.replace(EOS_TOKEN, "")
+    if ANSWER_TOKEN not in text and PLAN_TOKEN in text:
+        text = text.replace(PLAN_TOKEN, ANSWER_TOKEN + PLAN_TOKEN, 1)
     reasoning, _, rest = text.partition(ANSWER_TOKEN)
     answer, _, plan = rest.partition(PLAN_TOKEN)
     robots: list[str] = []

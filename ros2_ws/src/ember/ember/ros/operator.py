@@ -175,7 +175,6 @@ class OperatorNode(Node):
         self.spin_until(watcher.finished, None)
         return EXIT_OK
 
-
     def heard_robots(self, listen: float, timeout: float) -> list[str]:
         """The robot ids of the /fleet/status heartbeats that arrive within `listen` s once a heartbeat
         publisher matched (waited for up to `timeout` s), sorted."""
