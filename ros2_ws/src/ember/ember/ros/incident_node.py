@@ -57,6 +57,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from ember.engine.reload import Outcome, engine_slot
+from ember.fleet_config import InferenceConfig
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK
 from ember.ros import runtime
@@ -279,7 +280,7 @@ class IncidentNode(Node):
             ("available", True, ParameterDescriptor(description="offered for new tasks")),
             ("heartbeat_period_s", 0.5, rng("RobotStatus period (wall time)", 0.001, 3600.0, read_only=True)),
             ("diagnostics_period_s", 1.0, rng("/diagnostics period (wall time)", 0.001, 3600.0, read_only=True)),
-            ("bundle_check_period_s", 5.0, rng("how often a replaced bundle is looked for (stat only; 0 = off)",
+            ("bundle_check_period_s", InferenceConfig.bundle_check_period_s, rng("how often a replaced bundle is looked for (stat only; 0 = off)",
                                                0.0, 3600.0, read_only=True)),
             ("image_topic", "camera/image_raw", ro("sensor_msgs/Image in")),
             ("compressed_topic", "", ro("sensor_msgs/CompressedImage in; empty: <image_topic>/compressed")),

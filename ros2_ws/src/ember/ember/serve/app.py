@@ -50,6 +50,7 @@ from starlette.requests import ClientDisconnect
 
 from ember import __version__
 from ember.engine.reload import BundleSlot, Outcome
+from ember.fleet_config import InferenceConfig
 from ember.labels import ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 from ember.prompting import MAX_TASK_CHARS
 from ember.serve.guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, RequestGuard
@@ -60,7 +61,7 @@ log = logging.getLogger("ember.serve")
 TOKEN_ENV = "EMBER_SERVE_TOKEN"
 FORM_FIELDS = ("image", "instruction", "max_new_tokens")
 DEFAULT_MAX_NEW_TOKENS = 50
-DEFAULT_BUNDLE_CHECK_PERIOD_S = 5.0  # the incident node's bundle_check_period_s
+DEFAULT_BUNDLE_CHECK_PERIOD_S = InferenceConfig.bundle_check_period_s  # the incident node's, fleet.yaml's default
 DEFAULT_SHUTDOWN_TIMEOUT_S = 8.0  # below `docker stop`'s 10 s grace period
 _ANALYZE_BODY_DOC: dict[str, Any] = {
     "requestBody": {
