@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +25,15 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(_session_domain_id()))
 os.environ["EMBER_REQUIRE_LOCAL_DDS"] = "1"
 os.environ.setdefault("ROS_LOG_DIR", str(ROOT / "build" / "ros_log"))
+
+# Child processes start with default signal dispositions, as under systemd or docker. A shell that
+# started pytest in the background (`nohup`, `cmd &` in a script) leaves SIGHUP / SIGINT ignored,
+# every child inherits that, and bash cannot trap a signal ignored on entry: run.sh's stop tests
+# would wait for a stop that never comes. (Python nodes install their own handlers either way.)
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
