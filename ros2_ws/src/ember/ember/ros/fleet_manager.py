@@ -897,8 +897,13 @@ class FleetManager(Node):
             }
 
     def _model_versions(self) -> dict[str, str]:
-        """Who runs which model: each robot's latest report's version, and the text selector's (lock held)."""
-        versions = {rid: r.model_version for rid, r in self._robots.items() if r.model_version}
+        """Who runs which model: each robot's latest report's version (`<id> offline` for a robot whose
+        heartbeats stopped: it runs that model when it comes back), and the text selector's (lock held)."""
+        versions = {}
+        for rid, record in self._robots.items():
+            if record.model_version:
+                robot = self._alloc.robots.get(rid)
+                versions[rid if robot is None or robot.online else f"{rid} offline"] = record.model_version
         slot = self._selector_slot
         if slot is not None and slot.value is not None:
             versions["text selector"] = slot.version
