@@ -79,3 +79,61 @@ def test_run_sh_swaps_a_new_bundle_into_its_package_and_the_package_still_checks
     assert report.ok, report.failures
     proc = subprocess.run(["bash", str(pkg / "run.sh"), "swap-bundle"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def _releases(tiny_bundle: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The symlink layout many deploy with: releases/v1, releases/v2 and `current -> releases/v1`."""
+    base = tmp_path / "opt"
+    v1 = base / "releases" / "v1"
+    shutil.copytree(tiny_bundle, v1)
+    v2 = base / "releases" / "v2"
+    shutil.copytree(tiny_bundle, v2)
+    meta = json.loads((v2 / "bundle.json").read_text())
+    meta["model_version"] = "v-next"
+    (v2 / "bundle.json").write_text(json.dumps(meta))
+    (base / "current").symlink_to("releases/v1")
+    return v1, v2, base / "current"
+
+
+def test_a_symlinked_live_bundle_is_pointed_at_the_new_release_and_the_layout_kept(tiny_bundle: Path, tmp_path: Path,
+                                                                                   capsys):
+    """`swap-bundle releases/v2 current` with `current -> releases/v1`: `current` stays a symlink, now to
+    releases/v2 (relative, as it was), and both releases stay where they are (releases/v1 for a rollback).
+    It used to move releases/v2 over the symlink: `current` became a plain directory and releases/v2 a
+    dangling symlink, so the operator's next `ln -sfn releases/v3 current` went into the directory."""
+    v1, v2, current = _releases(tiny_bundle, tmp_path)
+    v1_files = {p.name: p.read_bytes() for p in v1.iterdir()}
+    old_version = json.loads((v1 / "bundle.json").read_text())["model_version"]
+    assert deploy_main(["swap-bundle", str(v2), str(current)]) == 0
+    out = capsys.readouterr().out
+    assert current.is_symlink() and os.readlink(current) == "releases/v2"
+    assert v2.is_dir() and not v2.is_symlink() and json.loads((current / "bundle.json").read_text())["model_version"] == "v-next"
+    assert {p.name: p.read_bytes() for p in v1.iterdir()} == v1_files, "the old release is kept for a rollback"
+    assert sorted(p.name for p in current.parent.iterdir()) == ["current", "releases"], "no temporary left"
+    assert f"{current} -> releases/v2 now holds model v-next (was {old_version}, releases/v1 is kept: " in out, out
+
+    assert deploy_main(["swap-bundle", str(v1), str(current)]) == 0, "rolling back is the same command"
+    assert os.readlink(current) == "releases/v1"
+
+
+def test_a_symlinked_live_bundle_refuses_the_release_it_points_to_and_a_bad_one(tiny_bundle: Path, tmp_path: Path,
+                                                                                 capsys):
+    v1, v2, current = _releases(tiny_bundle, tmp_path)
+    assert deploy_main(["swap-bundle", str(v1), str(current)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"ember-deploy swap-bundle: {current} already points to {v1}: nothing to swap", err
+    with open(v2 / "decoder.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 16)
+    assert deploy_main(["swap-bundle", str(v2), str(current)]) == 1
+    assert "not swapped in" in capsys.readouterr().err
+    assert os.readlink(current) == "releases/v1"
+
+
+def test_a_dangling_live_symlink_is_pointed_at_the_new_release(tiny_bundle: Path, tmp_path: Path, capsys):
+    """The release `current` pointed to was deleted: swapping a good one in repairs the link."""
+    v1, v2, current = _releases(tiny_bundle, tmp_path)
+    shutil.rmtree(v1)
+    assert deploy_main(["swap-bundle", str(v2), str(current)]) == 0, capsys.readouterr().err
+    assert os.readlink(current) == "releases/v2"
+    assert f"{current} -> releases/v2 now holds model v-next; " in capsys.readouterr().out

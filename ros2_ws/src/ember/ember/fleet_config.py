@@ -5,7 +5,8 @@ embedded default) turn `FleetConfig.node_descriptions()` into running nodes, so 
 cannot drift: same packages, executables, names, namespaces, parameters and remappings.
 
 Relative paths in the file (bundle, camera images/video) are relative to the directory of
-the file itself (symlinks resolved), and may use $VARIABLES and ~.
+the file itself (its own symlink resolved), and may use $VARIABLES and ~. A path that is a symlink
+stays one, so the nodes' bundle check follows `current -> releases/vN` when an operator flips it.
 """
 
 from __future__ import annotations
@@ -431,7 +432,7 @@ def _resolve_path(value: str, base_dir: Path) -> str:
     p = Path(os.path.expanduser(os.path.expandvars(value)))
     if not p.is_absolute():
         p = base_dir / p
-    return str(p.resolve())
+    return os.path.abspath(p)  # a symlink stays one: `current -> releases/v4` is followed when it flips
 
 
 def _inference(data: Any, where: str, base: InferenceConfig) -> InferenceConfig:
@@ -480,7 +481,7 @@ def load_dict(data: Any, base_dir: Path | str = ".", source: str = "<dict>", bun
             raise FleetConfigError(f"{where}: missing key 'bundle' (the model bundle directory)")
         bundle = _resolve_path(_coerce(top["bundle"], str, f"{where}.bundle"), base)
     else:
-        bundle = str(Path(bundle).expanduser().resolve())
+        bundle = os.path.abspath(Path(bundle).expanduser())
 
     inference = _inference(top.get("inference"), f"{where}.inference", InferenceConfig())
     respawn = _respawn(top.get("respawn"), f"{where}.respawn", RespawnConfig())

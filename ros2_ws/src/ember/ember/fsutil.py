@@ -21,11 +21,11 @@ def _fsync_tree(root: Path) -> None:
     power loss the renamed bundle must not hold empty files)."""
     for dirpath, _, names in os.walk(root):
         for name in names:
-            _fsync(os.path.join(dirpath, name))
-        _fsync(dirpath)
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath)
 
 
-def _fsync(path: str | Path) -> None:
+def fsync_path(path: str | Path) -> None:
     """Flush one file or directory (its entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -69,7 +69,7 @@ def replace_directory(staged: Path, dst: Path) -> None:
         dst.rename(old)
         staged.rename(dst)
         shutil.rmtree(old, ignore_errors=True)
-    _fsync(dst.parent)
+    fsync_path(dst.parent)
 
 
 def _finite(obj: Any) -> Any:

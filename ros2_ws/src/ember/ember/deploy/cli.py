@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("swap-bundle", help="check a new bundle, then swap it in at a live bundle path in one "
                                             "atomic step (running nodes load it by themselves)")
-    sw.add_argument("new", help="the new bundle, copied beside the live one (same filesystem); it is moved")
-    sw.add_argument("live", help="the bundle path the robot's nodes run (its old contents are removed)")
+    sw.add_argument("new", help="the new bundle, copied beside the live one (same filesystem); it is moved "
+                                "(a symlinked live path is pointed at it instead, and it stays)")
+    sw.add_argument("live", help="the bundle path the robot's nodes run (its old contents are removed; a symlink "
+                                 "is re-pointed, its old target kept)")
     sw.add_argument("--threads", type=_at_least_one, default=1, help="onnxruntime threads for the check analysis")
     return p
 
@@ -63,8 +65,12 @@ def _swap(args: argparse.Namespace) -> int:
         print(f"ember-deploy swap-bundle: {args.new} failed its check, not swapped in ({args.live} unchanged): "
               + "; ".join(failures), file=sys.stderr)
         return 1
-    was = f" (was {result.old_version})" if result.old_version else ""
-    print(f"{result.live} now holds model {result.new_version}{was}; running nodes load it within two "
+    live = f"{result.live} -> {result.link_target}" if result.link_target else str(result.live)
+    was = [f"was {result.old_version}"] if result.old_version else []
+    if result.old_link_target:
+        was.append(f"{result.old_link_target} is kept: swap it back to roll back")
+    was_text = f" ({', '.join(was)})" if was else ""
+    print(f"{live} now holds model {result.new_version}{was_text}; running nodes load it within two "
           "bundle_check_period_s, or at once on their reload_model service")
     return 0
 

@@ -86,7 +86,8 @@ def format_alert(data: str) -> str:
         return f"ALERT {data}"
     if not isinstance(alert, dict):
         return f"ALERT {data}"
-    about = alert.get("task_id") or json.dumps(alert.get("task", ""))
+    # what it is about: the task (its id, else its text) or, for a robot's alert (clock_skew), the robot
+    about = alert.get("task_id") or (json.dumps(alert["task"]) if alert.get("task") else alert.get("robot_id", '""'))
     parts = [f"ALERT {alert.get('kind', '?')} {about}"]
     if alert.get("step_id"):
         parts.append(f"step {alert['step_id']} ({alert.get('robot_type', '')}): {alert.get('description', '')}")
