@@ -241,6 +241,30 @@ def test_package_force_replaces_an_old_package(tiny_bundle: Path, tmp_path: Path
     assert check_package(second.path, load_engine=False).ok
 
 
+def test_package_force_keeps_the_environment_run_sh_setup_installed(tiny_bundle: Path, tmp_path: Path, capsys):
+    """Re-packaging a robot's package in place (the documented rollout) keeps its .venv: without it the
+    next (re)start of `run.sh serve` fails until `run.sh setup` reinstalls from PyPI, which an
+    offline robot cannot. A changed requirements.txt is said, so the operator knows to run setup."""
+    pkg = build_package(tiny_bundle, tmp_path / "pkg", FLEET, robot_id="drone_1").path
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(pkg / ".venv")], check=True)
+    marker = pkg / ".venv" / "installed-by-setup"
+    marker.write_text("x")
+    inode = (pkg / ".venv").stat().st_ino
+
+    assert deploy_main(["package", "--bundle", str(tiny_bundle), "--out", str(pkg), "--config", str(FLEET),
+                       "--robot-id", "drone_1", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert marker.read_text() == "x" and (pkg / ".venv").stat().st_ino == inode, "the package's .venv was dropped"
+    assert "kept its .venv" in out and "requirements changed" not in out, out
+    assert check_package(pkg, load_engine=False).ok  # .venv is not a package file
+
+    (pkg / "requirements.txt").write_text("numpy==1.0\n")  # the old package pinned something else
+    assert deploy_main(["package", "--bundle", str(tiny_bundle), "--out", str(pkg), "--config", str(FLEET),
+                       "--robot-id", "drone_1", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert marker.is_file() and re.search(r"requirements changed: run \S*run\.sh setup again", out), out
+
+
 def test_serve_and_deploy_stay_torch_free():
     code = (
         "import sys, ember.serve.app, ember.serve.images, ember.serve.guard, ember.deploy.cli, "

@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             f"wrote {res.path}: robot {res.robot_id} ({res.robot_type}), model {res.model_version}, "
             f"{res.files} files, {res.bytes / 1e6:.1f} MB"
         )
-        print(f"copy it to the robot, then: {res.path.name}/run.sh setup && {res.path.name}/run.sh check")
+        if res.kept_venv and res.requirements_changed:
+            print(f"kept its .venv, but the requirements changed: run {res.path.name}/run.sh setup again")
+        elif res.kept_venv:
+            print(f"kept its .venv (run.sh setup's environment); check it: {res.path.name}/run.sh check")
+        else:
+            print(f"copy it to the robot, then: {res.path.name}/run.sh setup && {res.path.name}/run.sh check")
         return 0
 
     from ember.deploy.check import check_package

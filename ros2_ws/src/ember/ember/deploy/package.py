@@ -39,7 +39,9 @@ MANIFEST_FORMAT = 1
 PARAMS_FILE = "config/robot.yaml"
 ROBOT_ENV = "robot.env"
 # Written by `run.sh setup` / Python inside the package; never part of the manifest.
-UNTRACKED_DIRS = frozenset({".venv", "__pycache__"})
+VENV = ".venv"
+"""the environment `run.sh setup` creates inside the package (kept by `--force`)"""
+UNTRACKED_DIRS = frozenset({VENV, "__pycache__"})
 
 
 class PackageError(RuntimeError):
@@ -56,6 +58,10 @@ class PackageResult:
     model_version: str
     files: int
     bytes: int
+    kept_venv: bool = False
+    """an existing package's .venv (from `run.sh setup`) was moved into the new one"""
+    requirements_changed: bool = False
+    """... and the new requirements.txt differs from the one it was installed from"""
 
 
 def source_root() -> Path | None:
@@ -239,12 +245,32 @@ def build_package(
         }
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         stage.chmod(0o755)
-        replace_directory(stage, out)
+        kept_venv, requirements_changed = _take_venv(out, stage)
+        try:
+            replace_directory(stage, out)
+        except BaseException:
+            if kept_venv:
+                (stage / VENV).rename(out / VENV)
+            raise
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     total = sum((out / rel).stat().st_size for rel in digests)
-    return PackageResult(out, robot.id, robot.type, str(meta.get("model_version", "")), len(digests), total)
+    return PackageResult(out, robot.id, robot.type, str(meta.get("model_version", "")), len(digests), total,
+                         kept_venv, requirements_changed)
+
+
+def _take_venv(old: Path, stage: Path) -> tuple[bool, bool]:
+    """Move the .venv that `run.sh setup` made in the package being replaced into the staged one (same
+    path once swapped in, so its absolute paths hold): re-packaging a robot in place must not leave
+    `run.sh` without its environment, which an offline robot could not reinstall. Returns (moved,
+    requirements.txt differs from the one the environment was installed from)."""
+    if not (old / VENV).is_dir() or (old / VENV).is_symlink():
+        return False, False
+    before = old / "requirements.txt"
+    changed = not before.is_file() or before.read_bytes() != (stage / "requirements.txt").read_bytes()
+    (old / VENV).rename(stage / VENV)
+    return True, changed
 
 
 def manifest_digest(path: Path) -> str:
