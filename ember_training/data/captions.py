@@ -16,11 +16,10 @@ from .common import (
     LoadReport,
     Sample,
     clean_text,
-    image_path,
     read_json,
     read_text,
 )
-from .images import check_image
+from .images import find_image
 
 KARPATHY_TRAIN_SPLITS = ("train", "restval")
 
@@ -39,7 +38,7 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
     for img in data.get("images", []):
         if isinstance(img, dict) and isinstance(img.get("id"), int) and isinstance(img.get("file_name"), str):
             files[img["id"]] = img["file_name"]
-    problem: dict[int, str | None] = {}  # per image: None (readable) or the skip reason
+    found: dict[int, tuple[Path, str | None]] = {}  # per image: (path, None if readable else the skip reason)
     samples: list[Sample] = []
     for ann in data["annotations"]:
         if limit is not None and len(samples) >= limit:
@@ -52,11 +51,11 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
         if caption is None or image_id not in files:
             report.skip(MALFORMED, f"annotation {report.rows - 1}")
             continue
-        path = image_path(images, files[image_id])
-        if image_id not in problem:
-            problem[image_id] = check_image(path)
-        if problem[image_id]:
-            report.skip(problem[image_id], path)
+        if image_id not in found:
+            found[image_id] = find_image(images, files[image_id])
+        path, problem = found[image_id]
+        if problem:
+            report.skip(problem, path)
             continue
         samples.append(_caption_sample(f"coco/{ann.get('id', report.rows)}", "coco", path, caption))
     report.kept = len(samples)
@@ -71,7 +70,7 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
     else:
         rows = _results_csv_rows(captions)
     samples: list[Sample] = []
-    problem: dict[str, str | None] = {}  # per image: None (readable) or the skip reason
+    found: dict[str, tuple[Path, str | None]] = {}  # per image: (path, None if readable else the skip reason)
     for uid, name, caption, raw in rows:
         if limit is not None and len(samples) >= limit:
             break
@@ -81,11 +80,11 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
         if name is None or caption is None:
             report.skip(MALFORMED, uid)
             continue
-        path = image_path(images, name)
-        if name not in problem:
-            problem[name] = check_image(path)
-        if problem[name]:
-            report.skip(problem[name], path)
+        if name not in found:
+            found[name] = find_image(images, name)
+        path, problem = found[name]
+        if problem:
+            report.skip(problem, path)
             continue
         samples.append(_caption_sample(f"flickr30k/{uid}", "flickr30k", path, caption))
     report.kept = len(samples)

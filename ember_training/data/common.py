@@ -27,6 +27,8 @@ UNKNOWN_LABEL = "unknown label"
 MALFORMED = "malformed row"
 NO_ANSWER = "no answer"
 DUPLICATE = "duplicate row"  # an exact copy of an earlier row (a doubled line): it would weigh twice
+EXAMPLES = 3
+"""different culprits a summary line names per skip reason"""
 
 
 @dataclass
@@ -69,7 +71,8 @@ class LoadReport:
     rows: int = 0
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)  # reason -> the first row's culprit
+    examples: dict[str, dict[str, str]] = field(default_factory=dict)  # reason -> {key: culprit}, first 3 keys
+    _more: set[str] = field(default_factory=set, repr=False)  # reasons with more distinct culprits than shown
     _seen: set[int] = field(default_factory=set, repr=False)  # 64-bit digests of the rows read
 
     def duplicate(self, row: Any, example: object = None) -> bool:
@@ -83,21 +86,34 @@ class LoadReport:
         self._seen.add(key)
         return False
 
-    def skip(self, reason: str, example: object = None) -> None:
-        """Count a skipped row; `example` (a path, a label name) is shown for the reason's first row."""
+    def skip(self, reason: str, example: object = None, key: str | None = None) -> None:
+        """Count a skipped row; `example` (a path, 'row 3: Robotic Arm') is shown for the first
+        EXAMPLES rows of the reason with different `key`s (default: the example itself; a robot
+        name, so that a name repeated on many rows is shown once)."""
         self.skipped[reason] += 1
-        if example is not None and reason not in self.examples:
-            self.examples[reason] = repr(str(example))
+        if example is None:
+            return
+        shown = self.examples.setdefault(reason, {})
+        key = str(example) if key is None else key
+        if key in shown:
+            return
+        if len(shown) < EXAMPLES:
+            shown[key] = repr(str(example))
+        else:
+            self._more.add(reason)
 
     @property
     def n_skipped(self) -> int:
         return sum(self.skipped.values())
 
     def summary(self) -> str:
-        detail = ", ".join(f"{reason} {n}" + (f" e.g. {self.examples[reason]}" if reason in self.examples else "")
+        detail = "; ".join(f"{reason} {n}" + (f" e.g. {self._shown(reason)}" if self.examples.get(reason) else "")
                            for reason, n in sorted(self.skipped.items()))
         text = f"{self.name}: {self.kept} samples from {self.rows} rows, skipped {self.n_skipped}"
         return text + (f" ({detail})" if detail else "")
+
+    def _shown(self, reason: str) -> str:
+        return ", ".join([*self.examples[reason].values(), *(["..."] if reason in self._more else [])])
 
     def emit(self) -> LoadReport:
         log.info(self.summary())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -9,7 +12,56 @@ import numpy as np
 
 from ember.serve.images import ImageError, image_size
 
-from .common import MISSING_IMAGE, UNREADABLE_IMAGE
+from .common import MISSING_IMAGE, UNREADABLE_IMAGE, image_path
+
+
+def find_image(images: Path, name: str) -> tuple[Path, str | None]:
+    """(path, check_image's verdict) of an annotation's image name under `images` (common.image_path).
+
+    A name that is not on disk as written is looked up the way the disk it was written on saw it:
+    a folder or file whose name differs only in Unicode form (macOS keeps 'Ü' decomposed, NFD; the
+    labels file holds it composed) or in letter case ('a.jpg' for 'a.JPG': Windows and macOS disks
+    ignore case) is that file when exactly one entry of its folder matches. Else the path as written,
+    MISSING_IMAGE."""
+    path = image_path(images, name)
+    problem = check_image(path)
+    if problem == MISSING_IMAGE and (found := _loose_match(path)) is not None:
+        return found, check_image(found)
+    return path, problem
+
+
+def _loose_key(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_index(folder: str, mtime_ns: int) -> dict[str, tuple[str, ...]]:
+    """{NFC case-folded name: the folder's entries with that key} (cached while the mtime stays; only
+    folders where a name was missing are listed)."""
+    index: dict[str, list[str]] = {}
+    for entry in os.listdir(folder):
+        index.setdefault(_loose_key(entry), []).append(entry)
+    return {key: tuple(names) for key, names in index.items()}
+
+
+def _loose_match(path: Path) -> Path | None:
+    """`path` with each missing component replaced by the one entry of its folder that equals it in NFC
+    form, else the one that equals it ignoring case too; None when a component has no such entry."""
+    found = Path(path.anchor)
+    for part in path.parts[1:] if path.anchor else path.parts:
+        child = found / part
+        if not child.exists():
+            try:
+                names = _folder_index(str(found), found.stat().st_mtime_ns).get(_loose_key(part), ())
+            except OSError:
+                return None
+            same_case = [n for n in names if unicodedata.normalize("NFC", n) == unicodedata.normalize("NFC", part)]
+            pick = same_case if len(same_case) == 1 else names
+            if len(pick) != 1:
+                return None
+            child = found / pick[0]
+        found = child
+    return found
 
 
 def check_image(path: str | Path) -> str | None:

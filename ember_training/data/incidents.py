@@ -26,11 +26,10 @@ from .common import (
     DataError,
     LoadReport,
     Sample,
-    image_path,
     label_vector,
     read_json,
 )
-from .images import check_image
+from .images import find_image
 
 NO_LABELS = "no labels"
 
@@ -77,8 +76,8 @@ def load_incidents(annotations: Path, images: Path, limit: int | None = None) ->
         if (incidents < 0).all() and (places < 0).all():
             report.skip(NO_LABELS, key)
             continue
-        path = image_path(images, key)
-        if problem := check_image(path):
+        path, problem = find_image(images, key)
+        if problem:
             report.skip(problem, path)
             continue
         samples.append(

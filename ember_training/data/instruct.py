@@ -13,10 +13,9 @@ from .common import (
     LoadReport,
     Sample,
     clean_text,
-    image_path,
     read_json,
 )
-from .images import check_image
+from .images import check_image, find_image
 
 
 def _turn_text(turn: object, role: str) -> str | None:
@@ -60,8 +59,8 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
         if any(q is None or a is None for q, a in pairs):
             report.skip(MALFORMED, f"row {i}")
             continue
-        path = image_path(images, image)
-        if problem := check_image(path):
+        path, problem = find_image(images, image)
+        if problem:
             report.skip(problem, path)
             continue
         history: list[tuple[str, str]] = []

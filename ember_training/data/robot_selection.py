@@ -1,6 +1,6 @@
 """Robot-selection loaders: the single-robot JSON (robot sets) and the multi-robot JSON (plans).
 
-single: [{instruction, input: "Task: ...", output: "Drone, Robot with Legs"}]
+single: [{instruction, input: "Task: ...", output: "Drone, Robot with Legs" or ["Drone", ...]}]
 multi:  [{instruction, input, subtasks: [{subtask, assigned_robot, execution_order}],
           original_single_robot_output}]
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ember.labels import NUM_ROBOT_TYPES, parse_robot_set, robot_index
+from ember.labels import NUM_ROBOT_TYPES, robot_index
 
 from .common import (
     MALFORMED,
@@ -50,37 +50,113 @@ def parse_capabilities(instruction: str) -> dict[int, list[str]]:
     return out
 
 
-def _task(row: dict) -> str | None:
+class RowError(ValueError):
+    """A robot-selection row that is skipped: the skip reason and what to show for it ('row 3: ...')."""
+
+    def __init__(self, reason: str, culprit: str, key: str | None = None) -> None:
+        super().__init__(culprit)
+        self.reason, self.culprit, self.key = reason, culprit, key  # key: the unknown name (shown once)
+
+
+def _task(row: dict, i: int) -> str:
     text = clean_text(row.get("input"))
-    if text is None:
-        return None
-    return clean_text(_TASK_PREFIX.sub("", text))
+    task = clean_text(_TASK_PREFIX.sub("", text)) if text is not None else None
+    if task is None:
+        raise RowError(MALFORMED, f"row {i}: no task text in 'input'")
+    return task
+
+
+def _robot_set(value: object, i: int, name: str) -> tuple[int, ...]:
+    """Sorted robot indices of a set written as "Drone, Robot with Legs" or ["Drone", "Robot with Legs"]."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        value = ", ".join(value)
+    if value is None:
+        raise RowError(MALFORMED, f"row {i}: no {name!r}")
+    if not isinstance(value, str):
+        raise RowError(MALFORMED, f"row {i}: {name!r} is not a robot list ({value!r})")
+    parts = [p for p in (v.strip() for v in value.split(",")) if p]
+    if not parts:
+        raise RowError(MALFORMED, f"row {i}: {name!r} names no robot")
+    indices = set()
+    for part in parts:
+        try:
+            indices.add(robot_index(part))
+        except ValueError:  # not one of the fleet's types (or another spelling)
+            raise RowError(UNKNOWN_LABEL, f"row {i}: {part}", part) from None
+    return tuple(sorted(indices))
+
+
+def _capabilities(row: dict) -> dict[int, list[str]]:
+    instruction = row.get("instruction")
+    return parse_capabilities(instruction) if isinstance(instruction, str) else {}
+
+
+def _steps(subtasks: object, i: int) -> tuple[tuple[int, str, int], ...]:
+    """(execution order, description, robot index) sorted by order (stable: parallel steps keep
+    their listed order)."""
+    if not isinstance(subtasks, list) or not subtasks:
+        raise RowError(MALFORMED, f"row {i}: no 'subtasks' list")
+    steps = []
+    for k, s in enumerate(subtasks):
+        where = f"row {i}: subtask {k}"
+        if not isinstance(s, dict):
+            raise RowError(MALFORMED, f"{where} is not an object")
+        order, desc, robot = s.get("execution_order"), clean_text(s.get("subtask")), s.get("assigned_robot")
+        if isinstance(order, str) and order.strip().isdigit():  # a spreadsheet export's "2"
+            order = int(order)
+        if isinstance(order, bool) or not isinstance(order, int):
+            raise RowError(MALFORMED, f"{where}: 'execution_order' is not an integer ({order!r})")
+        if desc is None:
+            raise RowError(MALFORMED, f"{where}: no 'subtask' text")
+        if not isinstance(robot, str):
+            raise RowError(MALFORMED, f"{where}: 'assigned_robot' is not a robot name ({robot!r})")
+        try:
+            steps.append((order, desc, robot_index(robot)))
+        except ValueError:
+            raise RowError(UNKNOWN_LABEL, f"row {i}: {robot}", robot) from None
+    return tuple(sorted(steps, key=lambda s: s[0]))
+
+
+def parse_single_row(row: object, i: int) -> tuple[str, tuple[int, ...], dict[int, list[str]]]:
+    """(task, robot set, capabilities) of single-file row `i`; RowError when it is skipped."""
+    if not isinstance(row, dict):
+        raise RowError(MALFORMED, f"row {i}: not an object")
+    return _task(row, i), _robot_set(row.get("output"), i, "output"), _capabilities(row)
+
+
+def parse_multi_row(row: object, i: int) -> tuple[str, tuple[int, ...], tuple[tuple[int, str, int], ...], dict]:
+    """(task, robot set, plan steps, capabilities) of multi-file row `i`; RowError when it is skipped."""
+    if not isinstance(row, dict):
+        raise RowError(MALFORMED, f"row {i}: not an object")
+    task = _task(row, i)
+    steps = _steps(row.get("subtasks"), i)
+    robots = _robot_set(row.get("original_single_robot_output"), i, "original_single_robot_output")
+    return task, robots, steps, _capabilities(row)
+
+
+def read_rows(path: Path, name: str) -> list:
+    """The rows of a robot-selection JSON file (read_json's encodings); DataError if it is not a list."""
+    data = read_json(path, name)
+    if not isinstance(data, list):
+        raise DataError(f"{name}: {path} is not a list of rows")
+    return data
 
 
 def load_robot_single(path: Path, limit: int | None = None) -> tuple[list[Sample], LoadReport]:
     """Single-robot rows: the robot set is a complete multi-label target (absent robots are 0)."""
     report = LoadReport("robot_single")
-    data = read_json(path, "robot_single")
-    if not isinstance(data, list):
-        raise DataError(f"robot_single: {path} is not a list of rows")
     samples: list[Sample] = []
-    for i, row in enumerate(data):
+    for i, row in enumerate(read_rows(path, "robot_single")):
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
         if report.duplicate(row, f"row {i}"):
             continue
-        task = _task(row) if isinstance(row, dict) else None
-        output = row.get("output") if isinstance(row, dict) else None
-        if task is None or not isinstance(output, str):
-            report.skip(MALFORMED, f"row {i}")
-            continue
         try:
-            robots = tuple(parse_robot_set(output))
-        except ValueError:
-            report.skip(UNKNOWN_LABEL, output)
+            task, robots, caps = parse_single_row(row, i)
+        except RowError as e:
+            report.skip(e.reason, e.culprit, e.key)
             continue
-        caps = parse_capabilities(row.get("instruction") or "") if isinstance(row.get("instruction"), str) else {}
         samples.append(
             Sample(uid=f"robot_single/{i}", source="robot_single", image=None, task=task,
                    robots=one_hot_set(robots, NUM_ROBOT_TYPES), robot_set=robots, capabilities=caps)
@@ -92,52 +168,21 @@ def load_robot_single(path: Path, limit: int | None = None) -> tuple[list[Sample
 def load_robot_multi(path: Path, limit: int | None = None) -> tuple[list[Sample], LoadReport]:
     """Multi-robot rows: the answer is the task's robot set, the plan its subtasks by execution order."""
     report = LoadReport("robot_multi")
-    data = read_json(path, "robot_multi")
-    if not isinstance(data, list):
-        raise DataError(f"robot_multi: {path} is not a list of rows")
     samples: list[Sample] = []
-    for i, row in enumerate(data):
+    for i, row in enumerate(read_rows(path, "robot_multi")):
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
         if report.duplicate(row, f"row {i}"):
             continue
-        task = _task(row) if isinstance(row, dict) else None
-        subtasks = row.get("subtasks") if isinstance(row, dict) else None
-        output = row.get("original_single_robot_output") if isinstance(row, dict) else None
-        if isinstance(output, list) and output and all(isinstance(o, str) for o in output):
-            output = ", ".join(output)  # some rows list the set instead of a comma-separated string
-        if task is None or not isinstance(subtasks, list) or not subtasks or not isinstance(output, str):
-            report.skip(MALFORMED, f"row {i}")
-            continue
         try:
-            robots = tuple(parse_robot_set(output))
-            steps = _steps(subtasks)
-        except ValueError as e:
-            report.skip(UNKNOWN_LABEL, e)
+            task, robots, steps, caps = parse_multi_row(row, i)
+        except RowError as e:
+            report.skip(e.reason, e.culprit, e.key)
             continue
-        except (TypeError, KeyError):
-            report.skip(MALFORMED, f"row {i}")
-            continue
-        caps = parse_capabilities(row.get("instruction") or "") if isinstance(row.get("instruction"), str) else {}
         samples.append(
             Sample(uid=f"robot_multi/{i}", source="robot_multi", image=None, task=task,
                    robots=one_hot_set(robots, NUM_ROBOT_TYPES), robot_set=robots, steps=steps, capabilities=caps)
         )
     report.kept = len(samples)
     return samples, report.emit()
-
-
-def _steps(subtasks: list) -> tuple[tuple[int, str, int], ...]:
-    """(execution order, description, robot index) sorted by order (stable: parallel steps keep
-    their listed order). TypeError/KeyError for malformed entries, ValueError for unknown robots."""
-    steps = []
-    for s in subtasks:
-        order = s["execution_order"]
-        desc = clean_text(s["subtask"])
-        robot = s["assigned_robot"]
-        if isinstance(order, bool) or not isinstance(order, int) or desc is None or not isinstance(robot, str):
-            raise TypeError("bad subtask")
-        steps.append((order, desc, robot_index(robot)))
-    return tuple(sorted(steps, key=lambda s: s[0]))
-

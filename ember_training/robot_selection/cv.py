@@ -35,6 +35,7 @@ import numpy as np
 from ember.fsutil import json_text
 from ember.labels import ROBOT_DISPLAY_NAMES, ROBOT_TYPES
 
+from ..data.robot_selection import read_rows
 from .folds import DEFAULT_SEED, grouped_folds, normalize_task, split
 from .tasks import MULTI_FILE, SINGLE_FILE, RobotTask, load_tasks, resolve_files
 
@@ -45,15 +46,27 @@ HEADLINE = ("exact_match", "jaccard", "top1_hit", "micro_f1", "macro_f1")
 
 # ---------------------------------------------------------------------------- data per fold
 def write_split(data_path: str | Path, indices: Sequence[int], dest: Path) -> Path:
-    """Copy the rows at `indices` of both dataset files (as they are) into `dest`."""
+    """Copy the rows at `indices` (RobotTask.index: positions in the single file, or in the multi file
+    when it is the only one) into `dest` as they are, with the other file's rows of the same tasks
+    (matched by normalised text: a user's two files need not list the same tasks in the same order)."""
     single, multi = resolve_files(data_path)
+    primary = single or multi
+    rows = read_rows(primary, primary.name)
+    chosen = [rows[i] for i in indices]
+    keys = {_row_key(r) for r in chosen} - {None}
     dest.mkdir(parents=True, exist_ok=True)
     for src, name in ((single, SINGLE_FILE), (multi, MULTI_FILE)):
         if src is None:
             continue
-        rows = json.loads(src.read_text(encoding="utf-8"))
-        (dest / name).write_text(json.dumps([rows[i] for i in indices], ensure_ascii=False, indent=1), encoding="utf-8")
+        picked = chosen if src == primary else [r for r in read_rows(src, name) if _row_key(r) in keys]
+        (dest / name).write_text(json.dumps(picked, ensure_ascii=False, indent=1), encoding="utf-8")
     return dest
+
+
+def _row_key(row: object) -> str | None:
+    """A raw row's task text, normalised (the join key of the two files), or None."""
+    text = row.get("input") if isinstance(row, dict) else None
+    return normalize_task(text) if isinstance(text, str) and text.strip() else None
 
 
 def check_no_leak(train: Sequence[RobotTask], test: Sequence[RobotTask]) -> None:
@@ -267,7 +280,7 @@ def run_cv(config: str | Path, data: str | Path, k: int = 5, seed: int = DEFAULT
         train, test = [tasks[i] for i in tr], [tasks[i] for i in te]
         check_no_leak(train, test)
         fdir = work / f"fold{f}"
-        robot_dir = write_split(data, tr, fdir / "robot_selection")
+        robot_dir = write_split(data, [t.index for t in train], fdir / "robot_selection")
         assert len(load_tasks(robot_dir)) == len(train)
         ckpt = train_fold(config, robot_dir, fdir / "run", data_dir, teacher_cache, overrides)
         t_train = time.time() - t0
