@@ -130,3 +130,29 @@ def test_cross_validation_options_come_from_the_training_side(tmp_path, shared_d
     assert helped.returncode == 0 and "--cv K" in helped.stdout and "--config" in helped.stdout
     res = cli("eval", "robot-selection", "--cv", "5", "--data", shared_data / SINGLE)
     assert res.returncode == 2 and "--cv needs --config" in res.stderr
+
+
+def test_skip_bad_rows_evaluates_the_rest_and_reports_what_it_skipped(tmp_path, shared_data, tiny_bundle):
+    """ember-train skips the rows it cannot use; --skip-bad-rows lets ember-eval do the same on that file
+    (without it the file is refused, as above), naming each skipped row and counting it in the report."""
+    rows = json.loads((shared_data / SINGLE).read_text())[:12]
+    rows[3]["output"] = "Robotic Arm"
+    rows[7] = {"input": "", "output": "Drone"}
+    data = tmp_path / "mine.json"
+    data.write_text(json.dumps(rows))
+    out = tmp_path / "rs.json"
+    refused = cli("eval", "robot-selection", "--bundle", tiny_bundle, "--data", data, "--json", out)
+    assert refused.returncode == 2 and "2 of 12 rows are bad" in refused.stderr and not out.exists()
+
+    res = cli("eval", "robot-selection", "--bundle", tiny_bundle, "--data", data, "--json", out, "--skip-bad-rows")
+    assert res.returncode == 0, res.stderr
+    assert "skipped 2 of 12 rows: row 3: unknown robot type 'Robotic Arm'" in res.stderr, res.stderr
+    assert "row 7: no task text in 'input'" in res.stderr, res.stderr
+    report = json.loads(out.read_text())
+    assert report["n"] == 10 and [p.split(":")[0] for p in report["skipped_rows"]] == ["row 3", "row 7"]
+    assert [r["index"] for r in report["rows"]] == [0, 1, 2, 4, 5, 6, 8, 9, 10, 11]
+
+    rows = [{"input": "", "output": "Drone"}]
+    data.write_text(json.dumps(rows))
+    none_left = cli("eval", "robot-selection", "--bundle", tiny_bundle, "--data", data, "--skip-bad-rows")
+    assert none_left.returncode == 2 and "no usable rows" in none_left.stderr, none_left.stderr

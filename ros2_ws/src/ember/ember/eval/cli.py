@@ -1,7 +1,7 @@
 """`ember-eval`: evaluate a model bundle on a bag (offline or live) or on robot-selection data.
 
     ember-eval bag --bag BAG [--bundle build/bundle] [--live] [--out DIR]
-    ember-eval robot-selection [--bundle build/bundle] --data FILE.json [--json OUT] [--images DIR]
+    ember-eval robot-selection [--bundle build/bundle] --data FILE.json [--json OUT] [--images DIR] [--skip-bad-rows]
     ember-eval robot-selection --cv 5 --config config/train/small.yaml --data FILE.json [--json OUT]
 
 Bad input (a truncated bag, an unknown message type, a missing topic, an empty data file,
@@ -174,7 +174,11 @@ def _robot_selection(args: argparse.Namespace) -> int:
     from ember.eval.scenes import NEUTRAL_SOURCE, neutral_frames
 
     try:
-        fmt, rows = rsel.load_rows(args.data)
+        skipped: list[str] | None = [] if args.skip_bad_rows else None
+        fmt, rows = rsel.load_rows(args.data, skipped)
+        if skipped:
+            print(f"ember-eval: skipped {len(skipped)} of {len(rows) + len(skipped)} rows: {rsel.listed(skipped)}",
+                  file=sys.stderr)
         frames = _load_images(args.images) if args.images else neutral_frames()
         engine = _engine(args.bundle, args.threads)
         t0 = time.perf_counter()
@@ -195,6 +199,7 @@ def _robot_selection(args: argparse.Namespace) -> int:
             "images": str(args.images) if args.images else NEUTRAL_SOURCE,
             "seconds": round(seconds, 3),
             **metrics,
+            "skipped_rows": skipped or [],
             "rows": rsel.per_row(rows, pred),
         }
         try:
@@ -237,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--images", help="camera frames to pair the text-only tasks with (default: built-in neutral scenes)")
     rs.add_argument("--threads", type=int, default=1)
     rs.add_argument("--max-new-tokens", type=int, default=0, help="selection comes from the heads; 0 skips generation")
+    rs.add_argument("--skip-bad-rows", action="store_true",
+                    help="leave out (and name) rows ember-train would skip instead of refusing the file")
     try:  # issue 7: `--cv K --config C` options, present where the training side is installed
         from ember_training.robot_selection.cv import add_cv_arguments
     except ImportError:

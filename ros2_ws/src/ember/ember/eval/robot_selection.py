@@ -50,8 +50,10 @@ def _gold(value: object) -> list[str]:
     raise TypeError(f"robot set must be a string or a list of strings, not {type(value).__name__}")
 
 
-def load_rows(path: str | Path) -> tuple[str, list[Row]]:
-    """(format 'single'|'multi', rows) of a robot-selection file; DataError names every bad row."""
+def load_rows(path: str | Path, skipped: list[str] | None = None) -> tuple[str, list[Row]]:
+    """(format 'single'|'multi', rows) of a robot-selection file; DataError names every bad row, unless
+    `skipped` is given: then each bad row's problem is appended to it and the row left out (as ember-train
+    does), and only a file with no usable row at all is an error."""
     path = Path(path)
     try:
         text = decode_text(path.read_bytes())
@@ -93,10 +95,19 @@ def load_rows(path: str | Path) -> tuple[str, list[Row]]:
             problems.append(f"row {i}: {exc}")
             continue
         rows.append(Row(i, " ".join(_TASK_PREFIX.sub("", task).split()), gold))
-    if problems:
-        shown = "; ".join(problems[:MAX_LISTED]) + (f"; ... {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else "")
-        raise DataError(f"data file {path} ({fmt} format): {len(problems)} of {len(data)} rows are bad: {shown}")
+    if problems and (skipped is None or not rows):
+        none = "; no usable rows" if skipped is not None else ""
+        raise DataError(f"data file {path} ({fmt} format): {len(problems)} of {len(data)} rows are bad{none}: "
+                        f"{listed(problems)}")
+    if skipped is not None:
+        skipped.extend(problems)
     return fmt, rows
+
+
+def listed(problems: Sequence[str]) -> str:
+    """The first MAX_LISTED problems, `; `-separated, and how many more."""
+    more = len(problems) - MAX_LISTED
+    return "; ".join(problems[:MAX_LISTED]) + (f"; ... {more} more" if more > 0 else "")
 
 
 @dataclass
