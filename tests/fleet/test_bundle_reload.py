@@ -6,9 +6,11 @@ never replaces a working one and is not tried again until the directory changes.
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,45 @@ def test_analyses_running_during_reloads_each_use_one_whole_engine(slot, tiny_bu
         done.set()
         worker.join(60)
     assert not errors, errors
+
+
+def _held_files(root: Path) -> list[str]:
+    """The files under `root` this process holds open or mapped (deleted ones marked so)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor listdir used
+            continue
+    with open("/proc/self/maps") as fh:
+        held += [line.split(None, 5)[5].strip() for line in fh if len(line.split(None, 5)) == 6]
+    return sorted({h for h in held if h.startswith(str(root))})
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_many_reloads_leave_no_old_bundle_file_open_and_no_descriptor_or_thread_behind(selector_bundle, tmp_path):
+    """A daily rollout for months: each swap deletes the old bundle (swap-bundle's atomic rename, then
+    the old folder removed); the process must not keep any of its files open or mapped (the robot's
+    SD card would never get the space back), nor grow its descriptors or threads per reload."""
+    bundle, _, task = selector_bundle
+    v2 = with_version(bundle, tmp_path / "v2", "text-selector-v2")
+    live = shutil.copytree(bundle, tmp_path / "robot" / "bundle")
+    slot = BundleSlot(live, lambda p: load_checked_engine(p, threads=2), release_engine_memory)
+    slot.load_initial()
+    reloader = ThreadPoolExecutor(1)  # the node's reload timer: a thread of its own, kept
+    counts = []
+    try:
+        for day in range(8):
+            swap_in(v2 if day % 2 == 0 else bundle, live)
+            outcome = reloader.submit(slot.reload).result()
+            assert outcome.ok, outcome
+            with slot.using() as engine:
+                assert engine.analyze(IMAGE, task=task, max_new_tokens=2).robot_source == "text-selector"
+            del engine
+            held = _held_files(tmp_path / "robot")
+            assert all(not h.endswith("(deleted)") for h in held), f"reload {day + 1}: old bundle files held: {held}"
+            assert all(h.startswith(f"{live}/") for h in held), held
+            counts.append((len(os.listdir("/proc/self/fd")), threading.active_count(), len(os.listdir("/proc/self/task"))))
+    finally:
+        reloader.shutdown()
+    assert len(set(counts[1:])) == 1, f"descriptors, Python threads and OS threads after each reload: {counts}"

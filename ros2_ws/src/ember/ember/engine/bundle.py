@@ -88,22 +88,34 @@ class Bundle:
         return self.path / name
 
 
-def _sha256():
-    """Python's built-in SHA-256: `hashlib` would load OpenSSL's libcrypto (~3.5 MB resident)."""
+def _sha256_constructor() -> Callable[[], Any]:
+    """Python's built-in SHA-256: `hashlib` would load OpenSSL's libcrypto (~3.5 MB resident).
+    Looked up once: a failed import probe per hashed file stat'ed the import path and left a few
+    dozen bytes behind for good (a process reloading bundles for months)."""
     for name in ("_sha2", "_sha256"):  # 3.12+, 3.10-3.11
         try:
-            return __import__(name).sha256()
+            return __import__(name).sha256
         except (ImportError, AttributeError):
             continue
     import hashlib
 
-    return hashlib.sha256()
+    return hashlib.sha256
+
+
+_sha256 = _sha256_constructor()
 
 
 def _stream_digest(fh: BinaryIO, chunk: int = _CHUNK) -> str:
     h = _sha256()
     while block := fh.read(chunk):
         h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of `data`."""
+    h = _sha256()
+    h.update(data)
     return h.hexdigest()
 
 
@@ -235,9 +247,7 @@ class BundleFiles:
         """The whole content of `name`, read once and checked: load these bytes, not the path."""
         data = self._pinned(name).read()
         if self.verify_hashes:
-            h = _sha256()
-            h.update(data)
-            self._check(name, h.hexdigest())
+            self._check(name, sha256_bytes(data))
         before_load(self.path, name)
         return data
 
