@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from ember.prompting import format_prompt
@@ -15,11 +16,12 @@ from ember.prompting import format_prompt
 from ..config import Config
 from ..distill import TeacherLogits
 from .captions import load_coco_captions, load_flickr30k
-from .common import DataError, LoadReport, Sample
+from .common import DataError, LoadReport, Sample, gc_paused
 from .dataset import ImageSpec, StageDataset
 from .incidents import load_incidents
 from .instruct import load_llava, load_vqa
 from .robot_selection import load_robot_multi, load_robot_single
+from .table import SampleTable
 from .text import robot_target
 
 log = logging.getLogger("ember_training.data")
@@ -88,25 +90,29 @@ class SourceCache:
 
     def __init__(self, cfg: Config, dirs: DataDirs) -> None:
         self.cfg, self.dirs = cfg, dirs
-        self._cache: dict[str, tuple[list[Sample], list[Sample], LoadReport]] = {}
+        self._cache: dict[str, tuple[SampleTable, SampleTable, LoadReport]] = {}
 
-    def _load(self, name: str) -> tuple[list[Sample], list[Sample], LoadReport]:
+    def _load(self, name: str) -> tuple[SampleTable, SampleTable, LoadReport]:
         if name not in self._cache:
-            samples, report = load_source(name, self.cfg, self.dirs)
-            frac = self.cfg.data.val_fraction
-            train = [s for s in samples if not is_held_out(s, frac)]
-            val = [s for s in samples if is_held_out(s, frac)][: self.cfg.data.max_eval_samples]
-            if not train:
-                held = f" ({len(samples)} held out by data.val_fraction={frac})" if samples else ""
-                raise DataError(f"{report.summary()}: no usable training samples{held}")
+            with gc_paused():
+                samples, report = load_source(name, self.cfg, self.dirs)
+                frac = self.cfg.data.val_fraction
+                held = np.array([is_held_out(s, frac) for s in samples], bool)
+                table = SampleTable.of(samples)  # the per-row objects go: loader workers would copy them
+                del samples
+            train = table.take(np.flatnonzero(~held))
+            val = table.take(np.flatnonzero(held)[: self.cfg.data.max_eval_samples])
+            if not len(train):
+                why = f" ({len(table)} held out by data.val_fraction={frac})" if len(table) else ""
+                raise DataError(f"{report.summary()}: no usable training samples{why}")
             self._cache[name] = (train, val, report)
         return self._cache[name]
 
-    def get(self, name: str) -> list[Sample]:
+    def get(self, name: str) -> SampleTable:
         """Training samples of a dataset."""
         return self._load(name)[0]
 
-    def held_out(self, name: str) -> list[Sample]:
+    def held_out(self, name: str) -> SampleTable:
         """Held-out samples (at most data.max_eval_samples)."""
         return self._load(name)[1]
 
@@ -114,18 +120,18 @@ class SourceCache:
         return {name: f"{rep.summary()}; {len(val)} held out" for name, (_, val, rep) in self._cache.items()}
 
 
-def stage_samples(stage: str, cfg: Config, cache: SourceCache) -> tuple[list[Sample], list[Sample]]:
+def stage_samples(stage: str, cfg: Config, cache: SourceCache) -> tuple[SampleTable, SampleTable]:
     """(samples, incident pool) of a stage; the pool pairs text-only rows with incident scenes."""
-    samples = [s for name in cfg.stages.get(stage).datasets for s in cache.get(name)]
-    pool = cache.get("incidents") if any(s.image is None for s in samples) else []
+    samples = SampleTable.concat([cache.get(name) for name in cfg.stages.get(stage).datasets])
+    pool = cache.get("incidents") if samples.text_only().any() else SampleTable.of([])
     return samples, pool
 
 
 def build_eval_dataset(cfg: Config, cache: SourceCache, tok: Tokenizer, robot_targets: bool,
                        sources: tuple[str, ...] = ("incidents", "robot_single", "robot_multi")) -> StageDataset:
     """Held-out incidents and robot-selection rows (robot rows paired with held-out scenes), no augmentation."""
-    samples = [s for name in sources for s in cache.held_out(name)]
-    pool = cache.held_out("incidents") or cache.get("incidents")
+    samples = SampleTable.concat([cache.held_out(name) for name in sources])
+    pool = cache.held_out("incidents") if len(cache.held_out("incidents")) else cache.get("incidents")
     m = cfg.model
     return StageDataset(
         samples, tok, ImageSpec(m.image_size, m.image_mean, m.image_std, False), cfg.data.max_prompt_tokens,

@@ -19,7 +19,7 @@ from .common import (
     read_json,
     read_text,
 )
-from .images import find_image
+from .images import ImageLookup
 
 KARPATHY_TRAIN_SPLITS = ("train", "restval")
 
@@ -40,7 +40,16 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
             files[img["id"]] = img["file_name"]
     found: dict[int, tuple[Path, str | None]] = {}  # per image: (path, None if readable else the skip reason)
     samples: list[Sample] = []
-    for ann in data["annotations"]:
+    ids = (a.get("image_id") if isinstance(a, dict) else None for a in data["annotations"])
+    with ImageLookup(images, (files[i] for i in ids if isinstance(i, int) and i in files)) as lookup:
+        _coco_rows(data["annotations"], files, lookup, found, report, samples, limit)
+    report.kept = len(samples)
+    return samples, report.emit()
+
+
+def _coco_rows(annotations: list, files: dict[int, str], lookup: ImageLookup, found: dict[int, tuple[Path, str | None]],
+               report: LoadReport, samples: list[Sample], limit: int | None) -> None:
+    for ann in annotations:
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
@@ -48,29 +57,33 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
             continue
         caption = clean_text(ann.get("caption")) if isinstance(ann, dict) else None
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        if caption is None or image_id not in files:
+        if caption is None or not isinstance(image_id, int) or image_id not in files:
             report.skip(MALFORMED, f"annotation {report.rows - 1}")
             continue
         if image_id not in found:
-            found[image_id] = find_image(images, files[image_id])
+            found[image_id] = lookup(files[image_id])
         path, problem = found[image_id]
         if problem:
             report.skip(problem, path)
             continue
         samples.append(_caption_sample(f"coco/{ann.get('id', report.rows)}", "coco", path, caption))
-    report.kept = len(samples)
-    return samples, report.emit()
 
 
 def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tuple[list[Sample], LoadReport]:
     """Flickr30k captions from `results.csv` (image_name| comment_number| comment) or Karpathy JSON."""
     report = LoadReport("flickr30k")
-    if captions.suffix == ".json":
-        rows = _karpathy_rows(captions)
-    else:
-        rows = _results_csv_rows(captions)
+    rows = list(_karpathy_rows(captions) if captions.suffix == ".json" else _results_csv_rows(captions))
     samples: list[Sample] = []
     found: dict[str, tuple[Path, str | None]] = {}  # per image: (path, None if readable else the skip reason)
+    with ImageLookup(images, (name for _, name, _, _ in rows if name is not None)) as lookup:
+        _flickr_rows(rows, lookup, found, report, samples, limit)
+    report.kept = len(samples)
+    return samples, report.emit()
+
+
+def _flickr_rows(rows: list[tuple[str, str | None, str | None, object]], lookup: ImageLookup,
+                 found: dict[str, tuple[Path, str | None]], report: LoadReport, samples: list[Sample],
+                 limit: int | None) -> None:
     for uid, name, caption, raw in rows:
         if limit is not None and len(samples) >= limit:
             break
@@ -81,14 +94,12 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
             report.skip(MALFORMED, uid)
             continue
         if name not in found:
-            found[name] = find_image(images, name)
+            found[name] = lookup(name)
         path, problem = found[name]
         if problem:
             report.skip(problem, path)
             continue
         samples.append(_caption_sample(f"flickr30k/{uid}", "flickr30k", path, caption))
-    report.kept = len(samples)
-    return samples, report.emit()
 
 
 def _results_csv_rows(path: Path) -> Iterator[tuple[str, str | None, str | None, object]]:

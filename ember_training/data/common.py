@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,12 +151,27 @@ def _keyed_rows(pairs: list[tuple[str, Any]]) -> KeyedRows:
     return obj
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a dataset loads: parsing and checking a million
+    rows makes millions of container objects (none of them garbage), and the collector would walk all
+    of them again and again (the JSON parse of 200k incident rows took 4.5x as long with it on)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def read_json(path: Path, name: str, keyed_rows: bool = False) -> Any:
     """Parse a JSON file (read_text's encodings) or raise DataError naming the dataset and the file.
     With `keyed_rows`, every object is a KeyedRows (its pairs in file order, repeated keys too)."""
     text = read_text(path, name)
     try:
-        return json.loads(text, object_pairs_hook=_keyed_rows if keyed_rows else None)
+        with gc_paused():
+            return json.loads(text, object_pairs_hook=_keyed_rows if keyed_rows else None)
     except json.JSONDecodeError as e:
         raise DataError(f"{name}: {path} is not valid JSON: {e}") from None
 

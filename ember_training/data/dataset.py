@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from ember.labels import NUM_INCIDENTS, NUM_PLACES, NUM_ROBOT_TYPES
 from ..distill import TeacherLogits
 from .common import DataError, Sample, label_vector
 from .images import augment, read_rgb, to_tensor_array
+from .table import SampleTable
 from .text import robot_target
 from .tokens import encode_prompt, encode_target
 
@@ -52,27 +54,27 @@ class StageDataset(Dataset):
 
     def __init__(
         self,
-        samples: list[Sample],
+        samples: Sequence[Sample],
         tok: Tokenizer,
         image: ImageSpec,
         max_prompt_tokens: int,
         max_target_tokens: int,
         seed: int,
-        pool: list[Sample] | None = None,
+        pool: Sequence[Sample] | None = None,
         robot_targets: bool = False,
         two_views: bool = False,
         teacher: TeacherLogits | None = None,
     ) -> None:
-        if any(s.image is None for s in samples) and not pool:
+        self.samples = SampleTable.of(samples)  # no per-row objects: see data/table.py
+        self.pool = SampleTable.of(pool if pool is not None else [])
+        if self.samples.text_only().any() and not len(self.pool):
             raise ValueError("text-only rows (robot selection) need an incident pool to pair with; "
                              "the stage has no incident images")
-        self.samples = samples
         self.tok = tok
         self.image = image
         self.max_prompt = max_prompt_tokens
         self.max_target = max_target_tokens
         self.seed = seed
-        self.pool = pool or []
         self.robot_targets = robot_targets  # stage 4: LM targets with reasoning, answer and plan
         self.two_views = two_views  # stage 3: a second augmented view for the consistency loss
         self.teacher = teacher

@@ -29,7 +29,7 @@ from .common import (
     label_vector,
     read_json,
 )
-from .images import find_image
+from .images import ImageLookup
 
 NO_LABELS = "no labels"
 
@@ -58,7 +58,16 @@ def load_incidents(annotations: Path, images: Path, limit: int | None = None) ->
     if not isinstance(data, dict):
         raise DataError(f"incidents: {annotations} is not a mapping of image path -> annotation")
     samples: list[Sample] = []
-    for key, row in data.pairs:  # a repeated key is a row of its own (a doubled line: a duplicate)
+    with ImageLookup(images, (key for key, _ in data.pairs)) as lookup:
+        _rows(data.pairs, lookup, report, samples, limit)
+    report.kept = len(samples)
+    return samples, report.emit()
+
+
+def _rows(pairs: list[tuple[str, object]], lookup: ImageLookup, report: LoadReport, samples: list[Sample],
+          limit: int | None) -> None:
+    """Check each (image name, annotation) pair in file order; keep the samples, count the skips."""
+    for key, row in pairs:  # a repeated key is a row of its own (a doubled line: a duplicate)
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
@@ -76,7 +85,7 @@ def load_incidents(annotations: Path, images: Path, limit: int | None = None) ->
         if (incidents < 0).all() and (places < 0).all():
             report.skip(NO_LABELS, key)
             continue
-        path, problem = find_image(images, key)
+        path, problem = lookup(key)
         if problem:
             report.skip(problem, path)
             continue
@@ -84,5 +93,3 @@ def load_incidents(annotations: Path, images: Path, limit: int | None = None) ->
             Sample(uid=f"incidents/{key}", source="incidents", image=str(path), task=DEFAULT_TASK,
                    incidents=incidents, places=places)
         )
-    report.kept = len(samples)
-    return samples, report.emit()

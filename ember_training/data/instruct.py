@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ember.prompting import EOS_TOKEN, IMAGE_TOKEN, MAX_TASK_CHARS
@@ -15,7 +16,7 @@ from .common import (
     clean_text,
     read_json,
 )
-from .images import check_image, find_image
+from .images import ImageLookup, check_image
 
 
 def _turn_text(turn: object, role: str) -> str | None:
@@ -44,6 +45,15 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
     if not isinstance(data, list):
         raise DataError(f"llava: {conversations} is not a list of conversations")
     samples: list[Sample] = []
+    names = (row.get("image") if isinstance(row, dict) else None for row in data)
+    with ImageLookup(images, (n for n in names if isinstance(n, str))) as lookup:
+        _llava_rows(data, lookup, report, samples, limit)
+    report.kept = len(samples)
+    return samples, report.emit()
+
+
+def _llava_rows(data: list, lookup: ImageLookup, report: LoadReport, samples: list[Sample], limit: int | None) -> None:
+    found: dict[str, tuple[Path, str | None]] = {}  # per image (LLaVA asks several questions about most)
     for i, row in enumerate(data):
         if limit is not None and len(samples) >= limit:
             break
@@ -59,7 +69,9 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
         if any(q is None or a is None for q, a in pairs):
             report.skip(MALFORMED, f"row {i}")
             continue
-        path, problem = find_image(images, image)
+        if image not in found:
+            found[image] = lookup(image)
+        path, problem = found[image]
         if problem:
             report.skip(problem, path)
             continue
@@ -71,8 +83,6 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
                        task=_with_history(history, q), target=a + EOS_TOKEN)
             )
             history.append((q, a))
-    report.kept = len(samples)
-    return samples, report.emit()
 
 
 def load_vqa(
@@ -100,7 +110,24 @@ def load_vqa(
         if answer is not None:
             answers[ann["question_id"]] = answer
     samples: list[Sample] = []
-    for q in qdata["questions"]:
+
+    def vqa_path(image_id: int) -> Path:
+        return images / f"COCO_{subtype}_{image_id:012d}.jpg"
+
+    def check(name: str) -> tuple[Path, str | None]:
+        return Path(name), check_image(name)
+
+    ids = (q.get("image_id") if isinstance(q, dict) else None for q in qdata["questions"])
+    with ImageLookup(images, (str(vqa_path(i)) for i in ids if isinstance(i, int)), lookup=check) as lookup:
+        _vqa_rows(qdata["questions"], answers, vqa_path, lookup, report, samples, limit)
+    report.kept = len(samples)
+    return samples, report.emit()
+
+
+def _vqa_rows(questions: list, answers: dict[int, str], vqa_path: Callable[[int], Path], lookup: ImageLookup,
+              report: LoadReport, samples: list[Sample], limit: int | None) -> None:
+    found: dict[int, tuple[Path, str | None]] = {}  # per image (VQA asks about 5 questions about each)
+    for q in questions:
         if limit is not None and len(samples) >= limit:
             break
         report.rows += 1
@@ -115,12 +142,12 @@ def load_vqa(
         if qid not in answers:
             report.skip(NO_ANSWER, f"question_id {qid}")
             continue
-        path = images / f"COCO_{subtype}_{image_id:012d}.jpg"
-        if problem := check_image(path):
+        if image_id not in found:
+            found[image_id] = lookup(str(vqa_path(image_id)))
+        path, problem = found[image_id]
+        if problem:
             report.skip(problem, path)
             continue
         samples.append(
             Sample(uid=f"vqa/{qid}", source="vqa", image=str(path), task=text, target=answers[qid] + EOS_TOKEN)
         )
-    report.kept = len(samples)
-    return samples, report.emit()
