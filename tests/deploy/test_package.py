@@ -44,6 +44,9 @@ def test_package_layout(package: Path, tiny_bundle: Path):
     for src in tiny_bundle.iterdir():
         assert (package / "bundle" / src.name).read_bytes() == src.read_bytes(), src.name
     assert "EMBER_ROBOT_ID=legged_1" in (package / "robot.env").read_text()
+    # the fleet's DDS profile travels too: the robot's camera driver needs it for raw frames > 512 KiB
+    assert (package / "config" / "fastdds.xml").read_bytes() == (FLEET.parent / "fastdds.xml").read_bytes()
+    assert "config/fastdds.xml" in manifest["files"]
 
 
 def test_params_file_matches_the_fleet_config(package: Path, tiny_bundle: Path):

@@ -92,7 +92,8 @@ def _values(status: DiagnosticStatus) -> dict[str, str]:
 
 def _robot_params(bundle: Path, robot_id: str, period: float) -> dict:
     return {"robot_id": robot_id, "robot_type": "drone", "bundle": str(bundle), "max_rate_hz": 0.0,
-            "diagnostics_period_s": 0.3, "bundle_check_period_s": period}
+            "diagnostics_period_s": 0.3, "bundle_check_period_s": period,
+            "camera_silence_warn_s": 0.0}  # no camera: it analyses through its service (the level is the reload's)
 
 
 def test_a_swapped_in_bundle_serves_without_a_restart_and_a_bad_one_never_takes_the_model_away(

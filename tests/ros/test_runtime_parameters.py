@@ -38,6 +38,7 @@ INCIDENT_READ_ONLY = {
     "heartbeat_period_s": 1.0,
     "diagnostics_period_s": 2.0,
     "bundle_check_period_s": 1.0,
+    "camera_silence_warn_s": 3.0,
     "image_topic": "/x/image",
     "compressed_topic": "/x/image/compressed",
     "incident_topic": "x/incident",
@@ -122,7 +123,7 @@ def engine_for_tests(tiny_bundle):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("max_rate_hz", -1.0), ("battery", 2.0), ("heartbeat_period_s", 0.0), ("threads", 0), ("processing_delay_s", math.inf),
-     ("bundle_check_period_s", -1.0)],
+     ("bundle_check_period_s", -1.0), ("camera_silence_warn_s", -1.0)],
 )
 def test_an_out_of_range_value_in_the_params_file_stops_the_incident_node_with_its_name(name, value, tiny_bundle, tmp_path):
     params = {"robot_id": "bad_bot", "robot_type": "drone", "bundle": str(tiny_bundle), name: value}

@@ -52,6 +52,9 @@ class InferenceConfig:
     diagnostics_period_s: float = 1.0
     bundle_check_period_s: float = 5.0
     """how often the node looks (stat only) for a bundle swapped in at `bundle` and loads it; 0 = never"""
+    camera_silence_warn_s: float = 10.0
+    """a camera topic with no frame this long (no publisher, or none of its frames arrive) is a warning and
+    /diagnostics WARN; 0 = never (a robot analysing only through its AnalyzeImage service)"""
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ def incident_node_description(cfg: FleetConfig, robot: RobotConfig) -> NodeDescr
         "heartbeat_period_s": float(inf.heartbeat_period_s),
         "diagnostics_period_s": float(inf.diagnostics_period_s),
         "bundle_check_period_s": float(inf.bundle_check_period_s),
+        "camera_silence_warn_s": float(inf.camera_silence_warn_s),
         "battery": float(robot.battery),
         "image_topic": robot.camera_topic,
         "compressed_topic": robot.compressed_topic,
@@ -437,7 +441,7 @@ def _resolve_path(value: str, base_dir: Path) -> str:
 
 def _inference(data: Any, where: str, base: InferenceConfig) -> InferenceConfig:
     inf = _scalars(InferenceConfig, _check_keys(data, InferenceConfig, where), where, base)
-    _non_negative(inf, where, ("max_rate_hz", "processing_delay_s", "bundle_check_period_s"))
+    _non_negative(inf, where, ("max_rate_hz", "processing_delay_s", "bundle_check_period_s", "camera_silence_warn_s"))
     if inf.threads < 1:
         raise FleetConfigError(f"{where}.threads: must be >= 1, got {inf.threads}")
     if inf.max_new_tokens < 1:

@@ -37,6 +37,8 @@ from ember.fsutil import replace_directory
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
 PARAMS_FILE = "config/robot.yaml"
+DDS_PROFILE_FILE = "config/fastdds.xml"
+"""fleet.yaml's dds_profile, when it has one"""
 ROBOT_ENV = "robot.env"
 # Written by `run.sh setup` / Python inside the package; never part of the manifest.
 VENV = ".venv"
@@ -224,6 +226,8 @@ def build_package(
     try:
         meta = _copy_bundle(Path(bundle_dir).expanduser(), stage / "bundle")
         (stage / "config").mkdir()
+        if cfg.dds_profile:  # for the robot's camera driver: raw frames > 512 KiB need its shared-memory segment
+            shutil.copyfile(cfg.dds_profile, stage / DDS_PROFILE_FILE)
         (stage / PARAMS_FILE).write_text(_params_yaml(robot, robot_params(cfg, robot), str(config_file)))
         (stage / ROBOT_ENV).write_text(robot_env(cfg, robot))
         (stage / "requirements.txt").write_text(robot_requirements())

@@ -17,7 +17,7 @@ others are read-only, and `ros2 param set` refuses them; numbers are range-check
   processing_delay_s* (extra fixed delay per analysis: simulates a slower robot computer),
   battery* (0..1, simulated unless battery_topic names a sensor_msgs/BatteryState topic),
   available*, heartbeat_period_s, diagnostics_period_s,
-  bundle_check_period_s (0 = off), image_topic, compressed_topic (default <image_topic>/compressed,
+  bundle_check_period_s (0 = off), camera_silence_warn_s (0 = off), image_topic, compressed_topic (default <image_topic>/compressed,
   after remapping), incident_topic, selection_topic, plan_topic, analyze_service, reload_service,
   status_topic, battery_topic.
 
@@ -28,6 +28,11 @@ and checks it completely while the old one keeps analysing, then swaps them betw
 (ember.engine.reload). The reload_service (std_srvs/Trigger) loads the bundle at once. A bundle that
 fails (half copied, corrupt, hash mismatch, other robot types) never replaces the running model: one
 error line, /diagnostics WARN naming it, no retry until the directory changes again.
+
+The camera watch (ember.ros.camera_watch): a camera topic with no publisher, or publishers whose
+frames never arrive (a stalled driver; raw frames larger than Fast DDS's default 512 KiB
+shared-memory segment), for camera_silence_warn_s is one warning naming the cause and what to do,
+and /diagnostics WARN (`camera`, `camera_publishers`, `camera_silent_s`) until frames come again.
 
 Under use_sim_time, reports keep their source image's stamp; heartbeats and /diagnostics keep
 their period in wall time (a paused simulation is not a dead robot) and carry simulated stamps;
@@ -60,7 +65,7 @@ from ember.engine.reload import Outcome, engine_slot
 from ember.fleet_config import InferenceConfig
 from ember.labels import NUM_ROBOT_TYPES, ROBOT_TYPES
 from ember.prompting import DEFAULT_TASK
-from ember.ros import runtime
+from ember.ros import camera_watch, runtime
 from ember.ros.conversions import compressed_to_rgb, image_msg_to_rgb
 from ember.ros.qos import BATTERY_QOS, CAMERA_QOS, DIAGNOSTICS_QOS, PLAN_QOS, REPORT_QOS, STATUS_QOS
 from ember.ros.spinning import run_node
@@ -237,8 +242,12 @@ class IncidentNode(Node):
         self._pub_selection = self.create_publisher(RobotSelection, prm("selection_topic"), REPORT_QOS)
         self._pub_status = self.create_publisher(RobotStatus, prm("status_topic"), STATUS_QOS)
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self.create_subscription(Image, image_topic, lambda m: self._on_frame(m, False), CAMERA_QOS)
-        self.create_subscription(CompressedImage, compressed_topic, lambda m: self._on_frame(m, True), CAMERA_QOS)
+        self._camera_subs = (
+            self.create_subscription(Image, image_topic, lambda m: self._on_frame(m, False), CAMERA_QOS),
+            self.create_subscription(CompressedImage, compressed_topic, lambda m: self._on_frame(m, True), CAMERA_QOS),
+        )
+        self._camera = camera_watch.CameraWatch(f"{image_topic} and {self.resolve_topic_name(compressed_topic)}",
+                                                float(prm("camera_silence_warn_s")), time.monotonic())
         self.create_subscription(ActionPlan, prm("plan_topic"), self._on_plan, PLAN_QOS)
         if battery_topic:  # best effort: matches reliable and best-effort (sensor-data QoS) drivers
             self.create_subscription(BatteryState, battery_topic, self._on_battery, BATTERY_QOS)
@@ -282,6 +291,9 @@ class IncidentNode(Node):
             ("diagnostics_period_s", 1.0, rng("/diagnostics period (wall time)", 0.001, 3600.0, read_only=True)),
             ("bundle_check_period_s", InferenceConfig.bundle_check_period_s, rng("how often a replaced bundle is looked for (stat only; 0 = off)",
                                                0.0, 3600.0, read_only=True)),
+            ("camera_silence_warn_s", InferenceConfig.camera_silence_warn_s,
+             rng("warn when no camera frame came for this long (no publisher, or none of its frames); 0 = off",
+                 0.0, 86400.0, read_only=True)),
             ("image_topic", "camera/image_raw", ro("sensor_msgs/Image in")),
             ("compressed_topic", "", ro("sensor_msgs/CompressedImage in; empty: <image_topic>/compressed")),
             ("incident_topic", "ember/incident", ro("IncidentAnalysis out")),
@@ -309,6 +321,7 @@ class IncidentNode(Node):
     # -- receive path: nothing but the slot ------------------------------------------------
     def _on_frame(self, msg: Any, compressed: bool) -> None:
         frame = Frame(msg, compressed, time.monotonic())
+        self._camera.frame(frame.received)
         dropped = self._slot.put(frame)
         with self._stats.lock:
             self._stats.received += 1
@@ -492,15 +505,30 @@ class IncidentNode(Node):
                 "inference_ms_p50": statistics.median(s.inference_ms) if s.inference_ms else 0.0,
             }
 
+    def _check_camera(self) -> tuple[str, int, float]:
+        """The camera watch's state (its change logged once), matched publishers, seconds since a frame."""
+        now = time.monotonic()
+        publishers = sum(sub.get_publisher_count() for sub in self._camera_subs)
+        state, message = self._camera.check(publishers, now)
+        if message and state == camera_watch.OK:
+            self.get_logger().info(message)
+        elif message:  # (one call site per severity: rclpy refuses a site whose severity changes)
+            self.get_logger().warning(message)
+        return state, publishers, self._camera.silent_s(now)
+
     def _publish_diagnostics(self) -> None:
         st = self.stats()
+        camera, publishers, silent_s = self._check_camera()
         status = DiagnosticStatus()
         status.name = f"ember/{self._robot_id}/incident_node"
         status.hardware_id = self._robot_id
         errors = st["frames_malformed"] + st["inference_errors"]
         reload_error = self._model.error
-        status.level = DiagnosticStatus.WARN if errors or reload_error else DiagnosticStatus.OK
+        camera_bad = camera != camera_watch.OK
+        status.level = DiagnosticStatus.WARN if errors or reload_error or camera_bad else DiagnosticStatus.OK
         status.message = f"{st['frames_processed']} analysed, {st['frames_dropped']} dropped, {errors} errors"
+        if camera_bad:
+            status.message = f"camera: {camera} for {silent_s:.0f} s; {status.message}"
         if reload_error:
             status.message = f"model reload failed, running {self.model_version}: {reload_error}; {status.message}"
         values = {k: v for k, v in st.items() if k != "malformed_kinds"}
@@ -512,6 +540,9 @@ class IncidentNode(Node):
                 "model_reload_error": reload_error,
                 "battery": round(self.battery, 3),
                 "current_plan_id": self._current_plan,
+                "camera": camera,
+                "camera_publishers": publishers,
+                "camera_silent_s": round(silent_s, 1),
             }
         )
         status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
