@@ -173,3 +173,26 @@ def test_many_reloads_leave_no_old_bundle_file_open_and_no_descriptor_or_thread_
     finally:
         reloader.shutdown()
     assert len(set(counts[1:])) == 1, f"descriptors, Python threads and OS threads after each reload: {counts}"
+
+
+def test_asking_for_a_reload_of_the_bundle_already_running_loads_nothing(tiny_bundle, tmp_path, v2_bundle):
+    """`ember-task reload` after the periodic check already loaded the swap (or twice in a row): the answer
+    says the model is unchanged, and no second engine is loaded beside the first (+20 MiB for nothing)."""
+    live = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    loads = []
+
+    def counting_load(path: Path):
+        loads.append(path)
+        return load_checked_engine(path)
+
+    slot = BundleSlot(live, counting_load, release_engine_memory)
+    slot.load_initial()
+    engine = slot.value
+    again = slot.reload()
+    assert again.ok and not again.changed and len(loads) == 1 and slot.value is engine, again
+    assert again.message == f"{V1} already running: the bundle has not changed since it was loaded ({live})"
+    assert again.line("model") == f"model unchanged: {again.message}"
+    swap_in(v2_bundle, live)
+    changed = slot.reload()
+    assert changed.ok and changed.changed and len(loads) == 2 and slot.version == V2
+    assert changed.line("model") == f"model reloaded: {V1} -> {V2} ({live})"

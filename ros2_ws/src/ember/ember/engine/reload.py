@@ -58,6 +58,13 @@ class Outcome:
     old_version: str
     new_version: str
     message: str
+    changed: bool = True
+    """False for a reload asked of the bundle already running (nothing was loaded)"""
+
+    def line(self, what: str) -> str:
+        """`<what> reloaded|unchanged|reload failed: <message>`, e.g. what = "model"."""
+        verb = ("reloaded" if self.changed else "unchanged") if self.ok else "reload failed"
+        return f"{what} {verb}: {self.message}"
 
 
 class BundleSlot(Generic[T]):
@@ -115,9 +122,15 @@ class BundleSlot(Generic[T]):
             self._reloading.release()
 
     def reload(self) -> Outcome:
-        """Load the bundle now, changed or not (an operator's request, the first load)."""
+        """Load the bundle now (an operator's request, the first load), unless it is the one running:
+        the same stat identity as at its load (then nothing is loaded, `changed` False)."""
         with self._reloading:
-            return self._reload(bundle_stamp(self.path))
+            stamp = bundle_stamp(self.path)
+            if self.loaded and stamp == self._loaded_stamp:
+                self._seen = stamp
+                return Outcome(True, self.version, self.version, f"{self.version or '?'} already running: the "
+                               f"bundle has not changed since it was loaded ({self.path})", changed=False)
+            return self._reload(stamp)
 
     def _reload(self, stamp: Stamp) -> Outcome:
         """Load the bundle of `stamp` (taken before the load: a swap during it is seen at the next check)."""

@@ -341,16 +341,16 @@ class FleetManager(Node):
         outcome = self._selector_slot.reload()
         self._report_reload(outcome)
         response.success = outcome.ok
-        response.message = f"text robot selector {'reloaded' if outcome.ok else 'reload failed'}: {outcome.message}"
+        response.message = outcome.line("text robot selector")
         return response
 
     def _report_reload(self, outcome: Any) -> None:
         with self._lock:
             self._text_selector_state = self._selector_state(self._selector_slot)
         if outcome.ok:
-            self.get_logger().info(f"text robot selector reloaded: {outcome.message}; {self._text_selector_state}")
+            self.get_logger().info(f"{outcome.line('text robot selector')}; {self._text_selector_state}")
         else:
-            self.get_logger().error(f"text robot selector reload failed: {outcome.message}")
+            self.get_logger().error(outcome.line("text robot selector"))
 
     # -- robots ----------------------------------------------------------------------------
     def _record(self, robot_id: str) -> RobotRecord:

@@ -449,14 +449,14 @@ class IncidentNode(Node):
         outcome = self._model.reload()
         self._report_reload(outcome)
         response.success = outcome.ok
-        response.message = f"model reloaded: {outcome.message}" if outcome.ok else f"model reload failed: {outcome.message}"
+        response.message = outcome.line("model")
         return response
 
     def _report_reload(self, outcome: Outcome) -> None:
         if outcome.ok:
-            self.get_logger().info(f"model reloaded: {outcome.message}")
+            self.get_logger().info(outcome.line("model"))
         else:
-            self.get_logger().error(f"model reload failed: {outcome.message}")
+            self.get_logger().error(outcome.line("model"))
 
     # -- plans, battery, heartbeat, diagnostics --------------------------------------------
     def _on_plan(self, plan: ActionPlan) -> None:

@@ -148,9 +148,9 @@ def _fixed_slot(engine: Any) -> BundleSlot[Any]:
 
 def _log_reload(outcome: Outcome) -> None:
     if outcome.ok:
-        log.info("model reloaded: %s", outcome.message)
+        log.info("%s", outcome.line("model"))
     else:
-        log.error("model reload failed: %s", outcome.message)
+        log.error("%s", outcome.line("model"))
 
 
 def _unprocessable(detail: str) -> HTTPException:
@@ -222,7 +222,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         _log_reload(outcome)
         if not outcome.ok:
             raise HTTPException(409, f"model reload failed: {outcome.message}")
-        return {"model_version": outcome.new_version, "message": f"model reloaded: {outcome.message}"}
+        return {"model_version": outcome.new_version, "message": outcome.line("model")}
 
     @app.get("/robots")
     async def robots() -> dict[str, Any]:
