@@ -1,7 +1,8 @@
 """Data loading at the scale of the real datasets: start-up time and loader-worker memory.
 
     python bench/data_scale.py [--sizes 10000,50000,200000] [--memory-rows 200000,1000000]
-        [--worker-samples 4000] [--latency-ms 0.5] [--tmp DIR] [--json PATH]
+        [--worker-samples 4000] [--latency-ms 0.5] [--rank-rows 200000] [--tmp DIR] [--json PATH]
+        [--sections startup,memory,workers,ranks]
 
 Generated data in the Incidents1M format (`{"<class>/<hash>.jpg": {"incidents": ..., "places": ...,
 "url": ...}}`): a few thousand tiny JPEGs, hard-linked under as many names as there are rows, so the
@@ -20,6 +21,10 @@ disk holds directory entries, not images.
    StageDataset of the largest size read by 2 workers for `--worker-samples` samples, each worker's
    private memory (USS = Private_Clean + Private_Dirty of /proc/PID/smaps_rollup) and PSS sampled as it
    goes, for the per-row objects of before and the table of now, in the same run.
+3. Ranks of one node (`--rank-rows`): local rank 0 (this process) loads the incidents file and holds its
+   table; a second rank (a fresh process) either loads and checks the same file itself (before) or
+   memory-maps the table local rank 0 wrote (now, data/shared.py; local rank 0 maps it too), then reads
+   every row once (the digest). Its time to get the rows and its RSS, PSS and USS growth, and the ratios.
 
 Prints a table, writes JSON (default bench/results/data_scale.json) and a plot beside it. Not a test.
 """
@@ -43,6 +48,7 @@ from _report import machine, write_json
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "data_scale.json"
 UNIQUE_IMAGES = 2000
+SECTIONS = ("startup", "memory", "workers", "ranks")
 MIB = 2**20
 LABELS = {"row_checks": "labels, Samples (GC paused)", "image_checks_pool": "image checks (pool)",
           "json_parse": "JSON parse (GC paused)"}
@@ -122,7 +128,8 @@ def startup(root: Path, rows: int, latency_s: float) -> dict:
     ms["row_checks"] = max(0.0, loop - ms["duplicate_check"])
     table, ms["table_build"] = _timed(lambda: SampleTable.of(samples))
     ds = StageDataset(table, None, ImageSpec(16, [0.5] * 3, [0.25] * 3, False), 16, 16, 0)
-    _, ms["data_digest"] = _timed(ds.digest)
+    _, ms["data_digest"] = _timed(ds.digest)  # from the table's columns
+    _, ms["data_digest_samples"] = _timed(lambda: _digest_samples(table))
     texts, ms["tokenizer_corpus"] = _timed(lambda: [format_prompt(s.task) + s.target for s in table])
     _, ms["tokenizer_bpe_train"] = _timed(lambda: build_tokenizer({"kind": "bpe", "vocab_size": 512}, texts))
     out = {"rows": rows, "ms": {k: round(v, 1) for k, v in ms.items()}, "check_threads": CHECK_THREADS}
@@ -140,6 +147,18 @@ def startup(root: Path, rows: int, latency_s: float) -> dict:
                                 "pool_ms": round(pool, 1), "pool32_ms": round(pool32, 1),
                                 "speedup_pool": round(serial / pool, 2), "speedup_pool32": round(serial / pool32, 2)}
     return out
+
+
+def _digest_samples(table) -> str:
+    """The data digest as computed before: over a Sample built per row (the same bytes)."""
+    import hashlib
+
+    from ember_training.data.table import digest_rows
+
+    h = hashlib.sha256()
+    for row in digest_rows(s for s in table):  # one Sample at a time, as before
+        h.update(row)
+    return h.hexdigest()
 
 
 def _pooled_names(images: Path, names: list[str], threads: int, lookup) -> None:
@@ -237,6 +256,69 @@ def worker_memory(root: Path, rows: int, samples: int, compact: bool) -> dict:
             "pss_growth_mib": round(trace[-1]["pss_mib"] - trace[0]["pss_mib"], 1)}
 
 
+def _second_rank(mode: str, path: str, images: str, folder: str, queue) -> None:
+    """A second rank of the node (spawned): get the rows (load them itself, or map local rank 0's), read
+    each row once, report ms and memory growth."""
+    from ember_training.data.common import gc_paused
+    from ember_training.data.incidents import load_incidents
+    from ember_training.data.table import SampleTable
+
+    before = _smaps(os.getpid()) | {"rss_mib": _rss(os.getpid())}
+    t = time.perf_counter()
+    if mode == "own":
+        with gc_paused():
+            samples, _ = load_incidents(Path(path), Path(images))
+            table = SampleTable.of(samples)
+            del samples
+    else:
+        table = SampleTable.load(Path(folder))
+    ms = (time.perf_counter() - t) * 1000
+    rows = sum(1 for _ in table.digest_rows())  # an epoch reads every row
+    after = _smaps(os.getpid()) | {"rss_mib": _rss(os.getpid())}
+    queue.put({"mode": mode, "rows": rows, "get_rows_ms": round(ms, 1),
+               **{f"{k}_growth": round(after[k] - before[k], 1) for k in before}})
+
+
+def _rss(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+
+
+def node_ranks(root: Path, rows: int) -> dict:
+    """The second rank of a node with its own table (before) and with local rank 0's mapped table (now)."""
+    import multiprocessing as mp
+
+    from ember_training.data.common import gc_paused
+    from ember_training.data.incidents import load_incidents
+    from ember_training.data.table import SampleTable
+
+    path, images = labels_file(root, rows), root / "images"
+    with gc_paused():
+        samples, _ = load_incidents(path, images)
+        own = SampleTable.of(samples)
+        del samples
+    folder = root / f"shared_{rows}"
+    _, save_ms = _timed(lambda: own.save(folder))
+    out: dict = {"rows": rows, "table_mib": round(own.nbytes() / MIB, 1), "save_ms": round(save_ms, 1),
+                 "image_checks_per_node": {"before": "ranks x rows", "now": "rows"}}
+    spawn = mp.get_context("spawn")
+    for mode in ("own", "shared"):
+        held = own if mode == "own" else SampleTable.load(folder)  # local rank 0: its own table, or the mapped one
+        sum(1 for _ in held.digest_rows())
+        queue = spawn.Queue()
+        proc = spawn.Process(target=_second_rank, args=(mode, str(path), str(images), str(folder), queue))
+        proc.start()
+        out[mode] = queue.get(timeout=600)
+        proc.join()
+        del held
+    shutil.rmtree(folder, ignore_errors=True)
+    a, b = out["own"], out["shared"]
+    out["ratios"] = {"get_rows_own_over_shared": round(a["get_rows_ms"] / max(b["get_rows_ms"], 0.1), 1),
+                     "pss_growth_own_over_shared": round(a["pss_mib_growth"] / max(b["pss_mib_growth"], 0.1), 1),
+                     "uss_growth_own_over_shared": round(a["uss_mib_growth"] / max(b["uss_mib_growth"], 0.1), 1)}
+    return out
+
+
 def _mean(stats: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(sum(s[k] for s in stats) / len(stats), 1) for k in stats[0]}
 
@@ -284,54 +366,88 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-samples", type=int, default=4000)
     p.add_argument("--latency-ms", type=float, default=0.5)
     p.add_argument("--epoch-rows", type=int, default=20000, help="rows of the whole-epoch worker run (0: none)")
+    p.add_argument("--rank-rows", type=int, default=200000, help="rows of the two-ranks-of-a-node run")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"which parts to run, of {','.join(SECTIONS)}")
     p.add_argument("--tmp", type=Path, default=None, help="scratch folder (default: a new one in the system temp)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        p.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     sizes = sorted(int(x) for x in args.sizes.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="ember-data-scale-", dir=args.tmp))
+    r: dict = {}
     try:
-        make_data(tmp, sizes[-1])
-        r: dict = {"startup": [startup(tmp, n, args.latency_ms / 1000 if n == sizes[-1] else 0) for n in sizes]}
-        r["memory"] = [dataset_bytes(int(n)) for n in args.memory_rows.split(",")]
-        r["workers"] = [worker_memory(tmp, sizes[-1], args.worker_samples, compact) for compact in (False, True)]
-        if args.epoch_rows:  # a whole epoch: does each worker end up with a copy of all the rows?
-            r["workers_epoch"] = [worker_memory(tmp, args.epoch_rows, args.epoch_rows, compact) for compact in (False, True)]
-            r["workers_epoch_dataset_mib"] = dataset_bytes(args.epoch_rows)
+        make_data(tmp, max(sizes[-1], args.rank_rows if "ranks" in sections else 0))
+        if "startup" in sections:
+            r["startup"] = [startup(tmp, n, args.latency_ms / 1000 if n == sizes[-1] else 0) for n in sizes]
+        if "memory" in sections:
+            r["memory"] = [dataset_bytes(int(n)) for n in args.memory_rows.split(",")]
+        if "workers" in sections:
+            r["workers"] = [worker_memory(tmp, sizes[-1], args.worker_samples, compact) for compact in (False, True)]
+            if args.epoch_rows:  # a whole epoch: does each worker end up with a copy of all the rows?
+                r["workers_epoch"] = [worker_memory(tmp, args.epoch_rows, args.epoch_rows, compact)
+                                      for compact in (False, True)]
+                r["workers_epoch_dataset_mib"] = dataset_bytes(args.epoch_rows)
+        if "ranks" in sections:
+            r["node_ranks"] = node_ranks(tmp, args.rank_rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    first, last = r["startup"][0], r["startup"][-1]
-    r["ratios"] = {
-        "per_1k_rows_largest_over_smallest": {k: round((last["ms"][k] / last["rows"]) / max(first["ms"][k] / first["rows"], 1e-9), 2)
-                                              for k in last["ms"]},
-        "load_serial_over_pool_local": round(last["ms"]["load_serial_total"] / last["ms"]["load_total"], 2),
-        "worker_uss_growth_list_over_table": round(r["workers"][0]["uss_growth_mib"] / max(r["workers"][1]["uss_growth_mib"], 0.1), 1),
-    }
+    r["ratios"] = {}
+    if "startup" in r:
+        first, last = r["startup"][0], r["startup"][-1]
+        r["ratios"]["per_1k_rows_largest_over_smallest"] = {
+            k: round((last["ms"][k] / last["rows"]) / max(first["ms"][k] / first["rows"], 1e-9), 2) for k in last["ms"]}
+        r["ratios"]["load_serial_over_pool_local"] = round(last["ms"]["load_serial_total"] / last["ms"]["load_total"], 2)
+        r["ratios"]["digest_samples_over_columns"] = round(last["ms"]["data_digest_samples"] / last["ms"]["data_digest"], 2)
+    if "workers" in r:
+        r["ratios"]["worker_uss_growth_list_over_table"] = round(
+            r["workers"][0]["uss_growth_mib"] / max(r["workers"][1]["uss_growth_mib"], 0.1), 1)
     r.update(machine())
-    print(f"{'rows':>8} " + " ".join(f"{k:>14}" for k in last["ms"]) + "   (ms per 1k rows)")
-    for s in r["startup"]:
-        print(f"{s['rows']:>8} " + " ".join(f"{v / s['rows'] * 1000:>14.1f}" for v in s["ms"].values()))
-    print("largest/smallest per-1k-rows: " + ", ".join(f"{k} {v}x" for k, v in r["ratios"]["per_1k_rows_largest_over_smallest"].items()))
-    if net := last.get("network_model"):
-        print(f"image checks with a {net['latency_ms']} ms round trip ({net['names']} names): serial {net['serial_ms']:.0f} ms, "
-              f"pool of {last['check_threads']} {net['pool_ms']:.0f} ms ({net['speedup_pool']}x), pool of 32 "
-              f"{net['pool32_ms']:.0f} ms ({net['speedup_pool32']}x)")
-    for m in r["memory"]:
+    report(r)
+    write_json(args.json, r)
+    if "startup" in r and "workers" in r:
+        plot(r, args.json.with_suffix(".png"))
+        print(f"wrote {args.json.with_suffix('.png')}")
+    return 0
+
+
+def report(r: dict) -> None:
+    """The printed table of each section that ran."""
+    if "startup" in r:
+        last = r["startup"][-1]
+        print(f"{'rows':>8} " + " ".join(f"{k:>14}" for k in last["ms"]) + "   (ms per 1k rows)")
+        for s in r["startup"]:
+            print(f"{s['rows']:>8} " + " ".join(f"{v / s['rows'] * 1000:>14.1f}" for v in s["ms"].values()))
+        print("largest/smallest per-1k-rows: " + ", ".join(
+            f"{k} {v}x" for k, v in r["ratios"]["per_1k_rows_largest_over_smallest"].items()))
+        print(f"data digest over Sample objects / over the columns: {r['ratios']['digest_samples_over_columns']}x")
+        if net := last.get("network_model"):
+            print(f"image checks with a {net['latency_ms']} ms round trip ({net['names']} names): serial "
+                  f"{net['serial_ms']:.0f} ms, pool of {last['check_threads']} {net['pool_ms']:.0f} ms "
+                  f"({net['speedup_pool']}x), pool of 32 {net['pool32_ms']:.0f} ms ({net['speedup_pool32']}x)")
+    for m in r.get("memory", []):
         print(f"{m['rows']:>8} rows: list of Samples {m['list_mib']} MiB ({m['list_bytes_per_row']} B/row), table "
               f"{m['table_mib']} MiB ({m['table_bytes_per_row']} B/row): {m['ratio_list_over_table']}x")
-    for w in r["workers"]:
+    for w in r.get("workers", []):
         print(f"workers ({w['representation']}, {w['rows']} rows): USS {w['trace'][0]['uss_mib']} -> "
               f"{w['trace'][-1]['uss_mib']} MiB ({w['uss_growth_mib']:+}), PSS {w['pss_growth_mib']:+} MiB after "
               f"{w['trace'][-1]['samples']} samples")
-    print(f"worker USS growth, list / table: {r['ratios']['worker_uss_growth_list_over_table']}x")
+    if "workers" in r:
+        print(f"worker USS growth, list / table: {r['ratios']['worker_uss_growth_list_over_table']}x")
     if "workers_epoch" in r:
         size = r["workers_epoch_dataset_mib"]
         for w in r["workers_epoch"]:
             print(f"whole epoch ({w['rows']} rows, list {size['list_mib']} MiB, table {size['table_mib']} MiB): "
                   f"{w['representation']} worker USS {w['uss_growth_mib']:+} MiB, PSS {w['pss_growth_mib']:+} MiB")
-    write_json(args.json, r)
-    plot(r, args.json.with_suffix(".png"))
-    print(f"wrote {args.json.with_suffix('.png')}")
-    return 0
+    if n := r.get("node_ranks"):
+        print(f"second rank of a node ({n['rows']} rows, table {n['table_mib']} MiB; local rank 0 writes it in "
+              f"{n['save_ms']:.0f} ms):")
+        for mode, what in (("own", "loads and checks itself (before)"), ("shared", "maps local rank 0's (now)")):
+            m = n[mode]
+            print(f"  {what}: rows in {m['get_rows_ms']:.0f} ms, RSS {m['rss_mib_growth']:+} MiB, PSS "
+                  f"{m['pss_mib_growth']:+} MiB, USS {m['uss_mib_growth']:+} MiB")
+        print("  own / shared: " + ", ".join(f"{k} {v}x" for k, v in n["ratios"].items()))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Two kinds of waiting: the training collectives (DDP's gradient all-reduce, `mean
 in lockstep under the process group's timeout (torch's default: 10 min with NCCL, 30 min with
 gloo; EMBER_DIST_TIMEOUT_S sets it), while `barrier` waits for work only rank 0 does (generated
 data, the tokenizer, checkpoint writes, evaluation, the robot-selection recipe) on a separate gloo
-group with a timeout of WAIT_TIMEOUT, so that work may take longer than the collective timeout.
+group with a timeout of WAIT_TIMEOUT, so that work may take longer than the collective timeout;
+`wait_gather` is such a wait that also hands every rank each rank's outcome (the data each node's
+local rank 0 loads for the other ranks of its node, or its error: data/shared.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     wait_group: Any = None  # the gloo group of `barrier` (None: the default group)
+    local_world_size: int = 1
+    """ranks on this node (torchrun's LOCAL_WORLD_SIZE; 1 when a launcher does not say: no sharing)"""
 
     @property
     def is_main(self) -> bool:
@@ -44,6 +48,14 @@ class DistContext:
         """Wait until every rank gets here (for rank 0's own work: up to WAIT_TIMEOUT)."""
         if self.enabled:
             dist.barrier(group=self.wait_group)
+
+    def wait_gather(self, obj: Any) -> list[Any]:
+        """Every rank's object, in rank order, once every rank gets here (like `barrier`: up to WAIT_TIMEOUT)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.wait_group)
+        return out
 
     def mean(self, value: float) -> float:
         """Average of a float over ranks."""
@@ -93,6 +105,7 @@ def init_distributed() -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
@@ -104,7 +117,7 @@ def init_distributed() -> DistContext:
             kwargs = {"timeout": timeout} if timeout is not None else {}
             dist.init_process_group(backend="nccl" if cuda else "gloo", **kwargs)
         wait_group = dist.new_group(backend="gloo", timeout=max(WAIT_TIMEOUT, timeout or WAIT_TIMEOUT))
-    return DistContext(rank, world, local, device, wait_group)
+    return DistContext(rank, world, local, device, wait_group, local_world if world > 1 else 1)
 
 
 def shutdown_distributed() -> None:

@@ -27,7 +27,14 @@ from tqdm import tqdm
 
 from .checkpoint_format import CheckpointError, load_checkpoint
 from .config import STAGE_NAMES, Config, InstructStage
-from .data.build import SourceCache, build_eval_dataset, build_stage_dataset, corpus, resolve_dirs
+from .data.build import (
+    SourceCache,
+    build_eval_dataset,
+    build_stage_dataset,
+    corpus,
+    resolve_dirs,
+    share_stage,
+)
 from .data.dataset import Collator
 from .data.sampler import ResumableSampler
 from .data.synth import synth_all
@@ -180,7 +187,7 @@ class Trainer:
                 log.info("no data directory given: generating synthetic data in %s", self.dirs.data)
                 synth_all(self.dirs.data, self.cfg.data.synth)
         self.ctx.barrier()
-        self.cache = SourceCache(self.cfg, self.dirs)
+        self.cache = SourceCache(self.cfg, self.dirs, self.ctx)
         self.tok = self._tokenizer()
         vocab = self.tok.get_vocab_size()
         if vocab > self.cfg.model.vocab_size:
@@ -313,6 +320,7 @@ class Trainer:
         else:
             self._init_weights(k, model)
         model.to(ctx.device).train()
+        share_stage(name, cfg, self.cache)  # collective: each node's local rank 0 loads, its other ranks map
         dataset, sampler, loader = self._loader(name, batch_size)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[cfg.train.precision]
         use_amp = ctx.device.type == "cuda" and dtype != torch.float32

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import zlib
 from collections.abc import Iterator
@@ -15,12 +17,14 @@ from ember.prompting import format_prompt
 
 from ..config import Config
 from ..distill import TeacherLogits
+from ..distributed import DistContext
 from .captions import load_coco_captions, load_flickr30k
 from .common import DataError, LoadReport, Sample, gc_paused
 from .dataset import ImageSpec, StageDataset
 from .incidents import load_incidents
 from .instruct import load_llava, load_vqa
 from .robot_selection import load_robot_multi, load_robot_single
+from .shared import share
 from .table import SampleTable
 from .text import robot_target
 
@@ -85,14 +89,21 @@ def is_held_out(sample: Sample, fraction: float) -> bool:
     return zlib.crc32(sample.split_key.encode()) % 10_000 < fraction * 10_000
 
 
+Loaded = tuple[SampleTable, SampleTable, str]
+"""A dataset's training rows, held-out rows and summary line."""
+
+
 class SourceCache:
-    """Loads each dataset once per run (stages share sources) and splits off the held-out rows."""
+    """Loads each dataset once per run (stages share sources) and splits off the held-out rows; under
+    torchrun the ranks of a node load each dataset once between them (`share`, data/shared.py)."""
 
-    def __init__(self, cfg: Config, dirs: DataDirs) -> None:
+    def __init__(self, cfg: Config, dirs: DataDirs, ctx: DistContext | None = None) -> None:
         self.cfg, self.dirs = cfg, dirs
-        self._cache: dict[str, tuple[SampleTable, SampleTable, LoadReport]] = {}
+        self.ctx = ctx or DistContext()
+        self._cache: dict[str, Loaded] = {}
 
-    def _load(self, name: str) -> tuple[SampleTable, SampleTable, LoadReport]:
+    def load(self, name: str) -> Loaded:
+        """A dataset's rows, loaded and checked by this process the first time."""
         if name not in self._cache:
             with gc_paused():
                 samples, report = load_source(name, self.cfg, self.dirs)
@@ -105,19 +116,50 @@ class SourceCache:
             if not len(train):
                 why = f" ({len(table)} held out by data.val_fraction={frac})" if len(table) else ""
                 raise DataError(f"{report.summary()}: no usable training samples{why}")
-            self._cache[name] = (train, val, report)
+            self._cache[name] = (train, val, report.summary())
         return self._cache[name]
+
+    def loaded(self, name: str) -> Loaded | None:
+        """The dataset's rows if this process has them (loaded or mapped), else None."""
+        return self._cache.get(name)
+
+    def put(self, name: str, loaded: Loaded) -> None:
+        """Keep rows another rank loaded (mapped from its files) as this dataset's."""
+        self._cache[name] = loaded
+
+    def key(self, name: str) -> str:
+        """What decides a dataset's rows: its files and the data settings the loading uses."""
+        d = self.cfg.data
+        return json.dumps([name, str(self.dirs.data.resolve()), str(self.dirs.robot_selection.resolve()),
+                           dataclasses.asdict(d.paths), d.max_samples_per_dataset, d.val_fraction,
+                           d.max_eval_samples])
+
+    def share(self, names: list[str]) -> None:
+        """Collective under torchrun (every rank, the same names): the node's local rank 0 loads each
+        dataset, the node's other ranks map its rows; a single process, or ranks whose launcher does
+        not give LOCAL_WORLD_SIZE, load lazily on their own as before."""
+        if self.ctx.enabled and self.ctx.local_world_size > 1:
+            share(self, names)
 
     def get(self, name: str) -> SampleTable:
         """Training samples of a dataset."""
-        return self._load(name)[0]
+        return self.load(name)[0]
 
     def held_out(self, name: str) -> SampleTable:
         """Held-out samples (at most data.max_eval_samples)."""
-        return self._load(name)[1]
+        return self.load(name)[1]
 
     def reports(self) -> dict[str, str]:
-        return {name: f"{rep.summary()}; {len(val)} held out" for name, (_, val, rep) in self._cache.items()}
+        return {name: f"{summary}; {len(val)} held out" for name, (_, val, summary) in self._cache.items()}
+
+
+def share_stage(stage: str, cfg: Config, cache: SourceCache) -> None:
+    """Collective under torchrun: the node's ranks load a stage's datasets (and the incident pool its
+    text-only rows pair with) once between them (SourceCache.share)."""
+    names = list(cfg.stages.get(stage).datasets)
+    cache.share(names)
+    if "incidents" not in names and any(cache.get(n).text_only().any() for n in names):
+        cache.share(["incidents"])
 
 
 def stage_samples(stage: str, cfg: Config, cache: SourceCache) -> tuple[SampleTable, SampleTable]:

@@ -22,7 +22,6 @@ import hashlib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +33,7 @@ from ember.labels import NUM_INCIDENTS, NUM_PLACES, NUM_ROBOT_TYPES
 from ..distill import TeacherLogits
 from .common import DataError, Sample, label_vector
 from .images import augment, read_rgb, to_tensor_array
-from .table import SampleTable
+from .table import SampleTable, digest_rows
 from .text import robot_target
 from .tokens import encode_prompt, encode_target
 
@@ -92,10 +91,8 @@ class StageDataset(Dataset):
         h = hashlib.sha256()
         for part, rows in (("samples", self.samples), ("pool", self.pool)):
             h.update(f"{part}:{len(rows)}".encode())
-            for s in rows:
-                name = Path(s.image).name if s.image is not None else ""
-                labels = b"".join(v.tobytes() if v is not None else b"-" for v in (s.incidents, s.places, s.robots))
-                h.update(repr((s.uid, name, s.task, s.target, s.robot_set, s.steps)).encode() + labels)
+            for row in digest_rows(rows):  # from a table's columns: the bytes its Samples give (data/table.py)
+                h.update(row)
         return h.hexdigest()
 
     def _rng(self, index: int, stream: int) -> np.random.Generator:
