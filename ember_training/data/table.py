@@ -172,14 +172,19 @@ class SampleTable(Sequence[Sample]):
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return self.take(np.arange(self._n)[i])
+    def _row(self, i: int) -> int:
+        """Row index `i` (negative from the end) checked against the table's length."""
         i = int(i)
         if i < 0:
             i += self._n
         if not 0 <= i < self._n:
             raise IndexError(f"row {i} of {self._n}")
+        return i
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.take(np.arange(self._n)[i])
+        i = self._row(i)
         c = self._c
         labels = {name: c[name][i].copy() if c[name + "_present"][i] else None for name, _ in _LABELS}
         return Sample(uid=c["uid"][i], source=c["source"][i], image=c["image"][i], task=c["task"][i],
@@ -253,11 +258,7 @@ class JoinedTable(SampleTable):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             return self.take(np.arange(self._n)[i])
-        i = int(i)
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(f"row {i} of {self._n}")
+        i = self._row(i)
         part = int(np.searchsorted(self._starts, i, side="right")) - 1
         return self._parts[part][i - int(self._starts[part])]
 

@@ -8,12 +8,11 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
-from .training_helpers import quick_overrides, write_config
+from .training_helpers import free_port, quick_overrides, stage1_epoch, write_config
 
 JOIN_TIMEOUT_S = 120  # a hung collective fails the test instead of blocking the suite
 BATCH = 4
@@ -33,13 +32,7 @@ def _rank_main(rank: int, port: int, cfg_path: str, out: str, data_dirs: list[st
 
     ctx = init_distributed()
     try:
-        trainer = Trainer(load_config(cfg_path), out, data_dirs[rank], ctx=ctx)
-        trainer.prepare()
-        run = trainer._setup(1, None)
-        run.sampler.set_epoch(0)
-        run.dataset.set_epoch(0)
-        draws = [(uid, _digest(px)) for batch in run.loader for uid, px in zip(batch["uid"], batch["pixel_values"],
-                                                                               strict=True)]
+        _, draws = stage1_epoch(Trainer(load_config(cfg_path), out, data_dirs[rank], ctx=ctx))
         body = {"draws": draws}
     except TrainError as e:
         body = {"error": str(e)}
@@ -48,17 +41,11 @@ def _rank_main(rank: int, port: int, cfg_path: str, out: str, data_dirs: list[st
     Path(result, f"rank{rank}.json").write_text(json.dumps(body))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp(cfg: Path, out: Path, data_dirs: list[Path], result: Path) -> list[dict]:
     """Run _rank_main on len(data_dirs) spawned processes; each rank's result."""
     result.mkdir(parents=True, exist_ok=True)
     spawn = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [spawn.Process(target=_rank_main, args=(r, port, str(cfg), str(out), [str(d) for d in data_dirs], str(result)))
              for r in range(len(data_dirs))]
     for p in procs:

@@ -10,7 +10,6 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .training_helpers import quick_overrides, write_config
+from .training_helpers import free_port, quick_overrides, stage1_epoch, write_config
 
 JOIN_TIMEOUT_S = 90  # a hung collective fails the test instead of blocking the suite
 BATCH = 4
@@ -52,13 +51,7 @@ def _rank_main(rank: int, port: int, cfg_path: str, out: str, data_dirs: list[st
     data_log.setLevel(logging.INFO)
     ctx = init_distributed()
     try:
-        trainer = Trainer(load_config(cfg_path), out, data_dirs[rank], ctx=ctx)
-        trainer.prepare()
-        run = trainer._setup(1, None)
-        run.sampler.set_epoch(0)
-        run.dataset.set_epoch(0)
-        draws = [(uid, hashlib.sha1(px.numpy().tobytes()).hexdigest())
-                 for batch in run.loader for uid, px in zip(batch["uid"], batch["pixel_values"], strict=True)]
+        run, draws = stage1_epoch(Trainer(load_config(cfg_path), out, data_dirs[rank], ctx=ctx))
         body = {"draws": draws, "digest": run.data["digest"], "lines": lines.lines,
                 "mapped": run.dataset.samples.mapped}
     except Exception as e:  # noqa: BLE001 - the test compares every rank's error
@@ -66,12 +59,6 @@ def _rank_main(rank: int, port: int, cfg_path: str, out: str, data_dirs: list[st
     finally:
         shutdown_distributed()
     Path(result, f"rank{rank}.json").write_text(json.dumps(body))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -86,7 +73,7 @@ def _node(cfg: Path, out: Path, data_dirs: list[Path], node_tmp: Path, result: P
     """_rank_main on len(data_dirs) spawned processes of one node; each rank's result."""
     result.mkdir(parents=True, exist_ok=True)
     spawn = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [spawn.Process(target=_rank_main, args=(r, port, str(cfg), str(out), [str(d) for d in data_dirs],
                                                      str(node_tmp), str(result)))
              for r in range(len(data_dirs))]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,3 +68,21 @@ def record_config_reads() -> Iterator[set[tuple[str, str]]]:
     finally:
         for c in classes:
             del c.__getattribute__
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (MASTER_PORT of spawned DDP ranks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stage1_epoch(trainer: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """Stage 1 set up as ember-train does it and one epoch read: (the run, [(uid, sha1 of its pixels)])."""
+    trainer.prepare()
+    run = trainer._setup(1, None)
+    run.sampler.set_epoch(0)
+    run.dataset.set_epoch(0)
+    draws = [(uid, hashlib.sha1(px.numpy().tobytes()).hexdigest())
+             for batch in run.loader for uid, px in zip(batch["uid"], batch["pixel_values"], strict=True)]
+    return run, draws
