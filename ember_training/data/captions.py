@@ -38,17 +38,16 @@ def load_coco_captions(annotations: Path, images: Path, limit: int | None = None
     for img in data.get("images", []):
         if isinstance(img, dict) and isinstance(img.get("id"), int) and isinstance(img.get("file_name"), str):
             files[img["id"]] = img["file_name"]
-    found: dict[int, tuple[Path, str | None]] = {}  # per image: (path, None if readable else the skip reason)
     samples: list[Sample] = []
     ids = (a.get("image_id") if isinstance(a, dict) else None for a in data["annotations"])
-    with ImageLookup(images, (files[i] for i in ids if isinstance(i, int) and i in files)) as lookup:
-        _coco_rows(data["annotations"], files, lookup, found, report, samples, limit)
+    with ImageLookup(images, (files[i] for i in ids if isinstance(i, int) and i in files), remember=True) as lookup:
+        _coco_rows(data["annotations"], files, lookup, report, samples, limit)
     report.kept = len(samples)
     return samples, report.emit()
 
 
-def _coco_rows(annotations: list, files: dict[int, str], lookup: ImageLookup, found: dict[int, tuple[Path, str | None]],
-               report: LoadReport, samples: list[Sample], limit: int | None) -> None:
+def _coco_rows(annotations: list, files: dict[int, str], lookup: ImageLookup, report: LoadReport,
+               samples: list[Sample], limit: int | None) -> None:
     for ann in annotations:
         if limit is not None and len(samples) >= limit:
             break
@@ -60,9 +59,7 @@ def _coco_rows(annotations: list, files: dict[int, str], lookup: ImageLookup, fo
         if caption is None or not isinstance(image_id, int) or image_id not in files:
             report.skip(MALFORMED, f"annotation {report.rows - 1}")
             continue
-        if image_id not in found:
-            found[image_id] = lookup(files[image_id])
-        path, problem = found[image_id]
+        path, problem = lookup(files[image_id])  # each image checked once (remember)
         if problem:
             report.skip(problem, path)
             continue
@@ -74,16 +71,14 @@ def load_flickr30k(captions: Path, images: Path, limit: int | None = None) -> tu
     report = LoadReport("flickr30k")
     rows = list(_karpathy_rows(captions) if captions.suffix == ".json" else _results_csv_rows(captions))
     samples: list[Sample] = []
-    found: dict[str, tuple[Path, str | None]] = {}  # per image: (path, None if readable else the skip reason)
-    with ImageLookup(images, (name for _, name, _, _ in rows if name is not None)) as lookup:
-        _flickr_rows(rows, lookup, found, report, samples, limit)
+    with ImageLookup(images, (name for _, name, _, _ in rows if name is not None), remember=True) as lookup:
+        _flickr_rows(rows, lookup, report, samples, limit)
     report.kept = len(samples)
     return samples, report.emit()
 
 
-def _flickr_rows(rows: list[tuple[str, str | None, str | None, object]], lookup: ImageLookup,
-                 found: dict[str, tuple[Path, str | None]], report: LoadReport, samples: list[Sample],
-                 limit: int | None) -> None:
+def _flickr_rows(rows: list[tuple[str, str | None, str | None, object]], lookup: ImageLookup, report: LoadReport,
+                 samples: list[Sample], limit: int | None) -> None:
     for uid, name, caption, raw in rows:
         if limit is not None and len(samples) >= limit:
             break
@@ -93,9 +88,7 @@ def _flickr_rows(rows: list[tuple[str, str | None, str | None, object]], lookup:
         if name is None or caption is None:
             report.skip(MALFORMED, uid)
             continue
-        if name not in found:
-            found[name] = lookup(name)
-        path, problem = found[name]
+        path, problem = lookup(name)  # each image checked once (remember)
         if problem:
             report.skip(problem, path)
             continue

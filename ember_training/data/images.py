@@ -96,14 +96,17 @@ class ImageLookup:
     the loader skips for another reason) and repeats. Each distinct name is checked once, at most
     `ahead` names ahead of the loader (a loader that stops at a sample limit wastes no more), in chunks
     of CHUNK names per task (a check on a local disk takes ~10 us, the pool's hand-over about as long);
-    a name asked for again, or out of that order, is checked on the spot. The verdicts are those of
-    `lookup` called in the loader's order, with any thread count (the checks only read the file system)."""
+    a name asked for again, or out of that order, is checked on the spot, unless `remember` keeps every
+    answer (loaders whose rows share images: captions, questions; not Incidents1M's million distinct
+    names). The verdicts are those of `lookup` called in the loader's order, with any thread count (the
+    checks only read the file system)."""
 
     CHUNK = 32
 
     def __init__(self, images: Path, names: Iterable[str], threads: int | None = None, ahead: int | None = None,
-                 lookup: Callable[[str], tuple[Path, str | None]] | None = None) -> None:
+                 lookup: Callable[[str], tuple[Path, str | None]] | None = None, remember: bool = False) -> None:
         threads = threads or CHECK_THREADS
+        self._answers: dict[str, tuple[Path, str | None]] | None = {} if remember else None
         self._lookup = lookup or functools.partial(find_image, images)
         self._names = iter(names)
         self._seen: set[str] = set()
@@ -120,6 +123,13 @@ class ImageLookup:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __call__(self, name: str) -> tuple[Path, str | None]:
+        if self._answers is None:
+            return self._answer(name)
+        if name not in self._answers:
+            self._answers[name] = self._answer(name)
+        return self._answers[name]
+
+    def _answer(self, name: str) -> tuple[Path, str | None]:
         if self._pool is None:
             return self._lookup(name)
         if name not in self._seen:

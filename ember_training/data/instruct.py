@@ -46,14 +46,13 @@ def load_llava(conversations: Path, images: Path, limit: int | None = None) -> t
         raise DataError(f"llava: {conversations} is not a list of conversations")
     samples: list[Sample] = []
     names = (row.get("image") if isinstance(row, dict) else None for row in data)
-    with ImageLookup(images, (n for n in names if isinstance(n, str))) as lookup:
+    with ImageLookup(images, (n for n in names if isinstance(n, str)), remember=True) as lookup:
         _llava_rows(data, lookup, report, samples, limit)
     report.kept = len(samples)
     return samples, report.emit()
 
 
 def _llava_rows(data: list, lookup: ImageLookup, report: LoadReport, samples: list[Sample], limit: int | None) -> None:
-    found: dict[str, tuple[Path, str | None]] = {}  # per image (LLaVA asks several questions about most)
     for i, row in enumerate(data):
         if limit is not None and len(samples) >= limit:
             break
@@ -69,9 +68,7 @@ def _llava_rows(data: list, lookup: ImageLookup, report: LoadReport, samples: li
         if any(q is None or a is None for q, a in pairs):
             report.skip(MALFORMED, f"row {i}")
             continue
-        if image not in found:
-            found[image] = lookup(image)
-        path, problem = found[image]
+        path, problem = lookup(image)  # each image checked once (remember: LLaVA asks several questions of most)
         if problem:
             report.skip(problem, path)
             continue
@@ -118,7 +115,8 @@ def load_vqa(
         return Path(name), check_image(name)
 
     ids = (q.get("image_id") if isinstance(q, dict) else None for q in qdata["questions"])
-    with ImageLookup(images, (str(vqa_path(i)) for i in ids if isinstance(i, int)), lookup=check) as lookup:
+    with ImageLookup(images, (str(vqa_path(i)) for i in ids if isinstance(i, int)), lookup=check,
+                     remember=True) as lookup:
         _vqa_rows(qdata["questions"], answers, vqa_path, lookup, report, samples, limit)
     report.kept = len(samples)
     return samples, report.emit()
@@ -126,7 +124,6 @@ def load_vqa(
 
 def _vqa_rows(questions: list, answers: dict[int, str], vqa_path: Callable[[int], Path], lookup: ImageLookup,
               report: LoadReport, samples: list[Sample], limit: int | None) -> None:
-    found: dict[int, tuple[Path, str | None]] = {}  # per image (VQA asks about 5 questions about each)
     for q in questions:
         if limit is not None and len(samples) >= limit:
             break
@@ -142,9 +139,7 @@ def _vqa_rows(questions: list, answers: dict[int, str], vqa_path: Callable[[int]
         if qid not in answers:
             report.skip(NO_ANSWER, f"question_id {qid}")
             continue
-        if image_id not in found:
-            found[image_id] = lookup(str(vqa_path(image_id)))
-        path, problem = found[image_id]
+        path, problem = lookup(str(vqa_path(image_id)))  # each image checked once (remember: ~5 questions each)
         if problem:
             report.skip(problem, path)
             continue

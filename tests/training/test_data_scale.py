@@ -208,6 +208,18 @@ def test_image_lookup_answers_skipped_repeated_and_late_names(many_rows) -> None
     with ImageLookup(images, names, threads=3, ahead=8) as lookup:
         got = [lookup(n) for n in asked]
     assert got == [find_image(images, n) for n in asked]
+    checks: list[str] = []
+
+    def counted(name: str):
+        checks.append(name)
+        return find_image(images, name)
+
+    with ImageLookup(images, names, threads=3, ahead=8, lookup=counted, remember=True) as lookup:
+        got = [lookup(n) for n in asked]
+        first_pass = len(checks)
+        got += [lookup(n) for n in asked]
+    assert got == [find_image(images, n) for n in asked + asked]
+    assert len(checks) == first_pass, "remember: a name answered once is not checked again"
 
 
 def test_coco_annotation_with_a_list_image_id_is_a_malformed_row(tmp_path: Path) -> None:
