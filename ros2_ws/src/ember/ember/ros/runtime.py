@@ -63,13 +63,18 @@ class _StopSignals:
     (`stop_request`), which wakes their executors; the main thread then destroys the nodes and shuts
     the context down, in that order. A Python handler alone runs only once the main thread leaves
     the executor's wait, which a node whose only timer runs on a paused simulated clock never does:
-    so the handler also routes the signal to a pipe (signal.set_wakeup_fd), read by a thread that
-    completes the futures. With no Ember loop waiting (a client such as ember-task, ember-fleet while
-    it builds its nodes), the first signal raises KeyboardInterrupt in the main thread, as Python's default
-    handler does; later signals are ignored while the process stops."""
+    so the signal also goes to a pipe (signal.set_wakeup_fd), read by a thread that completes the
+    futures. Only that thread completes them: the Python handler runs in the main thread between two
+    bytecodes, also inside rclpy code holding a Future's non-reentrant lock (`Future.done()`,
+    `add_done_callback`, every turn of `spin_until_future_complete`), so completing a future there
+    waited forever for that lock (a camera that never stopped on SIGINT right after READY, in CI).
+    The handler only records the signal, without a lock. With no Ember loop waiting (a client such
+    as ember-task, ember-fleet while it builds its nodes), the first signal raises KeyboardInterrupt
+    in the main thread, as Python's default handler does; later signals are ignored while the
+    process stops."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()  # re-entrant: the handler may run in the main thread holding it
+        self._lock = threading.RLock()  # the watch thread and request(); never the signal handler
         self.signum = 0
         self._waiting: set[Any] = set()
         self._consumed = False
@@ -88,11 +93,11 @@ class _StopSignals:
         self.installed = True
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        with self._lock:
-            self._request(signum)
-            if self._waiting or self._consumed:
-                return
-            self._consumed = True
+        """In the main thread, wherever it is: no lock, no future (the watch thread completes them)."""
+        self.signum = self.signum or signum
+        if self._waiting or self._consumed:
+            return
+        self._consumed = True
         raise KeyboardInterrupt
 
     def _watch(self, fd: int) -> None:
