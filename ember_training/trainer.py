@@ -36,7 +36,7 @@ from .data.build import (
     share_stage,
 )
 from .data.dataset import Collator
-from .data.sampler import ResumableSampler
+from .data.sampler import ResumableSampler, StageBatches
 from .data.synth import synth_all
 from .distill import TeacherLogits
 from .distributed import DistContext, odd_ranks
@@ -251,8 +251,8 @@ class Trainer:
         if sampler.repeats > 1:
             log.info("stage %s: %d samples for %d rank(s) x batch %d: each epoch passes %d times over them",
                      name, len(dataset), self.ctx.world_size, batch_size, sampler.repeats)
-        loader = DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+        loader = DataLoader(  # one iterator per stage, epoch after epoch (StageBatches)
+            dataset, batch_sampler=StageBatches(sampler, batch_size),
             collate_fn=Collator(pad_id(self.tok), teacher.k if teacher else 0),
             num_workers=self.cfg.data.num_workers, pin_memory=self.ctx.device.type == "cuda",
             generator=torch.Generator(),  # keeps the global RNG (dropout) out of the loader
@@ -406,6 +406,7 @@ class Trainer:
             if stopping:
                 finished = False
                 break
+        batches.close()  # the loader's workers stop before the evaluation and the next stage
         bar.close()
         if ctx.is_main:
             metrics.close()
@@ -463,20 +464,23 @@ class Trainer:
 
     @staticmethod
     def _batches(run: StageRun):
-        """Endless batches across epochs; run.pos tracks epoch and batches consumed (for checkpoints)."""
-        pos = run.pos
-        while True:
-            run.sampler.set_epoch(pos.epoch)
-            run.dataset.set_epoch(pos.epoch)
-            run.sampler.set_start(pos.batches * run.batch_size)
-            # loader workers' global RNGs: a stream per rank and epoch (the data's own draws are keyed
-            # by sample and copy, data/dataset.py, and do not use them)
-            run.loader.generator.manual_seed(hash((run.sampler.seed, run.sampler.rank, pos.epoch)) % 2**63)
-            for batch in run.loader:
+        """Endless batches across epochs from one loader iterator (its workers start once), from
+        run.pos on; run.pos tracks the epoch and the batches of it consumed (for checkpoints)."""
+        pos, stream = run.pos, run.loader.batch_sampler
+        stream.start_at(pos.epoch, pos.batches)
+        pos.epoch, pos.batches = stream.epoch, stream.batches  # an old checkpoint's (e, whole epoch) is (e + 1, 0)
+        # loader workers' global RNGs: a stream per rank and starting epoch (the data's own draws are
+        # keyed by epoch, sample and copy, data/dataset.py, and do not use them)
+        run.loader.generator.manual_seed(hash((run.sampler.seed, run.sampler.rank, pos.epoch)) % 2**63)
+        batches = iter(run.loader)
+        try:
+            for batch in batches:
                 pos.batches += 1
+                if pos.batches == stream.per_epoch:
+                    pos.epoch, pos.batches = pos.epoch + 1, 0
                 yield batch
-            pos.epoch += 1
-            pos.batches = 0
+        finally:
+            del batches  # its workers stop now, not at the next garbage collection
 
     def _save(self, path: Path, run: StageRun, extra: dict[str, Any] | None = None) -> None:
         rngs = self.ctx.gather(rng_state())  # every rank's RNG (collective: all ranks call it)

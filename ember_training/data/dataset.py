@@ -95,18 +95,25 @@ class StageDataset(Dataset):
                 h.update(row)
         return h.hexdigest()
 
-    def _rng(self, index: int, stream: int) -> np.random.Generator:
+    def _rng(self, index: int, stream: int, epoch: int) -> np.random.Generator:
         """The random numbers of one draw: (seed, epoch, sample, stream) and, past the first copy, the copy."""
         copy, i = divmod(index, len(self.samples))
-        return np.random.default_rng([self.seed, self.epoch, i, stream] + ([copy] if copy else []))
+        return np.random.default_rng([self.seed, epoch, i, stream] + ([copy] if copy else []))
 
-    def resolve(self, index: int) -> tuple[Sample, str, np.ndarray | None, np.ndarray | None, str]:
+    def _epoch_and_index(self, index: int | tuple[int, int]) -> tuple[int, int]:
+        """`(epoch, index)` as the trainer's stage-long loader gives it (data/sampler.py StageBatches),
+        or an index read at `set_epoch`'s epoch."""
+        return index if isinstance(index, tuple) else (self.epoch, index)
+
+    def resolve(self, index: int | tuple[int, int]) -> tuple[Sample, str, np.ndarray | None, np.ndarray | None, str]:
         """(sample, image path, incident labels, place labels, LM target) after pairing; `index` may
-        name a copy of a sample (index + copy * len(self), as the sampler repeats small datasets)."""
+        name a copy of a sample (index + copy * len(self), as the sampler repeats small datasets)
+        and come with its epoch (`(epoch, index)`)."""
+        epoch, index = self._epoch_and_index(index)
         s = self.samples[index % len(self.samples)]
         incidents, places, target, path = s.incidents, s.places, s.target, s.image
         if s.image is None:
-            rng = self._rng(index, 1)
+            rng = self._rng(index, 1, epoch)
             pair = self.pool[int(rng.integers(len(self.pool)))]
             path, incidents, places = pair.image, pair.incidents, pair.places
             if self.robot_targets:
@@ -117,9 +124,10 @@ class StageDataset(Dataset):
         img = augment(rgb, rng) if self.image.augment else rgb
         return torch.from_numpy(to_tensor_array(img, self.image.size, self.image.mean, self.image.std))
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
         s, path, incidents, places, target = self.resolve(index)
-        rng = self._rng(index, 2)
+        epoch, i = self._epoch_and_index(index)
+        rng = self._rng(i, 2, epoch)
         try:  # at least twice the model's size is kept: the crop and INTER_AREA work on real pixels
             rgb = read_rgb(path, min_side=2 * self.image.size)
         except OSError:  # passed the load-time signature check: a download cut off inside the header

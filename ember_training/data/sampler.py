@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
 class ResumableSampler(DistributedSampler):
@@ -44,3 +44,38 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class StageBatches(Sampler[list[tuple[int, int]]]):
+    """A stage's batches, epoch after epoch without end, for one DataLoader iterator per stage.
+
+    Epoch e's batches are those of a fresh DataLoader(sampler=`sampler` at epoch e, drop_last=True),
+    each index given as `(e, index)` so the dataset draws epoch e's augmentation and pairing
+    (StageDataset takes such pairs) whenever a worker reads it. One iterator for the whole stage
+    starts the loader workers once and keeps them prefetching across epoch boundaries; an iterator
+    per epoch forked every worker again and waited for each epoch's first batch, which dominated
+    a stage whose epoch is 2-3 batches (stage 4's 198 tasks at a GPU batch of 64). `start_at`
+    sets where the next iterator begins (a resumed run's position)."""
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.per_epoch = sampler.num_samples // batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"{sampler.num_samples} samples per rank make no batch of {batch_size}")
+        self.epoch = 0
+        self.batches = 0
+
+    def start_at(self, epoch: int, batches: int) -> None:
+        """Begin the next iterator after `batches` batches of `epoch` (a whole epoch or more: the next one)."""
+        self.epoch, self.batches = epoch + batches // self.per_epoch, batches % self.per_epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, skip = self.epoch, self.batches
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.sampler.set_start(0)
+            indices = list(self.sampler)
+            for b in range(skip, self.per_epoch):
+                yield [(epoch, i) for i in indices[b * self.batch_size : (b + 1) * self.batch_size]]
+            epoch, skip = epoch + 1, 0

@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,9 @@ def stage1_epoch(trainer: Any) -> tuple[Any, list[tuple[str, str]]]:
     """Stage 1 set up as ember-train does it and one epoch read: (the run, [(uid, sha1 of its pixels)])."""
     trainer.prepare()
     run = trainer._setup(1, None)
-    run.sampler.set_epoch(0)
-    run.dataset.set_epoch(0)
+    stream = run.loader.batch_sampler  # endless (data/sampler.py StageBatches): epoch 0's batches
+    stream.start_at(0, 0)
     draws = [(uid, hashlib.sha1(px.numpy().tobytes()).hexdigest())
-             for batch in run.loader for uid, px in zip(batch["uid"], batch["pixel_values"], strict=True)]
+             for batch in islice(run.loader, stream.per_epoch)
+             for uid, px in zip(batch["uid"], batch["pixel_values"], strict=True)]
     return run, draws
