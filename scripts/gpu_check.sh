@@ -28,6 +28,7 @@ export PYTHONUNBUFFERED=1
 LOG="$OUT/log.txt"
 say() { echo "== $* ($(date -u +%H:%M:%S))" | tee -a "$LOG"; }
 
+machine() {
 say "machine"
 { nvidia-smi -L 2>&1 || echo "no nvidia-smi"
   "$PYTHON" -c "import torch, timm, tokenizers, transformers, onnx, onnxruntime, cv2, numpy
@@ -36,16 +37,16 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch
 print('timm', timm.__version__, 'tokenizers', tokenizers.__version__, 'transformers', transformers.__version__,
       'onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__)"
 } 2>&1 | tee -a "$LOG"
+}
 
-if [[ " $PARTS " == *" tests "* ]]; then
+tests() {
 say "CUDA tests"
 timeout "${GPU_TEST_LIMIT_S:-240}" "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda \
     tests/training/test_devices.py tests/training/test_checkpoint_kinds.py 2>&1 | tail -25 | tee -a "$LOG"
 echo "pytest exit: ${PIPESTATUS[0]}" | tee -a "$LOG"
-fi
+}
 
-if [[ " $PARTS " == *" train "* ]]; then
-
+train() {
 say "bf16 run under torchrun ($STEPS steps per stage, $STEPS4 in stage 4)"
 cat > "$RUN/gpu.yaml" <<EOF
 extends: $ROOT/config/train/demo.yaml
@@ -84,6 +85,9 @@ for st in summary["stages"]:
           f"{st['steps'] / st['seconds']:.2f} steps/s whole, {steady:.2f} steps/s between logged steps; "
           f"loss {st['first_loss']:.3f} -> {st['last_loss']:.3f}")
 EOF
-fi
+}
+
+machine
+for part in $PARTS; do "$part"; done
 say "done"
 rm -rf "$RUN"
