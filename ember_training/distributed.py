@@ -6,7 +6,8 @@ gloo; EMBER_DIST_TIMEOUT_S sets it), while `barrier` waits for work only rank 0 
 data, the tokenizer, checkpoint writes, evaluation, the robot-selection recipe) on a separate gloo
 group with a timeout of WAIT_TIMEOUT, so that work may take longer than the collective timeout;
 `wait_gather` is such a wait that also hands every rank each rank's outcome (the data each node's
-local rank 0 loads for the other ranks of its node, or its error: data/shared.py).
+local rank 0 loads for the other ranks of its node, or its error: data/shared.py). `max_int`, the
+trainer's per-step stop check (stop_signals.py), runs on that gloo group too: a CPU int, no CUDA sync.
 """
 
 from __future__ import annotations
@@ -56,6 +57,16 @@ class DistContext:
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj, group=self.wait_group)
         return out
+
+    def max_int(self, value: int) -> int:
+        """The largest of every rank's `value` (the trainer's per-step stop check: a stop signal's
+        number or 0). One all-reduce of one CPU int on the gloo wait group, so no CUDA work or sync;
+        a single process does no collective."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.wait_group)
+        return int(t.item())
 
     def mean(self, value: float) -> float:
         """Average of a float over ranks."""

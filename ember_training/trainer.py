@@ -44,6 +44,7 @@ from .evaluate import generation_metrics, head_metrics, head_outputs
 from .model import EmberVLM
 from .optim import build_optimizer, build_scheduler
 from .stages import STAGE_LOSSES
+from .stop_signals import Stopped, StopSignals, ignore_stop_signals, signal_name
 from .tokenizer import build_tokenizer, load_tokenizer, pad_id, save_tokenizer
 from .tracking import Emissions, MetricsLog, WandbRun, plot_losses, read_metrics
 from .train_state import (
@@ -165,9 +166,10 @@ class Trainer:
 
     def __init__(
         self, cfg: Config, output_dir: str | Path, data_dir: str | Path | None = None,
-        resume: bool = False, ctx: DistContext | None = None,
+        resume: bool = False, ctx: DistContext | None = None, stop: StopSignals | None = None,
     ) -> None:
         self.cfg = cfg
+        self.stop = stop or StopSignals()  # not installed: no signal is ever recorded (library use, tests)
         self.out = Path(output_dir)
         self.resume = resume
         self.ctx = ctx or DistContext()
@@ -256,6 +258,7 @@ class Trainer:
             collate_fn=Collator(pad_id(self.tok), teacher.k if teacher else 0),
             num_workers=self.cfg.data.num_workers, pin_memory=self.ctx.device.type == "cuda",
             generator=torch.Generator(),  # keeps the global RNG (dropout) out of the loader
+            worker_init_fn=ignore_stop_signals,  # a signal to every process of the job: the trainer stops them
         )
         return dataset, sampler, loader
 
@@ -301,7 +304,8 @@ class Trainer:
         if finished:
             evaluation = self._evaluate(run)
             self.ctx.barrier()  # rank 0 evaluates alone: the others wait here, not in _save's gather
-            self._save(sdir / "final.pt", run, evaluation)
+            with self.stop.deferred():  # a stop signal lets final.pt be written, then ends the run
+                self._save(sdir / "final.pt", run, evaluation)
         if self.ctx.is_main and self.cfg.tracking.plots:
             plot_losses(sdir / "metrics.jsonl", sdir / "loss.png", f"stage {k}: {name}")
         self.ctx.barrier()
@@ -379,39 +383,50 @@ class Trainer:
                          f"dataset files (--data-dir, data.paths); compare the loaders' summary lines of each node")
 
     def _train(self, run: StageRun, stop_at: int | None, t_start: float) -> bool:
-        """Optimizer steps until the stage's total (True) or `stop_at` (False)."""
+        """Optimizer steps until the stage's total (True) or `stop_at` (False); a stop signal ends
+        them after the step in progress with a checkpoint of that step (Stopped)."""
         cfg, ctx = self.cfg, self.ctx
         metrics = MetricsLog(run.sdir / "metrics.jsonl", resume_step=run.step) if ctx.is_main else None
         wandb = WandbRun(cfg.tracking.wandb_project, f"{self.out.name}-stage{run.k}", cfg.to_dict()) if ctx.is_main else None
         bar = tqdm(total=run.total, initial=run.step, desc=f"stage {run.k} {run.name}", unit="step",
                    dynamic_ncols=True, disable=not (ctx.is_main and cfg.tracking.progress))
         batches = self._batches(run)
-        ctx.barrier()  # rank 0 opened its logs (wandb.init may take a while) outside a timed collective
-        finished = True
-        while run.step < run.total:
-            logs, lr, grad_norm = self._step(run, batches)
-            record = {"step": run.step, **logs, "lr": lr, "grad_norm": grad_norm, "epoch": run.pos.epoch,
-                      "time": round(time.time() - t_start, 3)}
+        try:
+            ctx.barrier()  # rank 0 opened its logs (wandb.init may take a while) outside a timed collective
+            with self.stop.deferred():
+                while run.step < run.total:
+                    logs, lr, grad_norm = self._step(run, batches)
+                    record = {"step": run.step, **logs, "lr": lr, "grad_norm": grad_norm, "epoch": run.pos.epoch,
+                              "time": round(time.time() - t_start, 3)}
+                    if ctx.is_main:
+                        if run.step % cfg.train.log_every == 0 or run.step == run.total:
+                            metrics.write(record)
+                            wandb.log(record)
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
+                    # every rank stops at the same step: the largest signal number any rank has seen
+                    signum = ctx.max_int(self.stop.signum or 0)
+                    stopping = stop_at is not None and stop_at <= run.step < run.total
+                    if (run.step % cfg.train.checkpoint_every == 0 and run.step < run.total) or stopping or signum:
+                        if signum:
+                            rank = f"rank {ctx.rank}: " if ctx.enabled else ""
+                            log.warning("%s%s: stopping after step %d of stage %d (%s): writing its checkpoint",
+                                        rank, signal_name(signum), run.step, run.k, run.name)
+                        path = run.sdir / "checkpoints" / f"step_{run.step:06d}.pt"
+                        self._save(path, run)
+                        if ctx.is_main:
+                            prune(run.sdir, cfg.train.keep_checkpoints)
+                        if signum:
+                            raise Stopped(signum, run.k, run.name, run.step, path)
+                    if stopping:
+                        return False
+            return True
+        finally:
+            batches.close()  # the loader's workers stop before the evaluation and the next stage
+            bar.close()
             if ctx.is_main:
-                if run.step % cfg.train.log_every == 0 or run.step == run.total:
-                    metrics.write(record)
-                    wandb.log(record)
-                bar.update(1)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
-            stopping = stop_at is not None and stop_at <= run.step < run.total
-            if (run.step % cfg.train.checkpoint_every == 0 and run.step < run.total) or stopping:
-                self._save(run.sdir / "checkpoints" / f"step_{run.step:06d}.pt", run)
-                if ctx.is_main:
-                    prune(run.sdir, cfg.train.keep_checkpoints)
-            if stopping:
-                finished = False
-                break
-        batches.close()  # the loader's workers stop before the evaluation and the next stage
-        bar.close()
-        if ctx.is_main:
-            metrics.close()
-            wandb.finish()
-        return finished
+                metrics.close()
+                wandb.finish()
 
     def _step(self, run: StageRun, batches) -> tuple[dict[str, float], float, float]:
         """One optimizer step over train.grad_accum micro-batches; returns (logs, lr used, grad norm)."""

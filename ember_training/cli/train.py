@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
+import shutil
+import signal
 import sys
+from pathlib import Path
 
 from ..config import ConfigError, load_config
+from ..stop_signals import Interrupted, Stopped, StopSignals, exit_code, signal_name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +45,39 @@ def print_params(cfg) -> None:
     print(format_param_table(EmberVLM(cfg.model)), flush=True)
 
 
+def resume_command(argv: list[str], distributed: bool) -> str:
+    """The command that continues this run: this one with --resume. Under torchrun it is the
+    launcher's command line (the rank's parent, read from /proc; on every node its own)."""
+    args = [*argv, *([] if "--resume" in argv else ["--resume"])]
+    if distributed:
+        try:
+            parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode().split("\0")[:-1]
+        except (OSError, UnicodeDecodeError):
+            parent = []
+        if any("torchrun" in a or a == "torch.distributed.run" for a in parent[:3]) and parent[-len(argv):] == argv:
+            return shlex.join([*parent, *args[len(argv):]])
+        return f"the same launcher command with these arguments: {shlex.join(args)}"
+    if Path(sys.argv[0]).name == "ember-train":  # the console script
+        script = Path(sys.argv[0]).resolve()
+        on_path = shutil.which("ember-train")
+        prog = ["ember-train"] if on_path and Path(on_path).resolve() == script else [str(script)]
+    else:  # python -m ember_training.cli.train, or main() called from Python
+        prog = [sys.executable, "-m", "ember_training.cli.train"]
+    return shlex.join([*prog, *args])
+
+
+def stop_line(stop: Interrupted, command: str) -> str:
+    """The one line ember-train ends with on a stop signal."""
+    name = signal_name(stop.signum)
+    if isinstance(stop, Stopped):
+        where = f"after step {stop.step} of stage {stop.stage} ({stop.name}): saved {stop.checkpoint}"
+    else:
+        where = "outside the training steps: the newest checkpoint stands (files are replaced atomically)"
+    return f"ember-train: interrupted by {name} {where}; continue with: {command}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -51,26 +89,35 @@ def main(argv: list[str] | None = None) -> int:
         print_params(cfg)
         return 0
 
-    from ..checkpoint_format import CheckpointError
-    from ..data.common import DataError
-    from ..distributed import init_distributed, shutdown_distributed
-    from ..trainer import Trainer, TrainError
-
-    ctx = init_distributed()
-    if not ctx.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
-    stages = [1, 2, 3, 4] if args.stage == "all" else [int(args.stage)]
+    # SIGTERM/SIGINT/SIGUSR1 end the run after the step in progress (stop_signals.py; exit 128 + signal)
+    stop = StopSignals().install()
+    ctx = None
     try:
-        Trainer(cfg, args.output_dir, args.data_dir, args.resume, ctx).run(stages)
-    except (TrainError, DataError, CheckpointError) as e:  # a bad run directory, dataset or checkpoint
-        print(f"ember-train: {one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C: step checkpoints are written atomically, the newest one stands
-        print(f"ember-train: interrupted; continue from the newest step checkpoint with the same command and "
-              f"--resume (--output-dir {args.output_dir})", file=sys.stderr)
-        return 130
+        from ..checkpoint_format import CheckpointError
+        from ..data.common import DataError
+        from ..distributed import init_distributed
+        from ..trainer import Trainer, TrainError
+
+        ctx = init_distributed()
+        if not ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        stages = [1, 2, 3, 4] if args.stage == "all" else [int(args.stage)]
+        try:
+            Trainer(cfg, args.output_dir, args.data_dir, args.resume, ctx, stop).run(stages)
+        except (TrainError, DataError, CheckpointError) as e:  # a bad run directory, dataset or checkpoint
+            print(f"ember-train: {one_line(e)}", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt as e:  # a stop signal: a checkpoint of the step it ended, or the newest stands
+        stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+        if ctx is None or ctx.is_main:
+            print(stop_line(stopped, resume_command(argv, ctx is not None and ctx.enabled)), file=sys.stderr, flush=True)
+        return exit_code(stopped.signum)
     finally:
-        shutdown_distributed()
+        if ctx is not None:
+            from ..distributed import shutdown_distributed
+
+            shutdown_distributed()
+        stop.restore()  # main() called from Python: the caller's handlers again
     return 0
 
 
