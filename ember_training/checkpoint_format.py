@@ -134,12 +134,31 @@ def checkpoint_dict(
     return ckpt
 
 
+def _umask() -> int:
+    """The process's umask: from /proc (Linux) without changing it, else set and put back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temp file in the same directory, fsync, then rename over `path`."""
+    """torch.save to a temp file in the same directory, fsync, then rename over `path`. The file gets
+    the mode open() would give it under the umask (mkstemp's 0600 kept teammates on a shared server
+    from exporting or evaluating it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        except OSError:  # a file system without Unix modes (some network mounts): mkstemp's 0600 stays
+            pass
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
 from ember_training.checkpoint_format import (
     CheckpointError,
+    atomic_torch_save,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
@@ -50,3 +54,18 @@ def test_load_errors(tmp_path):
     torch.save({"model": {}, "step": 1}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="config"):
         load_checkpoint(tmp_path / "partial.pt")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_checkpoints_get_the_permissions_of_the_umask_like_any_file(tmp_path, umask):
+    """A checkpoint is written to a temp file and renamed; mkstemp made that file 0600, so on a
+    shared GPU server a teammate could not export or evaluate another's checkpoint (the umask said
+    0644). Now it is what open() would create under the process's umask."""
+    old = os.umask(umask)
+    try:
+        path = atomic_torch_save({"step": 1}, tmp_path / "ck.pt")
+        plain = tmp_path / "plain"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
