@@ -1,5 +1,5 @@
-"""A DistributedSampler that can start in the middle of an epoch (exact resume) and that repeats a
-dataset too small for one batch per rank."""
+"""A DistributedSampler that repeats a dataset too small for one batch per rank, and a stage's
+endless batches over it that resume in the middle of an epoch (exact resume)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class ResumableSampler(DistributedSampler):
     """A seeded per-epoch permutation sharded by rank, as DistributedSampler(shuffle=True,
     drop_last=True) makes it; an epoch concatenates `repeats` permutations when the dataset has
     fewer than `min_per_rank` samples per rank (the 198 robot-selection tasks on 8 GPUs at batch
-    64); `set_start` skips the first indices of this rank's share once, after a resume.
+    64). StageBatches below cuts it into a stage's batches and resumes mid-epoch.
 
     Copy r of sample i is yielded as `i + r * len(dataset)` (an index into the dataset repeated
     `repeats` times; StageDataset takes it modulo its length), so that each copy, on whichever rank
@@ -28,22 +28,16 @@ class ResumableSampler(DistributedSampler):
         self.repeats = max(1, math.ceil(min_per_rank * num_replicas / n))
         self.num_samples = n * self.repeats // num_replicas
         self.total_size = self.num_samples * num_replicas
-        self.start = 0
-
-    def set_start(self, start: int) -> None:
-        self.start = start
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         n = len(self.dataset)
         indices = torch.cat([torch.randperm(n, generator=g) + r * n for r in range(self.repeats)]).tolist()
-        mine = indices[: self.total_size][self.rank : self.total_size : self.num_replicas]
-        start, self.start = self.start, 0
-        return iter(mine[start:])
+        return iter(indices[: self.total_size][self.rank : self.total_size : self.num_replicas])
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        return self.num_samples
 
 
 class StageBatches(Sampler[list[tuple[int, int]]]):
@@ -74,7 +68,6 @@ class StageBatches(Sampler[list[tuple[int, int]]]):
         epoch, skip = self.epoch, self.batches
         while True:
             self.sampler.set_epoch(epoch)
-            self.sampler.set_start(0)
             indices = list(self.sampler)
             for b in range(skip, self.per_epoch):
                 yield [(epoch, i) for i in indices[b * self.batch_size : (b + 1) * self.batch_size]]
