@@ -61,8 +61,9 @@ class StageBatches(Sampler[list[tuple[int, int]]]):
         self.batches = 0
 
     def start_at(self, epoch: int, batches: int) -> None:
-        """Begin the next iterator after `batches` batches of `epoch` (a whole epoch or more: the next one)."""
-        self.epoch, self.batches = epoch + batches // self.per_epoch, batches % self.per_epoch
+        """Begin the next iterator after `batches` batches of `epoch`; a whole epoch or more (an old
+        checkpoint's end-of-epoch position, or one written with fewer ranks): the next epoch."""
+        self.epoch, self.batches = (epoch + 1, 0) if batches >= self.per_epoch else (epoch, batches)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, skip = self.epoch, self.batches

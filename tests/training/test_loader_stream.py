@@ -65,6 +65,7 @@ def test_the_stage_stream_gives_the_per_epoch_loaders_batches_also_after_a_resum
         (1, 1): (per_epoch + 1) * BATCH,
         (0, per_epoch): per_epoch * BATCH,  # written by the old loop right after an epoch's last batch
         (2, 0): 2 * per_epoch * BATCH,
+        (0, per_epoch + 1): per_epoch * BATCH,  # written with fewer ranks (longer epochs): the rest of it is skipped
     }
     for (epoch, done), start in cases.items():
         run.pos = DataPosition(epoch=epoch, batches=done)
