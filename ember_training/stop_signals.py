@@ -8,9 +8,10 @@ else (data preparation, held-out evaluation, the robot-selection recipe) the han
 Once a signal came, later ones are absorbed (a scheduler's second notice must not cut a checkpoint
 write short), except a second SIGINT inside a deferred block: Ctrl-C pressed again aborts at once
 (an atomic write in progress is dropped, the previous checkpoint stands). The handler never prints (it may run in the middle of a write to
-stderr) and does nothing in a forked child. DataLoader workers ignore the three signals
-(`ignore_stop_signals`, their worker_init_fn): a scheduler or a terminal signals every process of
-the job, and a worker that died of it would fail the step the trainer is finishing.
+stderr) and does nothing in a forked child. DataLoader workers ignore the three signals unless
+their trainer sends SIGTERM (`ignore_stop_signals`, their worker_init_fn): a scheduler or a
+terminal signals every process of the job, and a worker that died of it would fail the step the
+trainer is finishing.
 
 Exit codes are 128 + the signal number (130 SIGINT, 138 SIGUSR1, 143 SIGTERM), what a shell reports
 for a process the signal killed: non-zero, because the run is not finished (a Kubernetes Job or a
@@ -105,6 +106,20 @@ class StopSignals:
 
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:
-    """DataLoader worker_init_fn: the worker ignores the stop signals (the trainer stops it)."""
+    """DataLoader worker_init_fn: the worker ignores SIGINT and SIGUSR1, and SIGTERM from anyone but
+    its trainer (the process that started it). The trainer stops its workers itself; its own SIGTERM
+    (the loader's terminate() of a worker that did not stop, multiprocessing's at exit) still ends
+    one: a worker ignoring that too kept a process that exited with a worker alive waiting for ever.
+    SIGTERM is blocked and read by a thread (sigwaitinfo tells who sent it)."""
     for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+        if sig != signal.SIGTERM:
+            signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_end_on_sigterm_from, args=(os.getppid(),), name="ember-worker-sigterm",
+                     daemon=True).start()
+
+
+def _end_on_sigterm_from(trainer: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == trainer:
+            os._exit(exit_code(signal.SIGTERM))

@@ -494,8 +494,8 @@ class Trainer:
                 if pos.batches == stream.per_epoch:
                     pos.epoch, pos.batches = pos.epoch + 1, 0
                 yield batch
-        finally:
-            del batches  # its workers stop now, not at the next garbage collection
+        finally:  # its workers stop now, also while an error's traceback still holds the iterator
+            getattr(batches, "_shutdown_workers", lambda: None)()
 
     def _save(self, path: Path, run: StageRun, extra: dict[str, Any] | None = None) -> None:
         rngs = self.ctx.gather(rng_state())  # every rank's RNG (collective: all ranks call it)

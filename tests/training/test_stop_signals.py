@@ -248,3 +248,61 @@ def test_ddp_sigterm_to_torchrun_stops_every_rank_at_one_step(synth_dir, tmp_pat
     assert len(lines) == 1 and lines[0].startswith(f"ember-train: interrupted by SIGTERM after step {step}"), err[-3000:]
     assert lines[0].endswith("--resume") and "torch.distributed.run" in lines[0], lines[0]
     assert rc != 0  # torchrun itself ends with its own SignalException (exit 1): docs/TRAINING.md
+
+
+def test_a_failed_run_leaves_no_loader_worker_behind(synth_dir, tmp_path):
+    """A worker's error ends the run (ember-train's main returns 1) while the loader's iterator is
+    still referenced by the error's traceback: its workers must be stopped anyway. A worker left
+    alive ignoring SIGTERM made multiprocessing's exit handler (terminate, then join) wait for ever:
+    the test suite itself hung at exit in CI."""
+    import gc
+    import multiprocessing
+    import shutil
+
+    from ember_training.cli.train import main as train_main
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    coco = json.loads((data / "coco/annotations/captions_train2017.json").read_text())
+    names = {i["id"]: i["file_name"] for i in coco["images"]}
+    probe = {names.get(a["image_id"]) for a in coco["annotations"][:4]}  # the freeze probe's batch (main process)
+    for path in (data / "coco/train2017").iterdir():
+        if path.name not in probe:
+            path.write_bytes(path.read_bytes()[:200])
+    before = {p.pid for p in multiprocessing.active_children()}
+    cfg = _config(tmp_path / "c.yaml", 4, **{"data.num_workers": 2})
+    assert train_main(["--config", str(cfg), "--stage", "1", "--data-dir", str(data),
+                       "--output-dir", str(tmp_path / "out")]) == 1
+    left = [p for p in multiprocessing.active_children() if p.pid not in before]
+    gc.collect()  # frees a leaked iterator (its workers stop), so a failure here does not hang the suite
+    assert not left, f"{len(left)} loader worker(s) still running after ember-train returned"
+
+
+WORKER = textwrap.dedent("""
+    # a process set up like a loader worker: answers each line on stdin until it ends
+    import sys
+    from ember_training.stop_signals import ignore_stop_signals
+    ignore_stop_signals()
+    print("READY", flush=True)
+    for line in sys.stdin:
+        print("ALIVE", flush=True)
+""")
+
+
+def test_loader_workers_ignore_a_signal_to_the_job_but_not_their_trainers_terminate():
+    """A loader worker ignores SIGTERM from anyone else (a scheduler or a terminal signalling the
+    whole job), but ends on its own trainer's SIGTERM (the loader's terminate() of a worker that
+    did not stop, multiprocessing's at exit), which it used to ignore as well."""
+    worker = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "READY"
+        for sig in ("TERM", "INT", "USR1"):  # from another process: `kill`, as slurmstepd or a terminal would
+            subprocess.run(["kill", f"-{sig}", str(worker.pid)], check=True)
+            worker.stdin.write("ping\n")
+            worker.stdin.flush()
+            assert worker.stdout.readline().strip() == "ALIVE", sig
+        worker.terminate()  # from its parent
+        assert worker.wait(timeout=WAIT_S) != 0
+    finally:
+        worker.kill()
+        worker.wait()
