@@ -25,7 +25,7 @@ from ember_training.config import load_config
 from ember_training.train_state import step_checkpoints
 from ember_training.trainer import Trainer, stage_dir
 
-from .training_helpers import quick_overrides, write_config
+from .training_helpers import coco_with_truncated_images, quick_overrides, write_config
 
 WAIT_S = 120  # every wait is bounded: a hung process fails the test instead of blocking the suite
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: 138}
@@ -257,18 +257,10 @@ def test_a_failed_run_leaves_no_loader_worker_behind(synth_dir, tmp_path):
     the test suite itself hung at exit in CI."""
     import gc
     import multiprocessing
-    import shutil
 
     from ember_training.cli.train import main as train_main
 
-    data = tmp_path / "data"
-    shutil.copytree(synth_dir, data)
-    coco = json.loads((data / "coco/annotations/captions_train2017.json").read_text())
-    names = {i["id"]: i["file_name"] for i in coco["images"]}
-    probe = {names.get(a["image_id"]) for a in coco["annotations"][:4]}  # the freeze probe's batch (main process)
-    for path in (data / "coco/train2017").iterdir():
-        if path.name not in probe:
-            path.write_bytes(path.read_bytes()[:200])
+    data = coco_with_truncated_images(synth_dir, tmp_path / "data")
     before = {p.pid for p in multiprocessing.active_children()}
     cfg = _config(tmp_path / "c.yaml", 4, **{"data.num_workers": 2})
     assert train_main(["--config", str(cfg), "--stage", "1", "--data-dir", str(data),

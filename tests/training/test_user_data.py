@@ -183,20 +183,11 @@ def test_bf16_checkpoint_loads_for_export(tmp_path):
 def test_cli_truncated_image_in_a_loader_worker_is_one_line(synth_dir, tmp_path, capsys):
     """With data.num_workers > 0 the DataLoader re-raises a worker's error with the worker's whole
     traceback in its message: ember-train still prints one line naming the file."""
-    import shutil
-
     from ember_training.cli.train import main as train_main
 
-    from .training_helpers import quick_overrides, write_config
+    from .training_helpers import coco_with_truncated_images, quick_overrides, write_config
 
-    data = tmp_path / "data"
-    shutil.copytree(synth_dir, data)
-    coco = json.loads((data / "coco/annotations/captions_train2017.json").read_text())
-    names = {i["id"]: i["file_name"] for i in coco["images"]}
-    probe = {names.get(a["image_id"]) for a in coco["annotations"][:4]}  # the freeze probe's batch (main process)
-    for path in (data / "coco/train2017").iterdir():
-        if path.name not in probe:
-            path.write_bytes(path.read_bytes()[:200])
+    data = coco_with_truncated_images(synth_dir, tmp_path / "data")
     over = {**quick_overrides(steps=2, batch=4), "stages.alignment.datasets": ["coco"], "data.val_fraction": 0.0,
             "data.num_workers": 1, "tracking.codecarbon": False, "tracking.plots": False}
     cfg = write_config(tmp_path / "c.yaml", over)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -88,3 +90,16 @@ def stage1_epoch(trainer: Any) -> tuple[Any, list[tuple[str, str]]]:
              for batch in islice(run.loader, stream.per_epoch)
              for uid, px in zip(batch["uid"], batch["pixel_values"], strict=True)]
     return run, draws
+
+
+def coco_with_truncated_images(synth_dir: Path, data: Path) -> Path:
+    """A copy of the generated data at `data` whose COCO images are cut to 200 bytes, except the four
+    the freeze probe reads in the main process: a loader worker meets the first truncated one."""
+    shutil.copytree(synth_dir, data)
+    coco = json.loads((data / "coco/annotations/captions_train2017.json").read_text())
+    names = {i["id"]: i["file_name"] for i in coco["images"]}
+    probe = {names.get(a["image_id"]) for a in coco["annotations"][:4]}
+    for path in (data / "coco/train2017").iterdir():
+        if path.name not in probe:
+            path.write_bytes(path.read_bytes()[:200])
+    return data
