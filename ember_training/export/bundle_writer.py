@@ -92,6 +92,7 @@ def _ship_selector(src: Path, dst: Path) -> dict[str, Any]:
                for task in VERIFY_TASKS if task != DEFAULT_TASK and (s := sel.select(task))}
     return {"file": SELECTOR_FILE, "words": len(sel.words), "dim": int(sel.vectors.shape[1]),
             "label_sets": int(sel.sets.shape[0]), "decides": "tasks with known words (not the default camera task)",
+            "plan_steps": int(sel.step_w.shape[0]),  # the first plan steps whose robot its plan-step head decides
             "samples": samples}
 
 

@@ -31,12 +31,13 @@ class SelectorConfig:
     recombinations: int = 1500  # clause recombinations of train tasks,
     phrases: int = 15000  # random phrases over teacher words (+ the `words` themselves, + train subtasks)
     head_c: float = 10.0  # inverse L2 strength of the label-set logistic regression
+    step_head_c: float = 10.0  # same for the plan-step robot head (per step position); 0 = no step head
 
     def __post_init__(self) -> None:
         for name in ("words", "dim", "steps", "batch_size", "lr", "head_c"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"robot_selection.selector.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("variants_per_task", "recombinations", "phrases"):
+        for name in ("variants_per_task", "recombinations", "phrases", "step_head_c"):
             if getattr(self, name) < 0:
                 raise ValueError(f"robot_selection.selector.{name} must be >= 0, got {getattr(self, name)}")
         if self.dim > 384:

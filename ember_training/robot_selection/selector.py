@@ -149,12 +149,43 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
         "vectors": vectors, "scales": scales, "weights": weights,
         "head_w": head_w, "head_b": head_b, "sets": membership,
     }
+    step_w, step_b = fit_step_head(x, [t.steps for t in tasks], sc.step_head_c) if sc.step_head_c > 0 else (None, None)
+    if step_w is not None:
+        arrays.update(step_w=step_w, step_b=step_b)
     summary = {"selector_words": len(vocab), "selector_dim": sc.dim, "selector_sets": len(sets),
-               "selector_texts": len(texts), "selector_distill_cos_first": round(first_cos, 4),
+               "selector_texts": len(texts), "selector_plan_steps": 0 if step_w is None else int(step_w.shape[0]), "selector_distill_cos_first": round(first_cos, 4),
                "selector_distill_cos": round(1 - history[-1]["distill_loss"], 4) if history else None,
                "selector_seconds": round(time.time() - t0, 1)}
     log.info("robot selector: %s", summary)
     return arrays, summary
+
+
+def fit_step_head(x: np.ndarray, plans: list[tuple], c: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The plan-step robot head: for the k-th step of the training plans (k up to the longest
+    plan), a multinomial logistic regression from the task vector `x` [N, d] to that step's robot
+    over the tasks whose plan has a k-th step. Returns (step_w [K, R, d], step_b [K, R]); a robot
+    never seen at step k gets bias -1e4, a step with one robot only a constant head. (None, None)
+    when no task has a plan."""
+    from sklearn.linear_model import LogisticRegression
+
+    k_max = max((len(p) for p in plans), default=0)
+    if k_max == 0:
+        return None, None
+    step_w = np.zeros((k_max, NUM_ROBOT_TYPES, x.shape[1]), np.float32)
+    step_b = np.full((k_max, NUM_ROBOT_TYPES), -1e4, np.float32)
+    for k in range(k_max):
+        rows = [i for i, p in enumerate(plans) if len(p) > k]
+        y = np.array([plans[i][k][2] for i in rows])
+        classes = np.unique(y)
+        if len(classes) == 1:
+            step_b[k, classes[0]] = 0.0
+            continue
+        lr = LogisticRegression(C=c, max_iter=5000).fit(x[rows], y)
+        coef = lr.coef_ if len(classes) > 2 else np.stack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
+        icpt = lr.intercept_ if len(classes) > 2 else np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
+        step_w[k, lr.classes_] = coef
+        step_b[k, lr.classes_] = icpt
+    return step_w, step_b
 
 
 class _QuantisedEncoder:

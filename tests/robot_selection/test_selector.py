@@ -179,3 +179,88 @@ def test_selector_config_rejects_bad_values():
         SelectorConfig(steps=0)
     with pytest.raises(ConfigError, match="robot_selection.selector"):
         config_from_dict({"model": {}, "tokenizer": {}, "robot_selection": {"selector": {"wordz": 3}}})
+
+
+# ---------------------------------------------------------------------------- the plan-step robot head
+def _step_accuracy(sel, tasks):
+    hits = total = 0
+    for t in tasks:
+        got = sel.select(t.task).step_robots
+        for k, (_, _, robot) in enumerate(t.steps):
+            total += 1
+            hits += k < len(got) and got[k] == robot
+    return hits / total
+
+
+def test_step_head_learns_the_robots_of_its_train_plans_beyond_the_per_step_majority(fold, trained):
+    train, _ = fold
+    path, arrays, info, _ = trained
+    longest = max(len(t.steps) for t in train)
+    assert arrays["step_w"].shape == (longest, len(ROBOT_TYPES), SMALL.dim) and info["selector_plan_steps"] == longest
+    sel = RobotSelector(path, len(ROBOT_TYPES))
+    majority = 0
+    for k in range(longest):
+        kth = [t.steps[k][2] for t in train if len(t.steps) > k]
+        majority += max(kth.count(r) for r in set(kth))
+    majority /= sum(len(t.steps) for t in train)
+    assert _step_accuracy(sel, train) > majority + 0.1, (_step_accuracy(sel, train), majority)
+
+
+def test_step_head_is_off_at_c_zero_and_without_plans(fold):
+    train, _ = fold
+    from dataclasses import replace as dc_replace
+
+    off, info = train_selector(train[:60], dc_replace(SMALL, step_head_c=0.0, steps=5), 0, FakeTeacher())
+    assert "step_w" not in off and info["selector_plan_steps"] == 0
+    no_plans = [dc_replace(t, steps=()) for t in train[:60]]
+    arrays, _ = train_selector(no_plans, dc_replace(SMALL, steps=5), 0, FakeTeacher())
+    assert "step_w" not in arrays
+    with pytest.raises(ValueError, match="step_head_c"):
+        SelectorConfig(step_head_c=-1.0)
+
+
+def test_a_selector_file_without_step_head_still_loads_and_decides_no_step(trained, tmp_path):
+    old = RobotSelector(_rewrite(trained[0], tmp_path / "old.npz", step_w=None, step_b=None), len(ROBOT_TYPES))
+    s = old.select("inspect the pipes under the bridge")
+    assert s.step_robots == () and s.chosen
+
+
+def test_bad_step_heads_fail_clearly(trained, tmp_path):
+    path = trained[0]
+    with np.load(path) as d:
+        w, b = d["step_w"], d["step_b"]
+    with pytest.raises(ValueError, match="needs both"):
+        RobotSelector(_rewrite(path, tmp_path / "a.npz", step_b=None), 5)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        RobotSelector(_rewrite(path, tmp_path / "b.npz", step_w=w[:, :, :-1]), 5)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        RobotSelector(_rewrite(path, tmp_path / "c.npz", step_b=b[:-1]), 5)
+    nan = w.copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        RobotSelector(_rewrite(path, tmp_path / "d.npz", step_w=nan), 5)
+
+
+def _heads(engine):
+    return {"incident_logits": np.zeros(len(engine.incident_labels), np.float32),
+            "place_logits": np.zeros(len(engine.place_labels), np.float32),
+            "robot_logits": np.zeros(len(engine.robot_types), np.float32),
+            "confidence_logit": np.zeros(1, np.float32)}
+
+
+def test_engine_gives_a_text_tasks_plan_steps_the_robots_of_the_step_head(selector_bundle, trained, fold):
+    train, _ = fold
+    engine = EmberEngine(selector_bundle)
+    sel = RobotSelector(trained[0], len(ROBOT_TYPES))
+    generated = ("I see a flood. <answer>Drone<plan>1. Survey the area [Underwater Robot]\n2. Carry supplies [Underwater Robot]\n"
+                 "3. Help people [Underwater Robot]\n4. Report [Underwater Robot]\n5. Stand by [Underwater Robot]")
+    heads = _heads(engine)
+    for t in train[:10]:
+        want = sel.select(t.task).step_robots
+        a = engine._to_analysis(heads, generated, 40, t.task)
+        assert a.text == generated  # the generation is reported as written
+        assert [s.robot_type for s in a.steps] == [ROBOT_TYPES[r] for r in want] + ["underwater"][: 5 - len(want)]
+        assert [s.description for s in a.steps][:2] == ["Survey the area", "Carry supplies"]
+    for camera_task in (None, DEFAULT_TASK, "zzzq qqxv"):  # the decoder decides: the steps stay as generated
+        a = engine._to_analysis(heads, generated, 40, camera_task)
+        assert [s.robot_type for s in a.steps] == ["underwater"] * 5

@@ -15,6 +15,9 @@ class Analysis:
     type (P(robot is in the right set)), `robot_types` is the selected set, best first, and
     `robot_source` says what decided it: "text-selector" (the bundle's distilled text selector,
     when a task is given) or "decoder-head" (the VLM's robot head, which also sees the image).
+    `text` is the decoder's generation as written and `steps` its parsed plan; when the text
+    selector decides and its file has a plan-step head, the first steps' `robot_type` is that
+    head's (one robot per plan position, from the task text).
     """
 
     incident_type: str

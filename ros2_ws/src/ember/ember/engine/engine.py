@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import warnings
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -439,23 +440,33 @@ class EmberEngine:
         knows words of is decided by the selector ("text-selector"); otherwise (no task or the default
         camera task, no selector, no known word) by the decoder's robot head, which also sees the
         image ("decoder-head")."""
+        robots, selected, source, _ = self._select(heads, task)
+        return robots, selected, source
+
+    def _select(self, heads: dict[str, np.ndarray], task: str | None) -> tuple[np.ndarray, list[str], str, tuple[int, ...]]:
+        """`select_robots`, plus the selector's robot for each of the first plan steps (empty when
+        the decoder head decides or the selector has no plan-step head)."""
         sel = self.selector.select_task(task) if self.selector is not None else None
         if sel is not None:
-            return sel.scores, [self.robot_types[i] for i in sel.chosen], "text-selector"
+            return sel.scores, [self.robot_types[i] for i in sel.chosen], "text-selector", sel.step_robots
         robots = _sigmoid(heads["robot_logits"])
         by_score = np.argsort(-robots, kind="stable")
         selected = [self.robot_types[i] for i in by_score if robots[i] >= self.robot_thresholds[i]]
         if not selected:
             selected = [self.robot_types[int(by_score[0])]]
-        return robots, selected, "decoder-head"
+        return robots, selected, "decoder-head", ()
 
     def _to_analysis(self, heads: dict[str, np.ndarray], text: str, n_tokens: int, task: str | None = None) -> Analysis:
         incident = _sigmoid(heads["incident_logits"])
         order = np.argsort(-incident, kind="stable")[:TOP_K_INCIDENTS]
         place = _softmax(heads["place_logits"])
         p = int(np.argmax(place))
-        robots, selected, source = self.select_robots(heads, task)
+        robots, selected, source, step_robots = self._select(heads, task)
         parsed = parse_generation(text.replace(EOS_TOKEN, ""))
+        steps = [  # a text task's plan steps get the robots of the selector's plan-step head
+            replace(s, robot_type=self.robot_types[step_robots[k]]) if k < len(step_robots) else s
+            for k, s in enumerate(parsed.steps)
+        ]
         return Analysis(
             incident_type=self.incident_labels[int(order[0])],
             confidence=float(_sigmoid(np.asarray(heads["confidence_logit"]).reshape(-1))[0]),
@@ -468,7 +479,7 @@ class EmberEngine:
             robot_source=source,
             text=text,
             reasoning=parsed.reasoning,
-            steps=list(parsed.steps),
+            steps=steps,
             num_generated_tokens=n_tokens,
             model_version=self.model_version,
         )

@@ -15,6 +15,9 @@ Arrays of the file:
   head_w   f32    [S, d]   label-set logits = head_w @ z + head_b
   head_b   f32    [S]
   sets     uint8  [S, R]   membership of each label set (R robot types, bundle order)
+optional (the plan-step robot head; a file without it selects robot sets only):
+  step_w   f32    [K, R, d] robot logits of the k-th plan step = step_w[k] @ z + step_b[k]
+  step_b   f32    [K, R]
 
 The file is an uncompressed npz: `words` and `vectors` are memory-mapped (the tables stay off
 the RSS budget), and a task's vector rows are read with pread from that file rather than through
@@ -42,6 +45,7 @@ from ember.prompting import DEFAULT_TASK, MAX_TASK_CHARS
 
 SELECTOR_FILE = "robot_selector.npz"
 SELECTOR_ARRAYS = ("words", "vectors", "scales", "weights", "head_w", "head_b", "sets")
+STEP_HEAD_ARRAYS = ("step_w", "step_b")  # optional, both or neither
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -56,7 +60,10 @@ def _read_arrays(fh: BinaryIO) -> dict[str, np.ndarray]:
         missing = [k for k in SELECTOR_ARRAYS if f"{k}.npy" not in names]
         if missing:
             raise ValueError(f"lacks array(s) {', '.join(missing)}")
-        for key in SELECTOR_ARRAYS:
+        step_head = [k for k in STEP_HEAD_ARRAYS if f"{k}.npy" in names]
+        if step_head and len(step_head) != len(STEP_HEAD_ARRAYS):
+            raise ValueError(f"has {step_head[0]} without {({*STEP_HEAD_ARRAYS} - {*step_head}).pop()} (the plan-step head needs both)")
+        for key in SELECTOR_ARRAYS + tuple(step_head):
             info = zf.getinfo(f"{key}.npy")
             if key in _MAPPED and info.compress_type == zipfile.ZIP_STORED:
                 arrays[key] = _map_member(fh, info)
@@ -132,12 +139,14 @@ def pool_rows(rows: np.ndarray, vectors: np.ndarray, scales: np.ndarray, weights
 
 @dataclass(frozen=True)
 class Selection:
-    """Robot scores (marginals, bundle robot order), the chosen set (indices, best first) and how
-    many of the task's words the selector knew."""
+    """Robot scores (marginals, bundle robot order), the chosen set (indices, best first), how
+    many of the task's words the selector knew, and the robot of each of the first plan steps
+    (indices, step order; empty when the file has no plan-step head)."""
 
     scores: np.ndarray
     chosen: list[int]
     known_words: int
+    step_robots: tuple[int, ...] = ()
 
 
 class RobotSelector:
@@ -165,15 +174,20 @@ class RobotSelector:
         self.sets = arrays["sets"].astype(np.float32)
         n, d = self.vectors.shape if self.vectors.ndim == 2 else (0, 0)
         s = self.head_w.shape[0]
+        self.step_w = arrays["step_w"].astype(np.float32) if "step_w" in arrays else np.zeros((0, num_robot_types, d), np.float32)
+        self.step_b = arrays["step_b"].astype(np.float32) if "step_b" in arrays else np.zeros((0, num_robot_types), np.float32)
+        k = self.step_w.shape[0] if self.step_w.ndim == 3 else -1
         if (self.words.ndim != 1 or self.words.dtype.kind != "S" or len(self.words) != n or n == 0
                 or self.vectors.dtype != np.int8 or self.scales.shape != (n,) or self.weights.shape != (n,)
                 or self.head_w.shape != (s, d) or self.head_b.shape != (s,) or self.sets.shape != (s, num_robot_types)
-                or s == 0):
+                or s == 0 or self.step_w.shape != (k, num_robot_types, d) or self.step_b.shape != (k, num_robot_types)):
             raise ValueError(
                 f"{path.name}: inconsistent shapes (words {self.words.shape} {self.words.dtype}, vectors "
-                f"{self.vectors.shape} {self.vectors.dtype}, head {self.head_w.shape}, sets {self.sets.shape}; "
-                f"{num_robot_types} robot types)"
+                f"{self.vectors.shape} {self.vectors.dtype}, head {self.head_w.shape}, sets {self.sets.shape}, "
+                f"step head {self.step_w.shape} {self.step_b.shape}; {num_robot_types} robot types)"
             )
+        if not (np.all(np.isfinite(self.head_w)) and np.all(np.isfinite(self.step_w)) and np.all(np.isfinite(self.step_b))):
+            raise ValueError(f"{path.name}: the heads hold NaN or infinite weights")
         if np.any(self.words[1:] <= self.words[:-1]):
             raise ValueError(f"{path.name}: words must be sorted and unique")
         inter = self.sets @ self.sets.T
@@ -204,7 +218,8 @@ class RobotSelector:
         best = int(np.argmax(self._jaccard @ p))
         members = [int(i) for i in np.flatnonzero(self.sets[best])]
         chosen = sorted(members, key=lambda r: (-marginals[r], r))
-        return Selection(scores=marginals, chosen=chosen, known_words=int(rows.size))
+        steps = tuple(int(r) for r in np.argmax(self.step_w @ z + self.step_b, axis=1))
+        return Selection(scores=marginals, chosen=chosen, known_words=int(rows.size), step_robots=steps)
 
     def select_task(self, task: str | None) -> Selection | None:
         """`select` for an operator task (the engine's and the fleet manager's one rule): None for
