@@ -391,6 +391,7 @@ class Trainer:
         bar = tqdm(total=run.total, initial=run.step, desc=f"stage {run.k} {run.name}", unit="step",
                    dynamic_ncols=True, disable=not (ctx.is_main and cfg.tracking.progress))
         batches = self._batches(run)
+        first_step = run.step
         try:
             ctx.barrier()  # rank 0 opened its logs (wandb.init may take a while) outside a timed collective
             with self.stop.deferred():
@@ -420,6 +421,12 @@ class Trainer:
                             raise Stopped(signum, run.k, run.name, run.step, path)
                     if stopping:
                         return False
+                if self._evaluates(run) and run.step > first_step:  # (every rank alike: a collective save)
+                    # a stop signal during the held-out evaluation (minutes on a large validation set)
+                    # must not cost the steps since the last periodic checkpoint: --resume evaluates again
+                    self._save(run.sdir / "checkpoints" / f"step_{run.step:06d}.pt", run)
+                    if ctx.is_main:
+                        prune(run.sdir, cfg.train.keep_checkpoints)
             return True
         finally:
             batches.close()  # the loader's workers stop before the evaluation and the next stage
@@ -459,9 +466,13 @@ class Trainer:
         run.step += 1
         return ctx.mean_dict(logs), lr, grad_norm  # the loss and its parts over every rank's batch
 
+    def _evaluates(self, run: StageRun) -> bool:
+        """Whether a held-out evaluation follows the stage's last step (stages 3 and 4, a validation split)."""
+        return run.name in ("incidents", "reasoning") and self.cfg.data.val_fraction > 0
+
     def _evaluate(self, run: StageRun) -> dict[str, Any]:
         """Held-out evaluation after stages 3 and 4 (rank 0): metrics and robot thresholds."""
-        if run.name not in ("incidents", "reasoning") or self.cfg.data.val_fraction == 0 or not self.ctx.is_main:
+        if not self._evaluates(run) or not self.ctx.is_main:
             return {}
         model = run.core
         heads_set = build_eval_dataset(self.cfg, self.cache, self.tok, False, ("incidents", "robot_single"))

@@ -224,6 +224,50 @@ def test_signals_while_checkpoints_are_written(synth_dir, tmp_path, case):
     assert line.endswith("--resume"), line
 
 
+SIGNAL_ON_EVAL = textwrap.dedent("""
+    # ember-train, sending itself SIGTERM when the held-out evaluation of stage 3 starts
+    import os, signal, sys
+    from ember_training import trainer
+    from ember_training.cli.train import main
+
+    real = trainer.Trainer._evaluate
+
+    def evaluate(self, run):
+        if run.name == "incidents":
+            os.kill(os.getpid(), signal.SIGTERM)  # a preemption notice, now: its handler runs here
+        return real(self, run)
+
+    trainer.Trainer._evaluate = evaluate
+    raise SystemExit(main(sys.argv[1:]))
+""")
+
+
+def test_sigterm_during_the_held_out_evaluation_keeps_every_step(synth_dir, tmp_path):
+    """The evaluation after stages 3 and 4 runs outside the step loop, so a signal there ends the run
+    at once. It used to cost every step since the last periodic checkpoint (up to
+    `checkpoint_every`, 1000 in small.yaml; here the whole stage). Now the stage's last step is
+    checkpointed before the evaluation: --resume does no step again, only the evaluation."""
+    steps = 3
+    cfg = _config(tmp_path / "c.yaml", steps, **{"data.val_fraction": 0.25})
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    sdir = stage_dir(out, 3)
+    args = ["--config", str(cfg), "--stage", "all", "--data-dir", str(synth_dir), "--output-dir", str(out)]
+    rc, err = _finish(_start([sys.executable, "-c", SIGNAL_ON_EVAL, *args], logs), logs)
+    line = _last_line(err)
+    assert rc == 143 and line.startswith("ember-train: interrupted by SIGTERM outside the training steps"), err[-3000:]
+    assert not (sdir / "final.pt").exists() and not stage_dir(out, 4).exists()
+    [ckpt] = step_checkpoints(sdir)
+    assert load_checkpoint(ckpt)["step"] == steps
+    resumed = subprocess.run([*TRAIN, *args, "--resume"], capture_output=True, text=True, env=ENV, timeout=WAIT_S)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumes at step {steps}" in resumed.stderr
+    final = load_checkpoint(sdir / "final.pt")
+    assert final["step"] == steps and (sdir / "eval.json").is_file()
+    assert all(torch.equal(final["model"][k], load_checkpoint(ckpt)["model"][k]) for k in final["model"])  # no step again
+    assert [r["step"] for r in _rows(sdir)] == list(range(1, steps + 1))
+    assert load_checkpoint(stage_dir(out, 4) / "final.pt")["step"] == steps
+
+
 def test_ddp_sigterm_to_torchrun_stops_every_rank_at_one_step(synth_dir, tmp_path):
     """SIGTERM to the torchrun agent (Kubernetes signals the container's main process): the agent
     forwards it to each rank at its own moment; the ranks agree on one step (an all-reduce of the
