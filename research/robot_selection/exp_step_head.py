@@ -5,6 +5,8 @@ the reference plans:
 * the majority plan of the training folds (cv.majority_plan, what `--cv` reports as baseline);
 * the nearest training task's plan (MiniLM cosine; a retrieval reference, not shipped);
 * a per-position logistic regression from the task's MiniLM embedding to the k-th step's robot;
+* one logistic regression from [task, step text, position] (MiniLM) to the step's robot, applied to
+  the reference steps' texts and to the majority plan's (how much the step text decides);
 * the same on the shipped text selector's task vectors (`selector.fit_step_head`, what the bundle
   ships), for C in 1..100; needs `selector_cv.py all` first (it leaves cache/selector_fold*.npz).
 
@@ -32,7 +34,8 @@ def with_robots(plan, robots):
 
 
 tasks, folds, _ = data()
-E = teacher().embed([t.task for t in tasks])
+T = teacher()
+E = T.embed([t.task for t in tasks])
 rows: dict[str, list] = {"majority plan": [], "nearest training plan (MiniLM)": [], "step head on MiniLM, C=10": []}
 for f in range(5):
     tr, te = split(folds, f)
@@ -43,6 +46,16 @@ for f in range(5):
     rows["nearest training plan (MiniLM)"].append(plan_metrics(refs, [[(o, d, ROBOT_TYPES[r]) for o, d, r in p] for p in nearest]))
     w, b = fit_step_head(E[tr], [tasks[i].steps for i in tr], 10.0)
     rows["step head on MiniLM, C=10"].append(plan_metrics(refs, [with_robots(maj, np.argmax(w @ E[i] + b, 1)) for i in te]))
+    from sklearn.linear_model import LogisticRegression
+
+    def step_x(i, text, k):
+        return np.concatenate([E[i], T.embed([text])[0], np.eye(6, dtype=np.float32)[min(k, 5)]])
+
+    xs = [step_x(i, d, k) for i in tr for k, (_, d, _) in enumerate(tasks[i].steps)]
+    clf = LogisticRegression(C=10.0, max_iter=3000).fit(np.stack(xs), [r for i in tr for _, _, r in tasks[i].steps])
+    for name, plan_of in (("task + step text on the reference steps", lambda i: tasks[i].steps), ("task + step text on the majority plan", lambda i, maj=maj: maj)):
+        hyps = [with_robots(plan_of(i), clf.predict(np.stack([step_x(i, d, k) for k, (_, d, _) in enumerate(plan_of(i))]))) for i in te]
+        rows.setdefault(name, []).append(plan_metrics(refs, hyps))
 for name, r in rows.items():
     show(name, r)
 
