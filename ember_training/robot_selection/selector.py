@@ -153,7 +153,8 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
     if step_w is not None:
         arrays.update(step_w=step_w, step_b=step_b)
     summary = {"selector_words": len(vocab), "selector_dim": sc.dim, "selector_sets": len(sets),
-               "selector_texts": len(texts), "selector_plan_steps": 0 if step_w is None else int(step_w.shape[0]), "selector_distill_cos_first": round(first_cos, 4),
+               "selector_texts": len(texts), "selector_plan_steps": 0 if step_w is None else int(step_w.shape[0]),
+               "selector_distill_cos_first": round(first_cos, 4),
                "selector_distill_cos": round(1 - history[-1]["distill_loss"], 4) if history else None,
                "selector_seconds": round(time.time() - t0, 1)}
     log.info("robot selector: %s", summary)
