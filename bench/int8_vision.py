@@ -70,6 +70,7 @@ def recipes() -> dict[str, object]:
         **{f"default_dw_quantized_first{k}": replace(default, quantized_depthwise_first=k) for k in (1, 2, 3, 4, 6)},
         "default_one_pass": replace(default, calibration_stride=1024),
         "default_gelu_float": replace(default, gelu="float"),  # the default before GELU ran quantized
+        "default_8bit_weights": replace(default, reduce_range=False),  # the default before 7-bit weights
         "float_bias": replace(current, extra_options=(("QuantizeBias", False),)),
         "pre_full": replace(current, pre_process="full"),
         "pre_none": replace(current, pre_process="none"),
