@@ -413,10 +413,7 @@ class Trainer:
                             rank = f"rank {ctx.rank}: " if ctx.enabled else ""
                             log.warning("%s%s: stopping after step %d of stage %d (%s): writing its checkpoint",
                                         rank, signal_name(signum), run.step, run.k, run.name)
-                        path = run.sdir / "checkpoints" / f"step_{run.step:06d}.pt"
-                        self._save(path, run)
-                        if ctx.is_main:
-                            prune(run.sdir, cfg.train.keep_checkpoints)
+                        path = self._save_step(run)
                         if signum:
                             raise Stopped(signum, run.k, run.name, run.step, path)
                     if stopping:
@@ -424,9 +421,7 @@ class Trainer:
                 if self._evaluates(run) and run.step > first_step:  # (every rank alike: a collective save)
                     # a stop signal during the held-out evaluation (minutes on a large validation set)
                     # must not cost the steps since the last periodic checkpoint: --resume evaluates again
-                    self._save(run.sdir / "checkpoints" / f"step_{run.step:06d}.pt", run)
-                    if ctx.is_main:
-                        prune(run.sdir, cfg.train.keep_checkpoints)
+                    self._save_step(run)
             return True
         finally:
             batches.close()  # the loader's workers stop before the evaluation and the next stage
@@ -465,6 +460,14 @@ class Trainer:
         run.sched.step()
         run.step += 1
         return ctx.mean_dict(logs), lr, grad_norm  # the loss and its parts over every rank's batch
+
+    def _save_step(self, run: StageRun) -> Path:
+        """The step checkpoint of run.step (collective), then the oldest beyond keep_checkpoints pruned."""
+        path = run.sdir / "checkpoints" / f"step_{run.step:06d}.pt"
+        self._save(path, run)
+        if self.ctx.is_main:
+            prune(run.sdir, self.cfg.train.keep_checkpoints)
+        return path
 
     def _evaluates(self, run: StageRun) -> bool:
         """Whether a held-out evaluation follows the stage's last step (stages 3 and 4, a validation split)."""

@@ -140,10 +140,7 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
         lr = LogisticRegression(C=sc.head_c, max_iter=5000).fit(x, y)
         head_w = np.zeros((len(sets), sc.dim), np.float32)
         head_b = np.full(len(sets), -1e4, np.float32)  # sets the solver dropped never win
-        coef = lr.coef_ if len(lr.classes_) > 2 else np.stack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
-        icpt = lr.intercept_ if len(lr.classes_) > 2 else np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
-        head_w[lr.classes_] = coef
-        head_b[lr.classes_] = icpt
+        head_w[lr.classes_], head_b[lr.classes_] = softmax_rows(lr)
     arrays = {
         "words": np.array([w.encode("ascii") for w in vocab]),
         "vectors": vectors, "scales": scales, "weights": weights,
@@ -159,6 +156,15 @@ def train_selector(tasks: list[RobotTask], sc: SelectorConfig, seed: int, teache
                "selector_seconds": round(time.time() - t0, 1)}
     log.info("robot selector: %s", summary)
     return arrays, summary
+
+
+def softmax_rows(lr) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted LogisticRegression as softmax rows (coef [C, d], intercept [C]), one per class of
+    `lr.classes_`: a binary fit's single logit split into two opposite halves (the same softmax)."""
+    if len(lr.classes_) > 2:
+        return lr.coef_, lr.intercept_
+    return (np.stack([-lr.coef_[0] / 2, lr.coef_[0] / 2]),
+            np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2]))
 
 
 def fit_step_head(x: np.ndarray, plans: list[tuple], c: float) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -182,10 +188,7 @@ def fit_step_head(x: np.ndarray, plans: list[tuple], c: float) -> tuple[np.ndarr
             step_b[k, classes[0]] = 0.0
             continue
         lr = LogisticRegression(C=c, max_iter=5000).fit(x[rows], y)
-        coef = lr.coef_ if len(classes) > 2 else np.stack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
-        icpt = lr.intercept_ if len(classes) > 2 else np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
-        step_w[k, lr.classes_] = coef
-        step_b[k, lr.classes_] = icpt
+        step_w[k, lr.classes_], step_b[k, lr.classes_] = softmax_rows(lr)
     return step_w, step_b
 
 

@@ -257,13 +257,14 @@ def test_sigterm_during_the_held_out_evaluation_keeps_every_step(synth_dir, tmp_
     assert rc == 143 and line.startswith("ember-train: interrupted by SIGTERM outside the training steps"), err[-3000:]
     assert not (sdir / "final.pt").exists() and not stage_dir(out, 4).exists()
     [ckpt] = step_checkpoints(sdir)
-    assert load_checkpoint(ckpt)["step"] == steps
+    before_eval = load_checkpoint(ckpt)
+    assert before_eval["step"] == steps
     resumed = subprocess.run([*TRAIN, *args, "--resume"], capture_output=True, text=True, env=ENV, timeout=WAIT_S)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumes at step {steps}" in resumed.stderr
     final = load_checkpoint(sdir / "final.pt")
     assert final["step"] == steps and (sdir / "eval.json").is_file()
-    assert all(torch.equal(final["model"][k], load_checkpoint(ckpt)["model"][k]) for k in final["model"])  # no step again
+    assert all(torch.equal(final["model"][k], before_eval["model"][k]) for k in final["model"])  # no step again
     assert [r["step"] for r in _rows(sdir)] == list(range(1, steps + 1))
     assert load_checkpoint(stage_dir(out, 4) / "final.pt")["step"] == steps
 
