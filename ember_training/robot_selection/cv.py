@@ -346,18 +346,24 @@ def _cell(stat: dict | None) -> str:
 
 
 def format_summary(s: dict) -> str:
+    """The summary as a text table: a row per metric; the model, the baselines and the model's
+    ratios to them as columns, each as wide as its widest cell plus a two-space gap."""
     names = [n for n in BASELINE_NAMES if n in s["baselines"]]
     ratios = [n for n in names if f"ratio_to_{n}" in s]
-    lines = [f"grouped {s['k']}-fold CV ({len(s['folds_run'])} folds run), mean ± std over folds", "",
-             f"{'metric':<22}{'model (INT8 bundle)':>22}" + "".join(f"{BASELINE_NAMES[n]:>18}" for n in names)
-             + "".join(f"{'ratio/' + n.split('_')[0]:>14}" for n in ratios)]
+    header = ["metric", "model (INT8 bundle)", *(BASELINE_NAMES[n] for n in names),
+              *("ratio/" + n.split("_")[0] for n in ratios)]
+    rows = []
     for key in s["model"]:
-        row = f"{key:<22}{_cell(s['model'][key]):>22}" + "".join(f"{_cell(s['baselines'][n].get(key)):>18}" for n in names)
-        for n in ratios:
-            r = s[f"ratio_to_{n}"].get(key)
-            row += f"{(f'{r:.2f}' if r else '-'):>14}"
-        lines.append(row)
-    return "\n".join(lines)
+        ratio_cells = [s[f"ratio_to_{n}"].get(key) for n in ratios]
+        rows.append([key, _cell(s["model"][key]), *(_cell(s["baselines"][n].get(key)) for n in names),
+                     *(f"{r:.2f}" if r else "-" for r in ratio_cells)])
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return cells[0].ljust(widths[0]) + "".join(f"  {cell:>{w}}" for cell, w in zip(cells[1:], widths[1:], strict=True))
+
+    title = f"grouped {s['k']}-fold CV ({len(s['folds_run'])} folds run), mean ± std over folds"
+    return "\n".join([title, "", *(line(r) for r in [header, *rows])])
 
 
 def plot_summary(s: dict, path: str | Path) -> Path:

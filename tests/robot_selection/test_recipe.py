@@ -249,3 +249,28 @@ def test_majority_plan_baseline_from_the_training_plans_only(tmp_path):
     table = cv.format_summary(s)
     assert "majority plan" in table and "0.500 ± 0.000" in table.splitlines()[-3]
     assert cv.plot_summary(s, tmp_path / "cv.png").is_file()  # plan-only baseline: beside the plans, not the sets
+
+
+def test_the_cv_summary_table_has_one_header_per_column_over_its_values():
+    """Every column of the printed summary has its own header, separated from its neighbours and
+    right-aligned over its values, with all four baselines and three ratios present (the header
+    once read 'ratio/minilmratio/majority')."""
+    stat = {"mean": 0.5, "std": 0.01}
+    sets = {k: stat for k in cv.HEADLINE}
+    plans = {"step_robot_accuracy": stat, "plan_rate": stat, "plan_bleu": {"mean": 51.822, "std": 11.336}}
+    s = {"k": 5, "folds_run": [0, 1, 2, 3, 4], "model": {**sets, **plans},
+         "baselines": {"tfidf_lr": sets, "minilm_knn": sets, "always_drone": sets, "majority_plan": plans}}
+    for name in ("tfidf_lr", "minilm_knn", "majority_plan"):
+        s[f"ratio_to_{name}"] = {k: 1.0 for k in s["baselines"][name]}
+    header, *rows = cv.format_summary(s).splitlines()[2:]
+    titles = ["metric", "model (INT8 bundle)", *(cv.BASELINE_NAMES[n] for n in cv.BASELINE_NAMES),
+              "ratio/tfidf", "ratio/minilm", "ratio/majority"]
+    ends, start = [], 0
+    for title in titles:
+        at = header.index(title, start)
+        assert at == 0 or header[at - 1] == " ", f"{title!r} touches the column before it: {header!r}"
+        start = at + len(title)
+        ends.append(start)
+    for row in rows:
+        for end in ends[1:]:  # each value ends where its header ends (right-aligned), a blank after it
+            assert row[end - 1] != " " and row[end:end + 1] in ("", " "), (row, end)
