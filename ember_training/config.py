@@ -336,6 +336,27 @@ def load_config(path: str | Path) -> Config:
     return cfg
 
 
+def apply_overrides(cfg: Config, overrides: typing.Mapping[str, Any]) -> Config:
+    """`cfg` with dotted-key overrides (`{"robot_selection.steps": 200}`, as `--set` gives them)
+    checked like the YAML itself: a misspelt key, a wrong type or a value a section refuses is a
+    ConfigError naming it, never an attribute nobody reads."""
+    if not overrides:
+        return cfg
+    raw = cfg.to_dict()
+    for dotted, value in overrides.items():
+        node, *parents, leaf = raw, *dotted.split(".")
+        for depth, key in enumerate(parents):
+            if not isinstance(node.get(key), dict):
+                where = ".".join(parents[:depth]) or "config"
+                raise ConfigError(f"unknown key {'.'.join(parents[:depth + 1])} in --set {dotted}; "
+                                  f"known in {where}: {', '.join(sorted(node))}")
+            node = node[key]
+        node[leaf] = value
+    out = config_from_dict(raw)
+    out.source = cfg.source
+    return out
+
+
 class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
 

@@ -206,7 +206,7 @@ def baseline_minilm_knn(train: list[RobotTask], test: list[RobotTask], teacher, 
 def train_fold(config_path: str | Path, robot_dir: Path, out: Path, data_dir: str | None,
                teacher_cache: Path | None, overrides: dict | None = None) -> Path:
     """Stages 1-4 (+ recipe) on the fold's train rows; returns the checkpoint to export."""
-    from ember_training.config import load_config
+    from ember_training.config import apply_overrides, load_config
     from ember_training.trainer import Trainer
 
     cfg = load_config(config_path)
@@ -214,12 +214,7 @@ def train_fold(config_path: str | Path, robot_dir: Path, out: Path, data_dir: st
     if cfg.robot_selection.enabled and teacher_cache is not None and cfg.robot_selection.teacher_cache is None:
         cfg.robot_selection.teacher_cache = str(teacher_cache)
     cfg.data.val_fraction = 0.0  # the held-out fold is the evaluation; a --set may change this
-    for dotted, value in (overrides or {}).items():
-        node = cfg
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, value)
+    cfg = apply_overrides(cfg, overrides or {})
     Trainer(cfg, out, data_dir, resume=True).run([1, 2, 3, 4])
     recipe = out / "robot_selection" / "final.pt"
     return recipe if recipe.is_file() else out / "stage4_reasoning" / "final.pt"
@@ -431,25 +426,52 @@ def add_cv_arguments(p: argparse.ArgumentParser) -> None:
                    help="--cv: config override, e.g. robot_selection.steps=200 (dotted, YAML value)")
 
 
+def check_cv_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], list[int] | None]:
+    """The `--set` overrides and `--folds` of a `--cv` run, after checking that the config with
+    those overrides, the data, the fold count and the fold ids all hold; raises ValueError
+    (ConfigError), RuntimeError (DataError) or OSError naming what does not."""
+    import yaml
+
+    from ember_training.config import apply_overrides, load_config
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad --set {item!r}; expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    apply_overrides(load_config(args.config), overrides)
+    tasks = load_tasks(args.data)
+    grouped_folds([t.task for t in tasks], [t.robots for t in tasks], args.cv, args.seed)
+    if not args.folds:
+        return overrides, None
+    try:
+        folds = [int(x) for x in args.folds.split(",")]
+    except ValueError:
+        raise ValueError(f"bad --folds {args.folds!r}; expected comma-separated fold ids") from None
+    if bad := [f for f in folds if not 0 <= f < args.cv]:
+        raise ValueError(f"--folds {args.folds}: --cv {args.cv} has folds 0..{args.cv - 1}, not {bad[0]}")
+    if len(set(folds)) < len(folds):
+        twice = next(f for f in folds if folds.count(f) > 1)
+        raise ValueError(f"--folds {args.folds} names fold {twice} twice")
+    return overrides, folds
+
+
 def main_from_args(args: argparse.Namespace) -> int:
     import sys
 
     import torch
-    import yaml
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, int(getattr(args, "threads", 1) or 1)))
     if not args.config:
         print("ember-eval: error: --cv needs --config", file=sys.stderr)
         return 2
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"ember-eval: error: bad --set {item!r}; expected KEY=VALUE", file=sys.stderr)
-            return 2
-        overrides[key] = yaml.safe_load(value)
-    folds = [int(x) for x in args.folds.split(",")] if args.folds else None
+    try:  # every argument checked before the first fold trains (minutes each)
+        overrides, folds = check_cv_arguments(args)
+    except (ValueError, OSError, RuntimeError) as e:  # ConfigError, DataError, a missing file
+        print(f"ember-eval: error: {e}", file=sys.stderr)
+        return 2
     s = run_cv(args.config, args.data, args.cv, args.seed, args.work, args.data_dir, args.plan_tokens, folds,
                int(getattr(args, "threads", 1) or 1), overrides)
     print(format_summary(s))

@@ -156,3 +156,41 @@ def test_skip_bad_rows_evaluates_the_rest_and_reports_what_it_skipped(tmp_path, 
     data.write_text(json.dumps(rows))
     none_left = cli("eval", "robot-selection", "--bundle", tiny_bundle, "--data", data, "--skip-bad-rows")
     assert none_left.returncode == 2 and "no usable rows" in none_left.stderr, none_left.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--folds", "7"], "--folds 7: --cv 5 has folds 0..4"),
+    (["--folds", "0,x"], "bad --folds '0,x'"),
+    (["--folds", "1,1"], "--folds 1,1 names fold 1 twice"),
+    (["--cv", "1"], "k must be >= 2, got 1"),
+    (["--cv", "500"], "194 distinct tasks cannot fill 500 folds"),
+    (["--config", "config/train/nope.yaml"], "cannot read config config/train/nope.yaml"),
+    (["--data", "no/such/robots.json"], "no robot-selection data at no/such/robots.json"),
+    (["--set", "robot_selection.selector.step_head_c=abc"], "robot_selection.selector.step_head_c"),
+    (["--set", "robot_selection.selctor.words=300"], "unknown key robot_selection.selctor"),
+    (["--set", "robot_selection.stepz=3"], "unknown key(s) robot_selection.stepz"),
+    (["--set", "model.n_positions=8"], "exceeds model.n_positions=8"),
+    (["--set", "robot_selection.steps"], "bad --set 'robot_selection.steps'; expected KEY=VALUE"),
+])
+def test_cross_validation_refuses_bad_arguments_before_it_trains(args, message, tmp_path, shared_data, monkeypatch, capsys):
+    """A bad --folds/--cv/--config/--data/--set ends `--cv` at once with one line naming it and
+    exit 2: not a traceback, and not after a fold's 12 minutes of training (a wrong-typed --set
+    value used to fail only when the selector was trained, a misspelt key was silently ignored)."""
+    cv = pytest.importorskip("ember_training.robot_selection.cv")
+    from ember.eval.cli import main
+
+    def trained(*a, **k):
+        raise AssertionError("a fold was trained")
+
+    monkeypatch.setattr(cv, "train_fold", trained)
+    argv = {"--cv": "5", "--config": "config/train/demo.yaml", "--data": str(shared_data / SINGLE),
+            "--work": str(tmp_path / "work")}
+    flag, value = args
+    extra = [flag, value] if flag not in argv else []
+    if not extra:
+        argv[flag] = value
+    assert main(["robot-selection", *(x for kv in argv.items() for x in kv), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ember-eval: error: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "work" / "fold0").exists()

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ember_training.cli.train import main as train_main
-from ember_training.config import STAGE_NAMES, ConfigError, load_config
+from ember_training.config import STAGE_NAMES, ConfigError, apply_overrides, load_config
 
 from .training_helpers import TINY, write_config
 
@@ -109,3 +109,22 @@ def test_an_empty_section_of_an_extending_config_keeps_the_parent_values(tmp_pat
     (tmp_path / "child.yaml").write_text(f"extends: {TINY}\ntrain:\n  # lr: 1.0e-4\nstages:\n  alignment:\n")
     cfg, parent = load_config(tmp_path / "child.yaml"), load_config(TINY)
     assert cfg.train == parent.train and cfg.stages == parent.stages
+
+
+def test_dotted_overrides_are_checked_like_the_yaml():
+    """`--set` overrides (ember-eval robot-selection --cv) reach the config with the YAML's checks:
+    ints widen to float, a new config comes back (the one given is left as it was), and a misspelt
+    key, a wrong type or a value a section refuses is a ConfigError naming the key."""
+    cfg = load_config(TINY)
+    out = apply_overrides(cfg, {"robot_selection.steps": 7, "stages.reasoning.lr": 1, "robot_selection.selector.dim": 8})
+    assert (out.robot_selection.steps, out.stages.reasoning.lr, out.robot_selection.selector.dim) == (7, 1.0, 8)
+    assert isinstance(out.stages.reasoning.lr, float) and out.source == cfg.source
+    assert cfg.robot_selection.steps != 7 and apply_overrides(cfg, {}) is cfg
+    assert apply_overrides(cfg, {"robot_selection.steps": cfg.robot_selection.steps}) == cfg
+    for overrides, message in [({"robot_selection.selector.step_head_c": "abc"}, "robot_selection.selector.step_head_c"),
+                               ({"robot_selection.stepz": 3}, "unknown key(s) robot_selection.stepz"),
+                               ({"robot_selection.selctor.dim": 8}, "unknown key robot_selection.selctor"),
+                               ({"nosection.x": 1}, "unknown key nosection"),
+                               ({"train.batch_size": 0}, "train.batch_size")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            apply_overrides(cfg, overrides)
