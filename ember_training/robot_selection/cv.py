@@ -351,7 +351,7 @@ def format_summary(s: dict) -> str:
     for key in s["model"]:
         ratio_cells = [s[f"ratio_to_{n}"].get(key) for n in ratios]
         rows.append([key, _cell(s["model"][key]), *(_cell(s["baselines"][n].get(key)) for n in names),
-                     *(f"{r:.2f}" if r else "-" for r in ratio_cells)])
+                     *(f"{r:.2f}" if r is not None else "-" for r in ratio_cells)])
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -439,7 +439,10 @@ def check_cv_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], list[i
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"bad --set {item!r}; expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"bad --set {item!r}: the value is not YAML ({getattr(e, 'problem', None) or e})") from None
     apply_overrides(load_config(args.config), overrides)
     tasks = load_tasks(args.data)
     grouped_folds([t.task for t in tasks], [t.robots for t in tasks], args.cv, args.seed)

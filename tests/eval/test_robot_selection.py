@@ -171,6 +171,7 @@ def test_skip_bad_rows_evaluates_the_rest_and_reports_what_it_skipped(tmp_path, 
     (["--set", "robot_selection.stepz=3"], "unknown key(s) robot_selection.stepz"),
     (["--set", "model.n_positions=8"], "exceeds model.n_positions=8"),
     (["--set", "robot_selection.steps"], "bad --set 'robot_selection.steps'; expected KEY=VALUE"),
+    (["--set", "robot_selection.steps=[3"], "bad --set 'robot_selection.steps=[3': the value is not YAML"),
 ])
 def test_cross_validation_refuses_bad_arguments_before_it_trains(args, message, tmp_path, shared_data, monkeypatch, capsys):
     """A bad --folds/--cv/--config/--data/--set ends `--cv` at once with one line naming it and
