@@ -187,10 +187,8 @@ def test_cross_validation_refuses_bad_arguments_before_it_trains(args, message, 
     argv = {"--cv": "5", "--config": "config/train/demo.yaml", "--data": str(shared_data / SINGLE),
             "--work": str(tmp_path / "work")}
     flag, value = args
-    extra = [flag, value] if flag not in argv else []
-    if not extra:
-        argv[flag] = value
-    assert main(["robot-selection", *(x for kv in argv.items() for x in kv), *extra]) == 2
+    argv[flag] = value  # replaces a default, or adds --folds / --set
+    assert main(["robot-selection", *(x for kv in argv.items() for x in kv)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ember-eval: error: ") and message in err[-1], err
     assert "Traceback" not in "\n".join(err)
